@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine: the FashionMNIST package, a virtualenv in .venv, this package.
+# Idempotent: a second run only checks. Usage: scripts/setup.sh   (then use .venv/bin/fcn-sweep)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+.venv/bin/python -c "import fcn_sweep, torch; print(f'fcn-sweep ready: torch {torch.__version__}')"

@@ -1,0 +1,100 @@
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fcn_sweep.config import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES, RunConfig
+from fcn_sweep.model import ACTIVATIONS as ACT_TABLE
+from fcn_sweep.model import INITS as INIT_TABLE
+from fcn_sweep.model import build_fcn, load_model, param_count, save_model
+from fcn_sweep.optim import OPTIMIZERS as OPT_TABLE
+from fcn_sweep.optim import SCHEDULES as SCHED_TABLE
+from fcn_sweep.optim import build_optimizer
+
+
+def test_lookup_tables_cover_exactly_what_the_config_accepts():
+    assert set(ACT_TABLE) == set(ACTIVATIONS)
+    assert set(INIT_TABLE) == set(INITS)
+    assert set(OPT_TABLE) == set(OPTIMIZERS)
+    assert set(SCHED_TABLE) == set(SCHEDULES)
+
+
+@pytest.mark.parametrize("hidden", [(1024, 256), (64,), (300, 200, 100, 50)])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_shapes_and_layers(hidden, batch_norm):
+    cfg = RunConfig(hidden=hidden, batch_norm=batch_norm, dropout=0.2)
+    model = build_fcn(cfg)
+    assert model(torch.randn(5, 784)).shape == (5, 10)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == [*hidden, 10]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model) == (len(hidden) if batch_norm else 0)
+    assert sum(isinstance(m, nn.Dropout) for m in model) == len(hidden)
+    widths = [784, *hidden, 10]
+    expected = sum(a * b + b for a, b in itertools.pairwise(widths)) + (2 * sum(hidden) if batch_norm else 0)
+    assert param_count(model) == expected
+
+
+def test_per_layer_dropout_and_zero_dropout():
+    model = build_fcn(RunConfig(hidden=(64, 32), dropout=(0.5, 0.0)))
+    assert [m.p for m in model if isinstance(m, nn.Dropout)] == [0.5]
+
+
+def _std(fan_in, fan_out, init, cfg):
+    return {
+        "xavier_uniform": math.sqrt(2 / (fan_in + fan_out)),
+        "xavier_normal": math.sqrt(2 / (fan_in + fan_out)),
+        "kaiming_uniform": math.sqrt(2 / fan_in),
+        "kaiming_normal": math.sqrt(2 / fan_in),
+        "normal": cfg.init_std,
+        "default": 1 / math.sqrt(3 * fan_in),  # PyTorch's kaiming_uniform with a=sqrt(5)
+    }[init]
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_each_init_gives_its_weight_statistics(init):
+    torch.manual_seed(0)
+    cfg = RunConfig(hidden=(1024, 256), init=init, init_std=0.5)
+    model = build_fcn(cfg)
+    for m in (m for m in model if isinstance(m, nn.Linear)):
+        w = m.weight.detach()
+        expected = _std(m.in_features, m.out_features, init, cfg)
+        assert w.std().item() == pytest.approx(expected, rel=0.05), m
+        assert abs(w.mean().item()) < 0.05 * expected + 1e-4
+        if init != "default":
+            assert torch.count_nonzero(m.bias) == 0
+
+
+def test_kaiming_gain_follows_the_activation():
+    torch.manual_seed(0)
+    tanh = build_fcn(RunConfig(hidden=(1024,), init="kaiming_normal", activation="tanh"))[0].weight.std().item()
+    assert tanh == pytest.approx((5 / 3) / math.sqrt(784), rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "read"),
+    [
+        ("sgd", torch.optim.SGD, lambda g: g["momentum"]),
+        ("adam", torch.optim.Adam, lambda g: g["betas"][0]),
+        ("adamw", torch.optim.AdamW, lambda g: g["betas"][0]),
+        ("rmsprop", torch.optim.RMSprop, lambda g: g["momentum"]),
+    ],
+)
+def test_optimizer_mapping_puts_momentum_where_each_optimizer_keeps_it(name, cls, read):
+    cfg = RunConfig(optimizer=name, lr=0.05, momentum=0.95, weight_decay=1e-4)
+    opt = build_optimizer(build_fcn(cfg).parameters(), cfg)
+    group = opt.param_groups[0]
+    assert type(opt) is cls
+    assert (group["lr"], read(group), group["weight_decay"]) == (0.05, 0.95, 1e-4)
+
+
+def test_saved_model_file_alone_rebuilds_the_network(tmp_path):
+    cfg = RunConfig(hidden=(128, 64), batch_norm=True, dropout=0.1, activation="gelu")
+    model = build_fcn(cfg).eval()
+    save_model(tmp_path / "m.safetensors", model.state_dict(), cfg)
+    loaded, loaded_cfg = load_model(tmp_path / "m.safetensors")
+    x = torch.randn(8, 784)
+    assert loaded_cfg == cfg
+    torch.testing.assert_close(loaded(x), model(x))
+    assert not list(tmp_path.glob("*.tmp"))

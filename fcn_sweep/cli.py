@@ -4,12 +4,16 @@ before anything is trained or written."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from .config import ConfigError, RunConfig
 
 EXIT_USAGE = 2
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 class UsageError(Exception):
@@ -35,34 +39,71 @@ def resolve_device(name: str):
     return device
 
 
-def config_from(config_file: str | None, overrides: Sequence[str]) -> RunConfig:
-    """Defaults, then the config file, then `--key=value` overrides: later wins."""
-    base = RunConfig.from_file(config_file) if config_file else RunConfig()
-    return RunConfig.from_args(overrides, base)
+def config_from(config_file: str | None, overrides: Sequence[str], sweep: dict | None = None) -> RunConfig:
+    """Defaults, then the config file, then what `wandb agent` handed over, then `--key=value`
+    overrides: later wins."""
+    cfg = RunConfig.from_file(config_file) if config_file else RunConfig()
+    cfg = RunConfig.from_dict(sweep or {}, cfg)
+    return RunConfig.from_args(overrides, cfg)
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGTERM (what `wandb agent` sends when Hyperband stops a run or a sweep is cancelled) and
+    Ctrl-C set an event that the training loop checks between batches, so the run ends within a
+    batch, logs its state and keeps its best model instead of dying mid-write."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    return stop
 
 
 def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    cfg = config_from(args.config, overrides)
+    from . import tracking
+
+    cfg = config_from(args.config, overrides, tracking.sweep_params())
     device = resolve_device(args.device)
+    mode, why = tracking.resolve_wandb_mode(args.wandb)
 
     from . import data as data_mod
-    from .tracking import Progress, RunDir, Trackers
     from .train import run
 
     try:
         data = data_mod.load(device, cfg.subset, args.data_dir)
     except data_mod.DataError as e:
         raise UsageError(str(e)) from None
-    rundir = RunDir(args.out)
+    stop = stop_on_signals()
+    # Under `wandb agent`, the sweep's run id names the run directory too.
+    rundir = tracking.RunDir(args.out, os.environ.get("WANDB_RUN_ID") or None)
+    trackers: list[tracking.Tracker] = [rundir]
+    if mode != "disabled":
+        wb = tracking.WandbRun(rundir, mode, project=args.project, group=args.group)
+        trackers.append(wb)
+    trackers.append(tracking.Progress(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
-    result = run(cfg, Trackers([rundir, Progress(enabled=not args.quiet)]), data=data, device=device)
+    result = run(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
+
     s = result.summary()
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(
         f"{rundir.path}\n{s['status']}: best val acc {fmt(s['best_val_acc'])} at epoch {s['best_epoch']}, "
         f"test acc there {fmt(s['test_acc_at_best'])}, final test acc {fmt(s['final_test_acc'])}"
     )
+    if mode == "offline":
+        print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: wandb sync {wb.sync_dir}", file=sys.stderr)
     return 0
+
+
+def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """`wandb agent`, with this interpreter's bin directory first on PATH: a sweep's `command:`
+    starts `fcn-sweep` through `/usr/bin/env`, which must find this installation's entry point
+    and not another one (or none) elsewhere on PATH."""
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep wandb-agent SWEEP_ID [--count N]")
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [sys.executable, "-m", "wandb", "agent", *(["--count", str(args.count)] if args.count else []), args.sweep_id]
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,14 +114,40 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         description="Train one FCN. Every RunConfig field is an override: --epochs=30 --hidden=1024,256 ...",
     )
     p.add_argument("--config", metavar="FILE", help="YAML/JSON config file, or a run directory to re-run")
-    p.add_argument("--out", default="runs", metavar="DIR", help="parent of the run directory (default: runs)")
+    p.add_argument(
+        "--out",
+        default=os.environ.get("FCN_SWEEP_OUT", "runs"),
+        metavar="DIR",
+        help="parent of the run directory (default: FCN_SWEEP_OUT or runs)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--wandb",
+        choices=WANDB_MODES,
+        default="auto",
+        help="W&B logging: auto (online if logged in, else offline; WANDB_MODE wins), online, offline, "
+        "disabled (default: auto)",
+    )
+    p.add_argument("--project", help="W&B project (default: WANDB_PROJECT or fcn-sweep)")
+    p.add_argument("--group", help="W&B run group")
     p.set_defaults(func=cmd_train)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser]
+def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "wandb-agent",
+        allow_abbrev=False,
+        help="run `wandb agent` for a sweep with this installation's fcn-sweep",
+        description="wandb agent SWEEP_ID, with this installation first on PATH (also the Docker image's agent).",
+    )
+    p.add_argument("sweep_id", metavar="SWEEP_ID", help="ENTITY/PROJECT/SWEEP_ID as printed by `wandb sweep`")
+    p.add_argument("--count", type=int, help="runs to execute before exiting (default: until the sweep ends)")
+    p.set_defaults(func=cmd_wandb_agent)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _wandb_agent_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

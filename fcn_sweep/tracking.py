@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import netrc
+import os
 import platform
 import secrets
 import sys
@@ -17,8 +19,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
+import yaml
 
 from .config import RunConfig
 from .model import save_model
@@ -133,3 +137,121 @@ class Progress(Tracker):
     def finish(self, result: RunResult) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+# --- Weights & Biases: the only code in the package that imports wandb -------------------------
+
+DEFAULT_PROJECT = "fcn-sweep"
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B credentials exist on this machine, checked without the network or a prompt:
+    the variables W&B reads, else a ~/.netrc entry for the W&B host (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(flag: str) -> tuple[str, str | None]:
+    """(mode, a note for the user or None). `auto` defers to WANDB_MODE, else online when logged in,
+    else offline: a run never fails or waits for want of an account."""
+    if flag != "auto":
+        return flag, None
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled", "run", "dryrun"):
+        return {"run": "online", "dryrun": "offline"}.get(env, env), None
+    if wandb_logged_in():
+        return "online", None
+    return "offline", "not logged in to W&B"
+
+
+def sweep_params() -> dict[str, Any]:
+    """The parameters `wandb agent` wrote for this run (WANDB_SWEEP_PARAM_PATH), as key -> value.
+
+    The agent also passes them as `${args}`; reading the file too lets a sweep `command:` without
+    `${args}` work, as W&B's own `wandb.config` does."""
+    path = os.environ.get("WANDB_SWEEP_PARAM_PATH")
+    if not path or not Path(path).is_file():
+        return {}
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    return {
+        k: v["value"] if isinstance(v, dict) and "value" in v else v
+        for k, v in raw.items()
+        if k != "wandb_version" and not k.startswith("_")
+    }
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as swept (lists stay lists, so W&B's locked sweep values match), plus scalar
+    companions under other names, because a list makes a poor parallel-coordinates axis."""
+    out = cfg.to_dict()
+    out.update(depth=cfg.depth, arch=cfg.arch)
+    for i, (width, rate) in enumerate(zip(cfg.hidden, cfg.dropout_rates(), strict=True), start=1):
+        out[f"width_{i}"] = width
+        out[f"dropout_{i}"] = rate
+    return out
+
+
+class WandbRun(Tracker):
+    """A W&B run beside the run directory: per-epoch metrics stepped by `epoch`, a summary, and the
+    best model as an artifact. Its files live in `<run dir>/wandb/`, so an offline run is synced
+    later with `wandb sync <run dir>/wandb/offline-run-*`."""
+
+    def __init__(
+        self,
+        rundir: RunDir,
+        mode: str,
+        project: str | None = None,
+        group: str | None = None,
+        job_type: str = "train",
+        tags: Iterable[str] = (),
+    ):
+        self.rundir, self.mode = rundir, mode
+        self.project, self.group, self.job_type, self.tags = project, group, job_type, list(tags)
+        self.run = None
+
+    def start(self, cfg: RunConfig, info: dict) -> None:
+        import wandb
+
+        in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
+        self.run = wandb.init(
+            project=self.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            # Under `wandb agent` the sweep assigns the id (WANDB_RUN_ID); elsewhere the run
+            # directory's id is used, so a W&B run and its directory share one name.
+            id=None if in_sweep else self.rundir.run_id,
+            dir=str(self.rundir.path),
+            config=flat_config(cfg),
+            mode=self.mode,
+            group=self.group,
+            job_type=self.job_type,
+            tags=self.tags or None,
+            settings=wandb.Settings(silent=self.mode != "online", console="off", x_disable_stats=True),
+        )
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+        self.run.define_metric("val/acc", step_metric="epoch", summary="max")
+        self.run.summary.update({"params": info.get("params"), "device": info.get("device")})
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        self.run.log(jsonable(metrics))
+
+    def finish(self, result: RunResult) -> None:
+        import wandb
+
+        summary = jsonable(result.summary())
+        self.run.summary.update(summary)
+        model = self.rundir.path / "model.safetensors"
+        if model.exists():
+            artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata={**summary, **self.rundir.info})
+            artifact.add_file(str(model))
+            artifact.add_file(str(self.rundir.path / "config.json"))
+            self.run.log_artifact(artifact, aliases=["best", "latest"])
+        self.run.finish(exit_code=0)
+
+    @property
+    def sync_dir(self) -> str | None:
+        return self.run.settings.sync_dir if self.run is not None and self.mode == "offline" else None

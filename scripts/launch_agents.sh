@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Start W&B agents for one sweep: M agents per GPU (several small FCNs share a GPU well), bare or each
+# in the CUDA Docker image, each logging to its own file. Ctrl-C (or SIGTERM) stops them all: each
+# agent and the run it is training get SIGTERM, so runs end as `stopped` with their best model kept.
+#
+#   scripts/launch_agents.sh SWEEP_ID [--gpus 0,1,...] [--per-gpu M] [--count N] [--docker IMAGE] [--logs DIR]
+#
+# SWEEP_ID is ENTITY/PROJECT/ID as printed by `wandb sweep sweeps/grid.yaml`. Without --gpus, every GPU
+# that nvidia-smi lists is used; with none, one agent per --per-gpu slot on the CPU. --count N: runs per
+# agent. With --docker, WANDB_API_KEY (and WANDB_ENTITY/WANDB_PROJECT) pass from this shell at run
+# time, and runs land in ./runs through a volume. The agent binary is $FCN_SWEEP, else the repo's
+# .venv/bin/fcn-sweep, else fcn-sweep on PATH.
+set -euo pipefail
+
+usage() { echo "usage: $0 SWEEP_ID [--gpus 0,1,...] [--per-gpu M] [--count N] [--docker IMAGE] [--logs DIR]" >&2; exit 2; }
+die() { echo "launch_agents: $*" >&2; exit 2; }
+
+[ $# -ge 1 ] && [[ $1 != -* ]] || usage
+sweep_id=$1; shift
+gpus=""; per_gpu=1; count=""; image=""; logs="logs/agents"
+while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || usage
+    case $1 in
+        --gpus) gpus=$2 ;;
+        --per-gpu) per_gpu=$2 ;;
+        --count) count=$2 ;;
+        --docker) image=$2 ;;
+        --logs) logs=$2 ;;
+        *) usage ;;
+    esac
+    shift 2
+done
+[[ $per_gpu =~ ^[1-9][0-9]*$ ]] || die "--per-gpu must be a positive integer, got '$per_gpu'"
+[ -z "$count" ] || [[ $count =~ ^[1-9][0-9]*$ ]] || die "--count must be a positive integer, got '$count'"
+[ -z "$gpus" ] || [[ $gpus =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--gpus must look like 0,1,2, got '$gpus'"
+if [ -z "$gpus" ] && command -v nvidia-smi >/dev/null; then
+    gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, - || true)
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+agent=${FCN_SWEEP:-}
+[ -n "$agent" ] || { [ -x "$repo/.venv/bin/fcn-sweep" ] && agent="$repo/.venv/bin/fcn-sweep"; } || agent=fcn-sweep
+[ -n "$image" ] || command -v "$agent" >/dev/null || die "cannot find fcn-sweep; run scripts/setup.sh or set FCN_SWEEP"
+mkdir -p "$logs"
+
+pids=()
+stop_all() {
+    trap - INT TERM
+    echo "launch_agents: stopping ${#pids[@]} agent(s)" >&2
+    # Each agent leads its own process group (setsid), so the run it is training gets the signal too.
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    wait || true
+    exit 130
+}
+trap stop_all INT TERM
+
+count_args=()
+[ -z "$count" ] || count_args=(--count "$count")
+IFS=, read -r -a slots <<<"${gpus:-cpu}"
+for gpu in "${slots[@]}"; do
+    for ((m = 1; m <= per_gpu; m++)); do
+        log="$logs/agent-$gpu-$m.log"
+        if [ -n "$image" ]; then
+            gpu_flag=(); [ "$gpu" = cpu ] || gpu_flag=(--gpus "device=$gpu")
+            setsid docker run --rm --init "${gpu_flag[@]}" -e WANDB_API_KEY -e WANDB_ENTITY -e WANDB_PROJECT \
+                -v "$PWD/runs:/runs" -e FCN_SWEEP_OUT=/runs "$image" wandb-agent "${count_args[@]}" "$sweep_id" \
+                >"$log" 2>&1 &
+        else
+            visible=$gpu; [ "$gpu" != cpu ] || visible=""
+            CUDA_VISIBLE_DEVICES=$visible setsid "$agent" wandb-agent "${count_args[@]}" "$sweep_id" >"$log" 2>&1 &
+        fi
+        pids+=("$!")
+        echo "agent $gpu/$m: pid $! -> $log" >&2
+    done
+done
+wait

@@ -1,0 +1,288 @@
+"""The W&B path: sweep files the engine accepts, and the process `wandb agent` starts, end to end.
+
+No fake server: proposals come from W&B's own sweep engine (`sweeps`), the command is expanded with
+W&B's own agent helpers, the run logs offline with W&B's own client, and its transaction log is read
+back with W&B's protobufs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sweeps
+import yaml
+from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+from wandb.sdk.lib.config_util import save_config_file_from_dict
+
+from fcn_sweep.config import RunConfig
+
+from .conftest import REPO, needs_data
+from .wandb_records import OfflineRun
+
+SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
+BIN = Path(sys.executable).parent
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_sweep_file_is_valid_for_the_engine_and_for_runconfig(path):
+    cfg = load(path)
+    assert sweeps.schema_violations_from_proposed_config(cfg) == []
+    assert cfg["metric"] == {"name": "val/acc", "goal": "maximize"}
+    assert cfg["command"][1:3] == ["fcn-sweep", "train"] and "${args}" in cfg["command"]
+    assert path.read_text().startswith("#") and "wandb sweep sweeps/" in path.read_text().split("\n\n")[0]
+    fields = {name for name, *_ in RunConfig.describe()}
+    assert set(cfg["parameters"]) <= fields
+    # Every value the engine may propose must pass RunConfig: the listed values, and samples of ranges.
+    for name, spec in cfg["parameters"].items():
+        for value in spec.get("values", [spec["value"]] if "value" in spec else []):
+            RunConfig.from_dict({name: value})
+    sampler = {**copy.deepcopy(cfg), "method": "random"}
+    sampler.pop("early_terminate", None)
+    for proposal in sweeps.next_runs(sampler, [], n=50):
+        RunConfig.from_dict({k: v["value"] for k, v in proposal.config.items()})
+
+
+def test_the_grid_enumerates_the_studys_5832_distinct_configs():
+    grid = load(REPO / "sweeps" / "grid.yaml")
+    proposals = [r for r in sweeps.next_runs(grid, [], n=6000) if r is not None]
+    configs = {RunConfig.from_dict({k: v["value"] for k, v in r.config.items()}) for r in proposals}
+    assert len(proposals) == len(configs) == 5832
+
+
+def plain(proposal: sweeps.SweepRun) -> sweeps.SweepRun:
+    """The proposal as the W&B server would send it: JSON values, not numpy scalars."""
+    config = json.loads(json.dumps(proposal.config, default=lambda v: v.item()))
+    return proposal.model_copy(update={"config": config})
+
+
+def agent_command(sweep: dict, proposal: sweeps.SweepRun) -> list[str]:
+    """The argv `wandb agent` would start for this proposal (as in wandb_agent.Agent._command_run)."""
+    sweep_vars = create_sweep_command_args({"args": proposal.config})
+    sweep_vars.update(interpreter=["python"], program=[sweep.get("program", "")], env=["/usr/bin/env"])
+    argv: list[str] = []
+    for chunk in create_sweep_command(copy.deepcopy(sweep["command"])):
+        chunk = str(chunk)
+        argv += sweep_vars.get(chunk[2:-1]) or [] if chunk.startswith("${") else [chunk]
+    return argv
+
+
+def agent_env(tmp_path: Path, proposal: sweeps.SweepRun, run_id: str) -> dict[str, str]:
+    """What `wandb agent` puts in the environment of the process it starts."""
+    param_path = tmp_path / "wandb" / "sweep-test" / f"config-{run_id}.yaml"
+    param_path.parent.mkdir(parents=True)
+    save_config_file_from_dict(str(param_path), proposal.config)
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "WANDB_MODE": "offline",
+        "WANDB_SWEEP_ID": "test",
+        "WANDB_RUN_ID": run_id,
+        "WANDB_SWEEP_PARAM_PATH": str(param_path),
+        "WANDB_PROJECT": "fcn-sweep-tests",
+    }
+
+
+def shrink(sweep: dict) -> dict:
+    """The same sweep on a tiny budget: one epoch on 256 images, so every file runs in seconds."""
+    small = copy.deepcopy(sweep)
+    small["parameters"]["epochs"] = {"value": 1}
+    small["parameters"]["subset"] = {"value": 256}
+    return small
+
+
+@needs_data
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_the_process_wandb_agent_starts_trains_and_logs_the_proposed_config(tmp_path, path):
+    sweep = shrink(load(path))
+    (proposal,) = map(plain, sweeps.next_runs(sweep, [], n=1))
+    run_id = f"agent{path.stem}"
+    argv = agent_command(sweep, proposal)
+    assert argv[:3] == ["/usr/bin/env", "fcn-sweep", "train"]
+    proc = subprocess.run(
+        argv, cwd=tmp_path, env=agent_env(tmp_path, proposal, run_id), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    run_dir = tmp_path / "runs" / run_id
+    proposed = {k: v["value"] for k, v in proposal.config.items()}
+    assert {k: v for k, v in yaml.safe_load((run_dir / "config.json").read_text()).items() if k in proposed} == (
+        proposed
+    )
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    logged = OfflineRun(offline)
+    assert logged.run.run_id == run_id
+    for key, value in proposed.items():
+        assert logged.config[key] == value, key
+    cfg = RunConfig.from_dict(proposed)
+    assert logged.config["depth"] == cfg.depth and logged.config["arch"] == cfg.arch
+    assert logged.config["width_1"] == cfg.hidden[0]
+    (epoch,) = [row for row in logged.history if "val/acc" in row]
+    assert epoch["epoch"] == 1 and {"train/loss", "train/acc", "val/loss", "test/loss", "test/acc", "lr"} <= set(epoch)
+    assert logged.summary["status"] == "finished"
+    assert logged.summary["best_val_acc"] == epoch["val/acc"] == logged.summary["val/acc"]["max"]
+    assert logged.summary["test_acc_at_best"] == epoch["test/acc"] and logged.summary["params"] > 0
+    (artifact,) = logged.artifacts
+    assert artifact.type == "model" and set(artifact.aliases) >= {"best", "latest"}
+    assert {f.path for f in artifact.manifest.contents} == {"model.safetensors", "config.json"}
+
+
+@needs_data
+def test_sigterm_stops_the_run_promptly_and_keeps_the_best_model(tmp_path):
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fcn_sweep",
+            "train",
+            "--epochs=200",
+            "--hidden=256",
+            "--subset=4096",
+            "--quiet",
+            "--wandb=offline",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        metrics = list(tmp_path.glob("*/metrics.jsonl"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the run never finished two epochs")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    waited = time.monotonic() - sent
+    assert proc.returncode == 0, err
+    assert waited < 15, f"took {waited:.1f} s to stop"
+    (run_dir,) = tmp_path.glob("2*")
+    summary = yaml.safe_load((run_dir / "summary.json").read_text())
+    assert summary["status"] == "stopped" and 2 <= summary["epochs_run"] < 200
+    assert (run_dir / "model.safetensors").exists()
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert OfflineRun(offline).summary["status"] == "stopped"
+
+
+@needs_data
+def test_offline_by_default_with_one_sync_line_and_the_api_key_written_nowhere(tmp_path):
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fcn_sweep",
+            "train",
+            "--epochs=1",
+            "--hidden=32",
+            "--subset=256",
+            "--quiet",
+            "--wandb=offline",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        cwd=tmp_path,
+        env={**env, "WANDB_API_KEY": secret, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sync_lines = [line for line in proc.stderr.splitlines() if "wandb sync" in line]
+    assert len(sync_lines) == 1
+    target = sync_lines[0].split("wandb sync ", 1)[1]
+    assert Path(target).is_dir() and list(Path(target).glob("run-*.wandb"))
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+
+
+def test_auto_mode_is_offline_without_credentials_and_respects_wandb_mode(tmp_path, monkeypatch):
+    from fcn_sweep.tracking import resolve_wandb_mode
+
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert resolve_wandb_mode("auto")[0] == "offline"
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert resolve_wandb_mode("auto") == ("online", None)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == ("disabled", None)
+    assert resolve_wandb_mode("offline") == ("offline", None)
+
+
+STUB_AGENT = """#!/usr/bin/env bash
+# Stands in for fcn-sweep: records how it was started, then trains until told to stop.
+echo "$CUDA_VISIBLE_DEVICES $*" >> "$RECORD"
+trap 'echo stopped >> "$RECORD"; exit 0' TERM
+while true; do sleep 0.1; done
+"""
+
+
+def test_launch_agents_starts_m_per_gpu_and_ctrl_c_stops_them_all(tmp_path):
+    stub = tmp_path / "fcn-sweep-stub"
+    stub.write_text(STUB_AGENT)
+    stub.chmod(0o755)
+    record = tmp_path / "record.txt"
+    launcher = subprocess.Popen(
+        [
+            str(REPO / "scripts" / "launch_agents.sh"),
+            "me/proj/abc123",
+            "--gpus",
+            "0,1",
+            "--per-gpu",
+            "2",
+            "--count",
+            "5",
+            "--logs",
+            str(tmp_path / "logs"),
+        ],
+        env={**os.environ, "FCN_SWEEP": str(stub), "RECORD": str(record)},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not record.exists() or len(record.read_text().splitlines()) < 4):
+        time.sleep(0.1)
+    started = sorted(record.read_text().splitlines())
+    assert started == ["0 wandb-agent --count 5 me/proj/abc123"] * 2 + ["1 wandb-agent --count 5 me/proj/abc123"] * 2
+    assert len(list((tmp_path / "logs").glob("agent-*.log"))) == 4
+    launcher.send_signal(signal.SIGINT)
+    launcher.communicate(timeout=30)
+    assert launcher.returncode == 130
+    assert record.read_text().splitlines().count("stopped") == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "usage"),
+        (["s", "--per-gpu", "0"], "--per-gpu"),
+        (["s", "--gpus", "a"], "--gpus"),
+        (["s", "--x", "1"], "usage"),
+    ],
+)
+def test_launch_agents_rejects_bad_arguments(args, says):
+    proc = subprocess.run([str(REPO / "scripts" / "launch_agents.sh"), *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and says in proc.stderr

@@ -147,7 +147,108 @@ def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_wandb_agent)
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _wandb_agent_parser]
+def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .sweep.runner import SweepOptions, run_sweep
+    from .sweep.spec import SweepFileError
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep sweep --help")
+    for name in ("workers", "count", "repeats"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {value}")
+    gpus = _gpu_list(args.gpus)
+    if gpus:
+        resolve_device(f"cuda:{max(gpus)}")
+    from . import tracking
+
+    mode, why = tracking.resolve_wandb_mode(args.wandb)
+    opts = SweepOptions(
+        workers=len(gpus) or args.workers,
+        gpus=gpus,
+        count=args.count,
+        order=args.order,
+        repeats=args.repeats,
+        seed=args.seed,
+        wandb_mode=mode,
+        progress=not args.quiet,
+    )
+    try:
+        directory = run_sweep(args.file, args.out, args.resume, opts)
+    except SweepFileError as e:
+        raise UsageError(str(e)) from None
+    from .sweep.status import render
+    from .sweep.store import Store
+
+    store = Store.in_dir(directory)
+    print(render(store, top=5).split("\n\n")[0])
+    print(f"sweep dir: {directory}  (fcn-sweep status {directory}; fcn-sweep report {directory})")
+    if mode == "offline":
+        sync = f"wandb sync {directory}/runs/*/wandb/offline-run-*"
+        print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: {sync}", file=sys.stderr)
+    return 0
+
+
+def _gpu_list(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(g) for g in text.split(","))
+    except ValueError:
+        raise UsageError(f"--gpus must look like 0,1,2, got {text!r}") from None
+
+
+def _sweep_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        allow_abbrev=False,
+        help="run a W&B sweep file locally (W&B's engine + SQLite), resumable",
+        description="Run the sweep a W&B server would run, on this machine. Running it again resumes it.",
+    )
+    p.add_argument("file", nargs="?", metavar="FILE", help="sweep YAML, e.g. sweeps/smoke.yaml")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
+    p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
+    p.add_argument("--count", type=int, help="run at most N runs in this invocation, then stop")
+    p.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps-out/<sweep name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR")
+    p.add_argument(
+        "--order",
+        choices=("file", "random"),
+        default="file",
+        help="grid order: as enumerated, or shuffled with --seed (default: file)",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="seeds per proposed config (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --order random (default: 0)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_status(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .sweep.status import render
+    from .sweep.store import Store
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep status DIR")
+    if not (os.path.isfile(os.path.join(args.dir, Store.FILE))):
+        raise UsageError(f"{args.dir} is not a sweep directory (no {Store.FILE})")
+    print(render(Store.in_dir(args.dir), top=args.top))
+    return 0
+
+
+def _status_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", allow_abbrev=False, help="table of a local sweep's runs and its leaderboard")
+    p.add_argument("dir", metavar="DIR", help="sweep directory")
+    p.add_argument("--top", type=int, default=10, help="leaderboard length (default: 10)")
+    p.set_defaults(func=cmd_status)
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _train_parser,
+    _wandb_agent_parser,
+    _sweep_parser,
+    _status_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,212 @@
+"""`fcn-sweep sweep FILE`: create or resume a sweep directory, start the workers, drive the controller.
+
+A sweep directory holds `sweep.yaml` (the file as given), `sweep.db` (the store) and `runs/<id>/`
+(one run directory per attempt, each with its offline W&B run). Running the same command again, or
+`--resume DIR`, continues where it stopped: runs whose heartbeat went silent are re-queued as
+crashed, interrupted runs were already re-queued by their worker, finished runs stay finished.
+
+The parent process is the controller and the display; the workers are separate processes (spawned,
+not forked: torch and SQLite connections do not survive a fork well). Each worker gets an equal
+share of the CPU threads, or one GPU each when `--gpus` is given.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import RunConfig
+from ..tracking import new_run_id
+from . import worker as worker_mod
+from .controller import Controller
+from .spec import SweepFileError, load_sweep
+from .store import Store
+
+TICK_S = 0.5
+STALE_S = 15.0  # a running run whose heartbeat is older than this has lost its worker
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    workers: int = 1
+    gpus: tuple[int, ...] = ()
+    count: int | None = None
+    order: str = "file"  # file | random
+    repeats: int = 1
+    seed: int = 0
+    wandb_mode: str = "offline"
+    progress: bool = True
+
+
+def default_dir(sweep_file: Path, sweep: dict) -> Path:
+    return Path("sweeps-out") / str(sweep.get("name") or sweep_file.stem)
+
+
+def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> tuple[Path, dict]:
+    """Validate everything, then create or reopen the sweep directory. Raises SweepFileError
+    before writing anything when the input is bad."""
+    if resume:
+        directory = Path(resume)
+        if not (directory / Store.FILE).is_file():
+            raise SweepFileError(f"{directory} is not a sweep directory (no {Store.FILE}); start one with a sweep file")
+        sweep = yaml.safe_load((directory / "sweep.yaml").read_text())
+        if sweep_file and load_sweep(sweep_file) != sweep:
+            raise SweepFileError(f"{directory} holds a different sweep than {sweep_file}")
+        return directory, sweep
+    if not sweep_file:
+        raise SweepFileError("give a sweep file (e.g. sweeps/smoke.yaml) or --resume DIR")
+    sweep = load_sweep(sweep_file)
+    directory = Path(out) if out else default_dir(Path(sweep_file), sweep)
+    if (directory / Store.FILE).is_file():
+        stored = yaml.safe_load((directory / "sweep.yaml").read_text())
+        if stored != sweep:
+            raise SweepFileError(f"{directory} already holds a different sweep; pass --out NEW_DIR or --resume it")
+        return directory, sweep
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    store = Store.in_dir(directory)
+    store.set("sweep", sweep)
+    store.set("options", {"order": opts.order, "repeats": opts.repeats, "seed": opts.seed})
+    store.close()
+    return directory, sweep
+
+
+def reap(store: Store, dead: set[str] = frozenset(), alive: set[str] = frozenset()) -> list[str]:
+    """Re-queue running attempts whose worker is gone: one of ours that exited (`dead`), or one that
+    is not ours (`alive`) and has been silent for STALE_S, so a second sweep process sharing the
+    store is left alone while it beats."""
+    now = time.time()
+    lost = [
+        r.id for r in store.runs(["running"])
+        if (worker := (r.worker or "").split(":")[0]) in dead
+        or (worker not in alive and (r.heartbeat or 0) < now - STALE_S)
+    ]  # fmt: skip
+    if lost:
+        store.requeue(lost, [new_run_id() for _ in lost], "crashed", "lost")
+    return lost
+
+
+def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> Path:
+    directory, sweep = prepare(sweep_file, out, resume, opts)
+    store = Store.in_dir(directory)
+    stored = store.get("options")
+    controller = Controller(
+        store, sweep, RunConfig(), repeats=stored["repeats"], order=stored["order"], seed=stored["seed"]
+    )
+    controller.plan()
+    store.set("budget", opts.count)  # claims left for this invocation (None: no limit)
+    store.set("closed", controller.exhausted())
+    reap(store)  # on a resume: whatever was running when the last process died, and is silent
+
+    interrupted = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // opts.workers)
+    devices = [f"cuda:{g}" for g in opts.gpus] or ["cpu"] * opts.workers
+    specs = [
+        worker_mod.WorkerSpec(f"w{i}", str(directory), dev, threads, opts.wandb_mode, str(directory.name))
+        for i, dev in enumerate(devices)
+    ]
+    procs: dict[str, mp.Process] = {}
+
+    def start(spec: worker_mod.WorkerSpec) -> None:
+        p = ctx.Process(target=worker_mod.main, args=(spec,), name=spec.name, daemon=False)
+        p.start()
+        procs[spec.name] = p
+
+    for spec in specs:
+        start(spec)
+    display = Display(store, [s.name for s in specs], enabled=opts.progress)
+    try:
+        while procs:
+            time.sleep(TICK_S)
+            if interrupted.is_set():
+                for p in procs.values():  # workers got SIGINT from the terminal too; make sure
+                    if p.is_alive() and p.pid:
+                        os.kill(p.pid, signal.SIGTERM)
+            else:
+                controller.top_up(want_pending=len(specs))
+                store.set("closed", controller.exhausted())
+                controller.early_stop()
+            for name, p in list(procs.items()):
+                if not p.is_alive():
+                    del procs[name]
+                    if p.exitcode != 0:
+                        reap(store, dead={name}, alive=set(procs))
+                        if not interrupted.is_set():  # replace the lost worker
+                            start(next(s for s in specs if s.name == name))
+            display.update()
+    finally:
+        display.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    store.close()
+    return directory
+
+
+class Display:
+    """A sweep-level bar (done / total, best val acc, ETA) and a live line per worker."""
+
+    def __init__(self, store: Store, workers: list[str], enabled: bool):
+        self.store, self.workers, self.bars = store, workers, None
+        if enabled:
+            from tqdm import tqdm
+
+            done, total = store.slots()
+            self.bars = [
+                tqdm(
+                    total=total or None,
+                    initial=done,
+                    desc="sweep",
+                    unit="run",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    smoothing=0,
+                )
+            ]
+            self.bars += [
+                tqdm(bar_format="{desc}", desc=f"{w}: starting", position=i + 1, file=sys.stderr, leave=False)
+                for i, w in enumerate(workers)
+            ]
+
+    def update(self) -> None:
+        if not self.bars:
+            return
+        done, total = self.store.slots()
+        sweep_bar = self.bars[0]
+        sweep_bar.total = total or None
+        sweep_bar.update(done - sweep_bar.n)
+        best = self.store.best()
+        if best is not None:
+            sweep_bar.set_postfix_str(f"best val acc {best.summary['best_val_acc']:.4f}", refresh=False)
+        running = {r.worker.split(":")[0]: r for r in self.store.runs(["running"]) if r.worker}
+        for name, bar in zip(self.workers, self.bars[1:], strict=True):
+            r = running.get(name)
+            if r is None:
+                bar.set_description_str(f"{name}: idle", refresh=False)
+            else:
+                last = self.store.db.execute(
+                    "SELECT data FROM metrics WHERE run_id = ? ORDER BY epoch DESC LIMIT 1", (r.id,)
+                ).fetchone()
+                val = f" val acc {yaml.safe_load(last['data'])['val/acc']:.4f}" if last else ""
+                bar.set_description_str(
+                    f"{name}: {r.id} {r.config.arch} {r.config.optimizer} lr={r.config.lr:g} "
+                    f"epoch {r.epoch}/{r.config.epochs}{val}",
+                    refresh=False,
+                )
+        for bar in self.bars:
+            bar.refresh()
+
+    def close(self) -> None:
+        if self.bars:
+            self.update()
+            for bar in self.bars:
+                bar.close()

@@ -1,0 +1,96 @@
+"""A sweep file, read and checked before anything runs: W&B's own schema first, then this
+project's contract (flat parameters named as RunConfig fields, values RunConfig accepts, an
+objective that the training loop logs once per epoch and that is not the test set)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, RunConfig
+
+METHODS = ("grid", "random", "bayes")
+# The sweep objective must be logged every epoch and must not be the test set: it steers choices.
+OBJECTIVES = ("val/acc", "val/loss", "train/acc", "train/loss")
+FIELDS = tuple(name for name, *_ in RunConfig.describe())
+
+
+class SweepFileError(ValueError):
+    """A sweep file that cannot run; one line naming the file, the key and the fix."""
+
+
+def plain(value: Any) -> Any:
+    """JSON values instead of the numpy scalars that random and bayes proposals carry."""
+    return json.loads(json.dumps(value, default=lambda v: v.item()))
+
+
+def params_of(proposal) -> dict[str, Any]:
+    """{name: value} from an engine proposal's {name: {"value": value}}."""
+    return plain({k: v["value"] for k, v in proposal.config.items()})
+
+
+def engine():
+    """W&B's sweep engine, imported without the warning its pydantic-v1-style config raises."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+    return sweeps
+
+
+def load_sweep(path: str | Path) -> dict:
+    sweeps = engine()
+    p = Path(path)
+    try:
+        cfg = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise SweepFileError(f"cannot read sweep file {p}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SweepFileError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(cfg, dict):
+        raise SweepFileError(f"{p} must hold a mapping (method, metric, parameters), not {type(cfg).__name__}")
+
+    def fail(msg: str):
+        raise SweepFileError(f"{p}: {msg}")
+
+    if cfg.get("method") not in METHODS:
+        fail(f"method must be one of {', '.join(METHODS)}, got {cfg.get('method')!r}")
+    metric = cfg.get("metric")
+    if not isinstance(metric, dict) or metric.get("name") not in OBJECTIVES:
+        name = metric.get("name") if isinstance(metric, dict) else metric
+        fail(f"metric.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
+    if metric.get("goal", "minimize") not in ("maximize", "minimize"):
+        fail(f"metric.goal must be maximize or minimize, got {metric.get('goal')!r}")
+    params = cfg.get("parameters")
+    if not isinstance(params, dict) or not params:
+        fail("parameters must be a non-empty mapping of RunConfig keys")
+    for name, spec in params.items():
+        if name not in FIELDS:
+            fail(f"unknown parameter {name!r}; parameters are RunConfig keys: {', '.join(FIELDS)}")
+        if not isinstance(spec, dict):
+            fail(f"parameter {name!r} must be a mapping such as {{values: [...]}} or {{value: x}}")
+        if "parameters" in spec:
+            fail(f"parameter {name!r} is nested; W&B's engine drops nested parameters, keep them flat")
+        if "values" in spec and (not isinstance(spec["values"], list) or not spec["values"]):
+            fail(f"parameter {name!r} has empty values; list at least one")
+        for value in spec.get("values", []) + ([spec["value"]] if "value" in spec else []):
+            try:
+                RunConfig.from_dict({name: value})
+            except ConfigError as e:
+                fail(str(e))
+    violations = sweeps.schema_violations_from_proposed_config(cfg)
+    if violations:
+        fail(f"not a valid W&B sweep config: {' '.join(violations[0].split())}")
+    # Distributions: sample what the engine may propose and check RunConfig accepts every value.
+    sampler = {**copy.deepcopy(cfg), "method": "random"}
+    sampler.pop("early_terminate", None)
+    for proposal in sweeps.next_runs(sampler, [], n=20):
+        try:
+            RunConfig.from_dict(params_of(proposal))
+        except ConfigError as e:
+            fail(f"a value the engine proposes is rejected: {e}")
+    return cfg

@@ -1,0 +1,102 @@
+"""`fcn-sweep status DIR`: the table of runs and the leaderboard, from the store alone."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from .store import DONE, Run, Store
+
+COLUMNS = (
+    "id",
+    "state",
+    "arch",
+    "batch_norm",
+    "init",
+    "dropout",
+    "optimizer",
+    "lr",
+    "momentum",
+    "epochs",
+    "best val",
+    "test@best",
+)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def run_row(r: Run) -> tuple[str, ...]:
+    c, s = r.config, r.summary
+    state = r.state + (f" ({r.stop_reason})" if r.stop_reason else "")
+    return (
+        r.id,
+        state,
+        c.arch,
+        str(c.batch_norm).lower(),
+        c.init,
+        _fmt(c.dropout),
+        c.optimizer,
+        f"{c.lr:g}",
+        f"{c.momentum:g}",
+        f"{r.epoch}/{c.epochs}",
+        _fmt(s.get("best_val_acc")),
+        _fmt(s.get("test_acc_at_best")),
+    )
+
+
+def leaderboard(store: Store, top: int = 10) -> list[dict]:
+    """Configs ranked by mean best validation accuracy over their seeds (done attempts only)."""
+    done = [Run.from_row(row) for row in store.db.execute(f"SELECT * FROM runs WHERE {DONE}")]
+    by_proposal: dict[int, list[Run]] = defaultdict(list)
+    for r in done:
+        if r.summary.get("best_val_acc") is not None:
+            by_proposal[r.proposal].append(r)
+
+    def stats(values: list[float]) -> tuple[float, float]:
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    board = []
+    for proposal, runs in by_proposal.items():
+        val = stats([r.summary["best_val_acc"] for r in runs])
+        test = stats([r.summary["test_acc_at_best"] for r in runs])
+        board.append(
+            {
+                "proposal": proposal,
+                "params": runs[0].params,
+                "seeds": len(runs),
+                "val": val,
+                "test": test,
+                "runs": [r.id for r in runs],
+            }
+        )
+    return sorted(board, key=lambda b: -b["val"][0])[:top]
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
+
+
+def render(store: Store, top: int = 10) -> str:
+    counts = store.counts()
+    done, total = store.slots()
+    out = [f"{done}/{total} configs done · " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
+    out += ["", table([run_row(r) for r in store.runs()], COLUMNS)]
+    board = leaderboard(store, top)
+    if board:
+        # Only what differs between the listed configs says anything.
+        keys = [k for k in board[0]["params"] if len({str(b["params"].get(k)) for b in board}) > 1]
+        rows = [
+            (str(i), ", ".join(f"{k}={b['params'].get(k)}" for k in keys) or "(one config)", str(b["seeds"]),
+             f"{b['val'][0]:.4f} ± {b['val'][1]:.4f}", f"{b['test'][0]:.4f} ± {b['test'][1]:.4f}")
+            for i, b in enumerate(board, 1)
+        ]  # fmt: skip
+        out += [
+            "",
+            "leaderboard (by validation accuracy; test accuracy as mean ± std over seeds)",
+            table(rows, ("#", "config", "seeds", "val acc", "test acc")),
+        ]
+    return "\n".join(out)

@@ -8,7 +8,8 @@ a partial grid is an unbiased sample. Random and bayes: proposals are asked for 
 them (bayes sees every finished run's metric), up to `run_cap` if the file sets one.
 
 Early termination: the engine's Hyperband (`stop_runs`) is fed each run's per-epoch history from
-the store; its decisions become `should_stop` flags that the workers' heartbeats pick up.
+the store. Workers ask after every epoch they log (worker.StoreTracker), so a run stops at the
+bracket it fails; runs of other workers are flagged `should_stop` and their heartbeats pick it up.
 """
 
 from __future__ import annotations

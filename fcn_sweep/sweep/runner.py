@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from .store import Store
 
 TICK_S = 0.5
 STALE_S = 15.0  # a running run whose heartbeat is older than this has lost its worker
+MAX_WORKER_FAILURES = 3  # a worker that dies this often in a row has a cause a restart won't fix
 
 
 @dataclass(frozen=True)
@@ -79,16 +81,26 @@ def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: S
     return directory, sweep
 
 
-def reap(store: Store, dead: set[str] = frozenset(), alive: set[str] = frozenset()) -> list[str]:
-    """Re-queue running attempts whose worker is gone: one of ours that exited (`dead`), or one that
-    is not ours (`alive`) and has been silent for STALE_S, so a second sweep process sharing the
-    store is left alone while it beats."""
+def _gone(worker: str) -> bool:
+    """Whether a worker tag `name:pid@host` names a process of this host that no longer exists."""
+    _, _, where = worker.partition(":")
+    pid, _, host = where.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap(store: Store) -> list[str]:
+    """Re-queue running attempts whose worker is gone: a process of this host that no longer
+    exists, or any worker silent for STALE_S (another host, or a hung process)."""
     now = time.time()
-    lost = [
-        r.id for r in store.runs(["running"])
-        if (worker := (r.worker or "").split(":")[0]) in dead
-        or (worker not in alive and (r.heartbeat or 0) < now - STALE_S)
-    ]  # fmt: skip
+    lost = [r.id for r in store.runs(["running"]) if _gone(r.worker or "") or (r.heartbeat or 0) < now - STALE_S]
     if lost:
         store.requeue(lost, [new_run_id() for _ in lost], "crashed", "lost")
     return lost
@@ -124,6 +136,7 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
 
     for spec in specs:
         start(spec)
+    failures: dict[str, int] = {}
     display = Display(store, [s.name for s in specs], enabled=opts.progress)
     try:
         while procs:
@@ -135,14 +148,20 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
             else:
                 controller.top_up(want_pending=len(specs))
                 store.set("closed", controller.exhausted())
-                controller.early_stop()
             for name, p in list(procs.items()):
                 if not p.is_alive():
                     del procs[name]
-                    if p.exitcode != 0:
-                        reap(store, dead={name}, alive=set(procs))
-                        if not interrupted.is_set():  # replace the lost worker
-                            start(next(s for s in specs if s.name == name))
+                    reap(store)
+                    failures[name] = failures.get(name, 0) + 1 if p.exitcode else 0
+                    if failures[name] > MAX_WORKER_FAILURES:
+                        print(
+                            f"fcn-sweep sweep: worker {name} died {failures[name]} times in a row "
+                            f"(exit code {p.exitcode}); not restarting it",
+                            file=sys.stderr,
+                        )
+                    # Replace a lost worker, and restart one that left while a lost run was re-queued.
+                    elif not interrupted.is_set() and store.counts()["pending"] and store.get("budget", 1) != 0:
+                        start(next(s for s in specs if s.name == name))
             display.update()
     finally:
         display.close()

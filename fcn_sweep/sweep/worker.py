@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import tracking
+from ..config import RunConfig
 from ..train import RunResult, Tracker
+from .controller import Controller
 from .store import Run, Store
 
-HEARTBEAT_S = 1.0
+HEARTBEAT_S = 0.5
 IDLE_POLL_S = 0.25
 
 
@@ -36,13 +40,18 @@ class WorkerSpec:
 
 
 class StoreTracker(Tracker):
-    """Mirrors the run into the store: every epoch, then the outcome."""
+    """Mirrors the run into the store: every epoch, then the outcome. After each epoch it also asks
+    the engine's Hyperband (when the sweep has `early_terminate`) whether running runs should stop:
+    deciding as each epoch lands, rather than on a timer, stops a run at the bracket it fails."""
 
-    def __init__(self, store: Store, run: Run, stop_reason: callable):
-        self.store, self.run, self.stop_reason = store, run, stop_reason
+    def __init__(self, store: Store, run: Run, controller: Controller, stop_reason: Callable[[], str]):
+        self.store, self.run, self.controller, self.stop_reason = store, run, controller, stop_reason
+        self.stop_requested = threading.Event()
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         self.store.log_epoch(self.run.id, tracking.jsonable(metrics))
+        if self.run.id in self.controller.early_stop():
+            self.stop_requested.set()
 
     def finish(self, result: RunResult) -> None:
         reason = self.stop_reason() if result.status == "stopped" else None
@@ -73,10 +82,11 @@ def main(spec: WorkerSpec) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: interrupted.set())
     store = Store.in_dir(spec.sweep_dir)
+    controller = Controller(store, store.get("sweep"), RunConfig())
     datasets: dict[int, data_mod.FashionMNIST] = {}  # by subset: loaded once per worker
 
     while not interrupted.is_set():
-        claimed = store.claim(f"{spec.name}:{os.getpid()}")
+        claimed = store.claim(f"{spec.name}:{os.getpid()}@{socket.gethostname()}")
         if claimed is None:
             if store.get("closed") or store.get("budget", 1) <= 0:
                 break
@@ -85,21 +95,24 @@ def main(spec: WorkerSpec) -> None:
         cfg = claimed.config
         if cfg.subset not in datasets:
             datasets[cfg.subset] = data_mod.load(spec.device, cfg.subset)
-        rundir = tracking.RunDir(Path(spec.sweep_dir) / "runs", claimed.id)
+        rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", claimed.id)
         store.set_run_dir(claimed.id, str(rundir.path))
         beat = Heartbeat(store, claimed.id)
         beat.start()
         trackers: list[Tracker] = [rundir]
         if spec.wandb_mode != "disabled":
             trackers.append(tracking.WandbRun(rundir, spec.wandb_mode, group=spec.group, job_type="sweep"))
-        trackers.append(StoreTracker(store, claimed, lambda: "interrupted" if interrupted.is_set() else "hyperband"))
+        reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
+        mirror = StoreTracker(store, claimed, controller, reason)
+        trackers.append(mirror)
+        stops = (interrupted, beat.stop_requested, mirror.stop_requested)
         try:
             result = run(
                 cfg,
                 tracking.Trackers(trackers),
                 data=datasets[cfg.subset],
                 device=spec.device,
-                should_stop=lambda beat=beat: interrupted.is_set() or beat.stop_requested.is_set(),
+                should_stop=lambda stops=stops: any(e.is_set() for e in stops),
             )
             if result.status == "stopped" and interrupted.is_set():
                 store.requeue([claimed.id], [tracking.new_run_id()], "stopped", "interrupted")

@@ -1,0 +1,230 @@
+"""`fcn-sweep sweep` as a user meets it: real worker processes, a real store, the real engine."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fcn_sweep.config import RunConfig
+from fcn_sweep.sweep.controller import Controller
+from fcn_sweep.sweep.store import Store
+
+from .claimer import claim_all
+from .conftest import cli, needs_data
+
+COMMAND = ["${env}", "fcn-sweep", "train", "${args}"]
+
+
+def sweep_file(tmp_path: Path, name: str = "tiny", **overrides) -> Path:
+    sweep = {
+        "name": name,
+        "method": "grid",
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "command": COMMAND,
+        "parameters": {
+            "epochs": {"value": 2},
+            "subset": {"value": 512},
+            "hidden": {"values": [[32], [64]]},
+            "optimizer": {"values": ["adam", "sgd"]},
+            "lr": {"value": 0.01},
+        },
+    }
+    sweep.update(overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def sweep(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return cli("sweep", *args, "--quiet", "--wandb=disabled", cwd=cwd, timeout=timeout)
+
+
+def finished_once(store: Store) -> dict[int, str]:
+    """slot -> the id of its one finished attempt; fails if any slot finished twice."""
+    done = [r for r in store.runs(["finished"])]
+    per_slot = Counter(r.slot for r in done)
+    assert max(per_slot.values(), default=1) == 1, f"slots finished twice: {per_slot}"
+    return {r.slot: r.id for r in done}
+
+
+def assert_store_matches_run_dirs(store: Store) -> None:
+    for r in store.runs(["finished"]):
+        run_dir = Path(r.run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["best_val_acc"] == r.summary["best_val_acc"]
+        lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert lines == store.history(r.id)
+        assert RunConfig.from_file(run_dir) == r.config
+
+
+@needs_data
+def test_two_workers_finish_every_proposal_exactly_once(tmp_path):
+    proc = sweep(str(sweep_file(tmp_path)), "--workers", "2", "--repeats", "2", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    store = Store.in_dir(tmp_path / "out")
+    assert store.counts() == {**dict.fromkeys(store.counts(), 0), "finished": 8}
+    assert len(finished_once(store)) == 8 == store.slots()[1]
+    assert {r.worker.split(":")[0] for r in store.runs()} == {"w0", "w1"}
+    runs = store.runs()
+    seeds = {(r.proposal, r.config.seed) for r in runs}
+    assert len(seeds) == 8 and {s for _, s in seeds} == {0, 1}
+    assert_store_matches_run_dirs(store)
+    status = cli("status", str(tmp_path / "out"))
+    assert status.returncode == 0 and "8/8 configs done" in status.stdout and "±" in status.stdout
+    # Running the same command again finds nothing left to do and repeats nothing.
+    again = sweep(str(sweep_file(tmp_path)), "--workers", "2", "--repeats", "2", "--out", "out", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(Store.in_dir(tmp_path / "out").runs()) == 8
+
+
+@needs_data
+def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tmp_path):
+    path = sweep_file(
+        tmp_path,
+        parameters={"epochs": {"value": 5}, "subset": {"value": 2048}, "hidden": {"values": [[32], [64], [96]]},
+                    "optimizer": {"values": ["adam", "sgd"]}, "lr": {"value": 0.01}},
+    )  # fmt: skip
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "fcn_sweep", "sweep", str(path), "--workers", "2", "--out", "out", "--quiet",
+         "--wandb=disabled"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    db = tmp_path / "out" / "sweep.db"
+
+    def wait_for(predicate, what):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if db.exists():
+                store = Store(db)
+                try:
+                    if predicate(store):
+                        return store
+                finally:
+                    store.close()
+            time.sleep(0.1)
+        parent.kill()
+        pytest.fail(f"timed out waiting for {what}")
+
+    # 1. SIGKILL one worker in the middle of a run: the sweep re-queues the run and carries on.
+    wait_for(lambda s: any(r.epoch >= 1 for r in s.runs(["running"])), "a run to be mid-way")
+    store = Store(db)
+    victim = next(r for r in store.runs(["running"]) if r.epoch >= 1)
+    os.kill(int(victim.worker.split(":")[1].split("@")[0]), signal.SIGKILL)
+    wait_for(lambda s: s.run(victim.id).state == "crashed", "the killed run to be marked crashed")
+    # 2. Kill the whole sweep (parent and workers) once something has finished; resume it.
+    wait_for(lambda s: s.counts()["finished"] >= 2, "two finished runs")
+    os.killpg(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=30)
+    before = {r.id: r.summary for r in store.runs(["finished"])}
+    proc = sweep("--resume", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+    store = Store(db)
+    finished = finished_once(store)
+    assert len(finished) == 6 == store.slots()[0] == store.slots()[1]
+    assert store.counts()["crashed"] >= 1 and store.counts()["running"] == 0 and store.counts()["pending"] == 0
+    after = {r.id: r.summary for r in store.runs(["finished"])}
+    assert all(after[i] == s for i, s in before.items()), "a finished run was changed or rerun"
+    assert_store_matches_run_dirs(store)
+
+
+@needs_data
+def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_path):
+    # One worker, so the two good runs finish first and set the bar the bad run is judged against at
+    # every bracket (epochs 1, 2, 4, 8, ...: the top half of the runs that reached it); a learning
+    # rate of 1e-6 cannot reach it.
+    path = sweep_file(
+        tmp_path,
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
+        parameters={"epochs": {"value": 8}, "subset": {"value": 256}, "hidden": {"value": [64]},
+                    "optimizer": {"value": "adam"}, "lr": {"values": [0.01, 0.003, 0.000001]}},
+    )  # fmt: skip
+    proc = sweep(str(path), "--workers", "1", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    store = Store.in_dir(tmp_path / "out")
+    by_lr = {r.config.lr: r for r in store.runs()}
+    assert by_lr[0.01].state == by_lr[0.003].state == "finished"
+    stopped = by_lr[0.000001]
+    assert (stopped.state, stopped.stop_reason) == ("stopped", "hyperband")
+    assert stopped.summary["epochs_run"] == 1  # it fails the first bracket, and stops right there
+    assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "stopped"
+    assert store.slots() == (3, 3)  # a Hyperband stop is final: nothing to resume
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("method: grid\nparameters: {lr: {values: [0.1]}\n", "not valid YAML"),
+        ("method: hyperopt\nmetric: {name: val/acc, goal: maximize}\nparameters: {lr: {value: 0.1}}\n",
+         "method must be one of grid, random, bayes"),
+        ("method: grid\nmetric: {name: val/acc, goal: maximize}\nparameters: {learning_rate: {value: 0.1}}\n",
+         "unknown parameter 'learning_rate'"),
+        ("method: grid\nmetric: {name: val/acc, goal: maximize}\nparameters: {lr: {values: []}}\n", "empty values"),
+        ("method: grid\nmetric: {name: accuracy, goal: maximize}\nparameters: {lr: {value: 0.1}}\n",
+         "metric.name must be one of val/acc"),
+        ("method: grid\nmetric: {name: test/acc, goal: maximize}\nparameters: {lr: {value: 0.1}}\n",
+         "metric.name must be one of val/acc"),
+        ("method: grid\nmetric: {name: val/acc, goal: maximize}\nparameters: {optimizer: {values: [adam, lion]}}\n",
+         "optimizer: expected one of"),
+        ("method: grid\nmetric: {name: val/acc, goal: maximize}\nparameters: {lr: {parameters: {a: {value: 1}}}}\n",
+         "nested"),
+    ],
+)  # fmt: skip
+def test_bad_sweep_files_exit_2_before_anything_is_written(tmp_path, text, says):
+    (tmp_path / "bad.yaml").write_text(text)
+    proc = sweep(str(tmp_path / "bad.yaml"), "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["--workers", "0"], "--workers must be a positive integer"), (["--resume", "nowhere"], "not a sweep directory"),
+     ([], "give a sweep file")],
+)  # fmt: skip
+def test_bad_sweep_options_exit_2(tmp_path, args, says):
+    proc = sweep(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and says in proc.stderr
+
+
+def test_workers_starting_at_the_same_moment_never_claim_the_same_run(tmp_path):
+    store = Store(tmp_path / "sweep.db")
+    cfg = RunConfig()
+    store.add((f"r{i}", i, i, 0, cfg, {}) for i in range(300))
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=claim_all, args=(str(tmp_path / "sweep.db"), f"w{i}", out)) for i in range(4)]
+    for p in procs:
+        p.start()
+    claimed = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    flat = [i for got in claimed for i in got]
+    assert sorted(flat) == sorted(f"r{i}" for i in range(300))  # each exactly once
+    assert sum(1 for got in claimed if got) >= 2  # and the work really was shared
+
+
+def test_random_order_is_a_seeded_permutation_of_the_engines_grid(tmp_path):
+    grid = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "grid.yaml").read_text())
+
+    def order(seed: int, how: str) -> list[dict]:
+        store = Store(tmp_path / f"{how}-{seed}.db")
+        Controller(store, grid, RunConfig(), order=how, seed=seed).plan()
+        return [r.params for r in store.runs()]
+
+    in_file, shuffled = order(0, "file"), order(0, "random")
+    assert len(in_file) == 5832 and shuffled != in_file
+    assert sorted(map(json.dumps, shuffled)) == sorted(map(json.dumps, in_file))
+    assert order(0, "random") == shuffled and order(1, "random") != shuffled

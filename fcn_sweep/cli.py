@@ -73,6 +73,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         description="Train one FCN. Every RunConfig field is an override: --epochs=30 --hidden=1024,256 ...",
     )
     p.add_argument("--config", metavar="FILE", help="YAML/JSON config file, or a run directory to re-run")
+    p.add_argument("--from", dest="config", metavar="RUN_DIR", help="re-run the run in RUN_DIR (or its config.json)")
     p.add_argument("--out", default="runs", metavar="DIR", help="parent of the run directory (default: runs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")

@@ -114,6 +114,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         description="Train one FCN. Every RunConfig field is an override: --epochs=30 --hidden=1024,256 ...",
     )
     p.add_argument("--config", metavar="FILE", help="YAML/JSON config file, or a run directory to re-run")
+    p.add_argument("--from", dest="config", metavar="RUN_DIR", help="re-run the run in RUN_DIR (or its config.json)")
     p.add_argument(
         "--out",
         default=os.environ.get("FCN_SWEEP_OUT", "runs"),

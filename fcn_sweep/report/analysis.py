@@ -337,10 +337,13 @@ class Results:
 def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 10, curves: int = 4) -> Results:
     picked = curve_runs(study, curves, named)
     keys = differing(study, picked)
+    imp = importance(study)
+    rank = {i.name: k for k, i in enumerate(imp)}
     return Results(
         leaderboard=leaderboard(study, top),
-        importance=importance(study),
-        ablations=[ablation(study, p) for p in ablate],
+        importance=imp,
+        # the parameter that matters most first: that is the ablation a reader wants to see
+        ablations=[ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))],
         diagnostics=diagnostics(study),
         curves=picked,
         curve_labels=[run_label(r, keys) for r in picked],

@@ -132,7 +132,7 @@ def draw_marginals(imp: list[an.Importance], runs: list[RunRecord]) -> plt.Figur
 def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
     if not ab.rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
     xs = range(len(ab.levels))
     for row in ab.rows:
         pts = [(k, row.val[v].mean) for k, v in enumerate(ab.levels) if v in row.val]

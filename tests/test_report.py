@@ -21,7 +21,7 @@ from fcn_sweep.report import analysis, build, load
 from fcn_sweep.sweep.store import DONE, Run, Store
 
 from .browser import CHROMIUM, open_page
-from .conftest import cli, needs_data, real_data_available
+from .conftest import REPO, cli, needs_data, real_data_available
 
 # A grid of 2 x 2 x 2 configs, each with 2 seeds: 16 runs of a fraction of a second each (the
 # sweep's cost is starting two workers and loading the data, ~20 s on two cores). init truly
@@ -45,6 +45,10 @@ parameters:
 SWEPT = ("hidden", "batch_norm", "init")
 
 
+# The subprocesses must run this checkout's code, whatever `fcn_sweep` the interpreter has installed.
+HERE = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.fixture(scope="session")
 def sweep_dir(tmp_path_factory) -> Path:
     if not real_data_available():
@@ -53,7 +57,7 @@ def sweep_dir(tmp_path_factory) -> Path:
     (root / "sweep.yaml").write_text(SWEEP)
     out = root / "sweep"
     r = cli("sweep", str(root / "sweep.yaml"), "--workers", "2", "--repeats", "2", "--wandb", "disabled",
-            "--quiet", "--out", str(out), cwd=root)  # fmt: skip
+            "--quiet", "--out", str(out), cwd=root, env=HERE)  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
 
@@ -71,7 +75,7 @@ def report(sweep_dir, worst_run) -> tuple[Path, float]:
     """The report of the sweep, written by the real command, with one extra run named for curves."""
     out = sweep_dir.parent / "report"
     t0 = time.perf_counter()
-    r = cli("report", str(sweep_dir), "--out", str(out), "--runs", worst_run.id)
+    r = cli("report", str(sweep_dir), "--out", str(out), "--runs", worst_run.id, env=HERE)
     elapsed = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
     print(f"\nreport of {sweep_dir}: {elapsed:.1f} s")
@@ -185,15 +189,18 @@ def test_run_dirs_and_the_store_give_the_same_table(sweep_dir):
     a, b = load(sweep_dir), load(sweep_dir / "runs")
     assert (a.kind, b.kind) == ("sweep", "run dirs")
     assert a.swept == b.swept
+    # The store also knows attempts that never got as far as a run directory (a worker lost at
+    # start); every run directory is one of its rows, and every run that counts has one.
     by_id = {r.id: r for r in b.runs}
-    assert set(by_id) == {r.id for r in a.runs}
-    for r in a.runs:
+    with_dirs = [r for r in a.runs if r.run_dir is not None]
+    assert set(by_id) == {r.id for r in with_dirs} >= {r.id for r in a.done}
+    for r in with_dirs:
         s = by_id[r.id]
         assert (s.state, s.config, s.objective, s.history) == (r.state, r.config, r.objective, r.history)
 
     def partition(study):
         groups = defaultdict(set)
-        for r in study.runs:
+        for r in study.done:
             groups[r.group].add(r.id)
         return {frozenset(g) for g in groups.values()}
 
@@ -361,6 +368,17 @@ def test_diagnostics_count_and_list_what_did_not_finish(tmp_path):
     diag = section(html, "diagnostics")
     assert all(f"title='{i}'" in diag or f">{i}<" in diag for i in listed)
     assert "Diverged, stopped or crashed: 4." in rep.summary.read_text()
+
+
+def test_a_study_of_one_config_still_reports(tmp_path):
+    """Nothing swept, one seed: every section says what it cannot show instead of failing."""
+    write_run(tmp_path / "runs", "only", RunConfig(), 0.8)
+    rep = build(tmp_path / "runs", tmp_path / "out")
+    html = rep.html.read_text()
+    for sid in ("summary", "parallel", "leaderboard", "importance", "ablations", "curves", "diagnostics"):
+        assert section(html, sid)
+    assert "0.8000" in section(html, "leaderboard")
+    assert [p.name for p in rep.figures] == ["curves.png"]
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ nothing to show there (no swept parameter, no run that counts). `render` saves t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,32 +178,35 @@ def draw_curves(runs: list[RunRecord], labels: list[str]) -> plt.Figure | None:
     return fig
 
 
-def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: str) -> Figure | None:
+def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: Callable[[], str]) -> Figure | None:
+    """The caption is only asked for when there is a figure: it quotes numbers that may not exist."""
     if fig is None:
         return None
     path = out / f"{name}.png"
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
-    return Figure(name, title, caption, path)
+    return Figure(name, title, caption(), path)
 
 
 def render(study: Study, results: an.Results, out: Path) -> dict[str, Figure]:
     """Every figure of the report, saved under `out`, by name."""
     _style()
     out.mkdir(parents=True, exist_ok=True)
-    runs = study.done
+    runs, imp = study.done, results.importance
     axes, pruns = an.parallel_axes(study)
     figs = [
-        save(draw_parallel(axes, pruns), out, "parallel", "Parallel coordinates", captions.parallel(study, pruns)),
-        save(draw_importance(results.importance), out, "importance", "Parameter importance",
-             captions.importance(results.importance)),
-        save(draw_marginals(results.importance, runs), out, "marginals", "Marginal effect of each parameter",
-             captions.marginals(results.importance)),
+        save(draw_parallel(axes, pruns), out, "parallel", "Parallel coordinates",
+             lambda: captions.parallel(study, pruns)),
+        save(draw_importance(imp), out, "importance", "Parameter importance", lambda: captions.importance(imp)),
+        save(draw_marginals(imp, runs), out, "marginals", "Marginal effect of each parameter",
+             lambda: captions.marginals(imp)),
         save(draw_curves(results.curves, results.curve_labels), out, "curves", "Learning curves",
-             captions.curves(results.curves, results.curve_labels)),
+             lambda: captions.curves(results.curves, results.curve_labels)),
     ]  # fmt: skip
     figs += [
-        save(draw_ablation(ab), out, f"ablation-{ab.param}", f"Ablation: {ab.param}", captions.ablation(ab))
+        save(
+            draw_ablation(ab), out, f"ablation-{ab.param}", f"Ablation: {ab.param}", lambda ab=ab: captions.ablation(ab)
+        )
         for ab in results.ablations
     ]
     return {f.name: f for f in figs if f is not None}

@@ -244,11 +244,49 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
 
+def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    import time
+
+    from .report import StudyError, build
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep report DIR [--out REPORT_DIR]")
+    if args.top < 1 or args.curves < 0:
+        raise UsageError("--top must be positive and --curves non-negative")
+    split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else []  # noqa: E731
+    t0 = time.perf_counter()
+    try:
+        report = build(args.dir, args.out, split(args.ablate) or None, split(args.runs), args.top, args.curves)
+    except StudyError as e:
+        raise UsageError(str(e)) from None
+    print(f"{report.html}\n{report.summary}\n{len(report.figures)} figures in {report.out / 'figures'}")
+    print(f"report written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        allow_abbrev=False,
+        help="study report of a sweep or a folder of runs: parallel coordinates, importance, ablations, curves",
+        description="Write report.html (self-contained, offline), summary.md and figures/*.png for a sweep "
+        "directory or a folder of run directories.",
+    )
+    p.add_argument("dir", metavar="DIR", help="sweep directory (with sweep.db) or a folder of run directories")
+    p.add_argument("--out", metavar="REPORT_DIR", help="where to write the report (default: DIR/report)")
+    p.add_argument("--ablate", metavar="NAME[,NAME]", help="parameters to ablate (default: each swept one)")
+    p.add_argument("--runs", metavar="ID[,ID]", help="runs whose curves to add (a full id or its unique ending)")
+    p.add_argument("--top", type=int, default=10, help="leaderboard length (default: 10)")
+    p.add_argument("--curves", type=int, default=4, help="top configs whose best run's curves are drawn (default: 4)")
+    p.set_defaults(func=cmd_report)
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _wandb_agent_parser,
     _sweep_parser,
     _status_parser,
+    _report_parser,
 ]
 
 

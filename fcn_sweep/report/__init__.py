@@ -1,0 +1,78 @@
+"""`fcn-sweep report DIR`: what a sweep found, offline. DIR is a sweep directory or a folder of run
+directories; the report folder gets report.html (self-contained), summary.md and figures/*.png.
+
+  load.py      either source → one Study (a table of runs and what was swept)
+  analysis.py  leaderboard, importance, ablations, diagnostics, curve picks: data, no drawing
+  figures.py   the PNGs (matplotlib) with captions.py's captions
+  html.py      report.html;  markdown.py  summary.md
+
+Everything the user can get wrong (DIR, --ablate, --runs) is checked before anything is written, and
+the report is assembled in a temporary folder that replaces the old one only when complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from ..config import RunConfig
+from .load import Study, StudyError, load
+
+__all__ = ["Report", "StudyError", "build", "load"]
+OUTPUTS = ("report.html", "summary.md", "figures")
+
+
+@dataclass(frozen=True)
+class Report:
+    out: Path
+    html: Path
+    summary: Path
+    figures: list[Path]
+
+
+def check_ablate(study: Study, names: list[str] | None) -> list[str]:
+    if names is None:
+        return list(study.swept)
+    known = {f.name for f in fields(RunConfig)}
+    for n in names:
+        if n not in study.swept:
+            why = "was not swept in this study" if n in known else "is not a parameter"
+            raise StudyError(f"--ablate {n!r} {why}; swept: {', '.join(study.swept) or 'nothing'}")
+    return names
+
+
+def build(
+    directory: str | Path,
+    out: str | Path | None = None,
+    ablate: list[str] | None = None,
+    runs: list[str] = (),
+    top: int = 10,
+    curves: int = 4,
+) -> Report:
+    from . import analysis, figures, html, markdown
+
+    study = load(directory)
+    ablate = check_ablate(study, ablate)
+    named = [study.run(i) for i in runs]
+    final = Path(out) if out is not None else Path(directory) / "report"
+    if final.exists() and not final.is_dir():
+        raise StudyError(f"--out {final} exists and is not a directory")
+    results = analysis.analyse(study, ablate, named, top=top, curves=curves)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        figs = figures.render(study, results, tmp / "figures")
+        html.write(study, results, figs, tmp, final)
+        (tmp / "summary.md").write_text(markdown.render(study, results, figs), encoding="utf-8")
+        final.mkdir(exist_ok=True)
+        for name in OUTPUTS:  # a report from an earlier run is replaced part by part, never mixed
+            target = final / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            (tmp / name).replace(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Report(final, final / "report.html", final / "summary.md", sorted((final / "figures").glob("*.png")))

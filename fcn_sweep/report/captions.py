@@ -1,0 +1,66 @@
+"""Figure captions: what each figure shows and how to read it, with this study's numbers in them, so a
+figure pasted into a write-up carries its own explanation."""
+
+from __future__ import annotations
+
+from . import analysis as an
+from .load import RunRecord, Study
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+def parallel(study: Study, runs: list[RunRecord]) -> str:
+    groups = len({r.group for r in runs})
+    return (
+        f"Each line is one run that ended with a score ({_n(len(runs), 'run')} of {_n(groups, 'config')}); "
+        f"one axis per swept parameter ({', '.join(study.swept)}) and the objective, best validation "
+        "accuracy, which also colours the line (yellow best, purple worst). Categories sit on ordinal "
+        "axes in the order shown, architectures as their widths (e.g. 1024-256); log-spaced numbers on a "
+        "log axis labelled with their values. In report.html, drag along any axis to keep only the runs "
+        "inside that range; drag several axes to combine filters, click an axis outside its range to clear it."
+    )
+
+
+def importance(imp: list[an.Importance]) -> str:
+    top = imp[0]
+    return (
+        "Left: how much of the variation in best validation accuracy each swept parameter explains, as "
+        f"the impurity importance of a random forest fitted to {_n(sum(lv.val.n for lv in top.marginal), 'run')} "
+        "(importances sum to 1). Right: correlation with the objective — Pearson r against the value "
+        "(against log10 of it for log-spaced numbers; for two-valued categories against their position, "
+        "so positive means the second value shown scores higher), or the correlation ratio η (0 to 1, "
+        f"unsigned) for categories of three or more values. Most important here: {top.name} "
+        f"({top.importance:.2f})."
+    )
+
+
+def marginals(imp: list[an.Importance]) -> str:
+    return (
+        "Mean best validation accuracy for each value of each swept parameter (blue, bars ±1 standard "
+        "deviation over the runs with that value), whatever the other parameters were; grey dots are the "
+        "individual runs. A marginal mixes all settings of the other parameters; the ablation tables "
+        "hold them fixed."
+    )
+
+
+def curves(runs: list[RunRecord], labels: list[str]) -> str:
+    return (
+        f"Training (dashed) and validation (solid) loss, on a log scale, and accuracy per epoch for "
+        f"{_n(len(runs), 'run')}: the best seed of each top config, then any run named with --runs. "
+        "Each label is the run id's tail and the parameters in which the plotted runs differ."
+    )
+
+
+def ablation(ab: an.Ablation) -> str:
+    best = max(ab.wins, key=ab.wins.get)
+    deltas = "; ".join(
+        f"{an._fmt(v)} {s.mean:+.4f} ± {s.std:.4f}" for v, s in ab.mean_delta.items() if v != ab.reference and s
+    )
+    return (
+        f"Best validation accuracy (mean over seeds) for each value of {ab.param}, with every other swept "
+        f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), the red line their mean. "
+        f"{an._fmt(best)} scores best in {ab.wins[best]} of {len(ab.rows)}; mean difference from "
+        f"{an._fmt(ab.reference)}: {deltas or 'n/a'}."
+    )

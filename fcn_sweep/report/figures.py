@@ -1,0 +1,212 @@
+"""The report's figures as PNG files (matplotlib, Agg: no display needed), each with its caption.
+
+Each `draw_*` takes analysis results and returns a matplotlib Figure, or None when the study has
+nothing to show there (no swept parameter, no run that counts). `render` saves them and returns
+`Figure`s that the HTML and the Markdown summary both use, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless machines and CI have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import analysis as an
+from . import captions
+from .load import RunRecord, Study
+
+DPI = 110
+CMAP = "viridis"  # perceptually uniform and colour-blind safe; also the HTML's parallel-coordinates scale
+# Curves: train dashed, validation solid, the same colour per run across panels.
+CURVE_PANELS = (("loss", "loss"), ("acc", "accuracy"))
+SPLITS = (("train", "--"), ("val", "-"))
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file stem under figures/
+    title: str
+    caption: str
+    path: Path
+
+
+def _style() -> None:
+    plt.rcParams.update(
+        {
+            "figure.dpi": DPI,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "font.size": 9,
+        }
+    )
+
+
+def draw_parallel(axes: list[an.Axis], runs: list[RunRecord]) -> plt.Figure | None:
+    if len(axes) < 2 or not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    n = len(axes)
+    lows = [min(a.values + (a.tickvals or [])) for a in axes]
+    highs = [max(a.values + (a.tickvals or [])) for a in axes]
+    scale = [(lo, (hi - lo) or 1.0) for lo, hi in zip(lows, highs, strict=True)]
+    ys = np.array(
+        [[(a.values[i] - lo) / span for a, (lo, span) in zip(axes, scale, strict=True)] for i in range(len(runs))]
+    )
+    obj = np.array(axes[-1].values)
+    norm = plt.Normalize(obj.min(), obj.max() if obj.max() > obj.min() else obj.min() + 1e-9)
+    cmap = plt.get_cmap(CMAP)
+    for i in np.argsort(obj):  # best drawn last, on top
+        ax.plot(range(n), ys[i], color=cmap(norm(obj[i])), alpha=0.75, lw=1.4)
+    for j, (a, (lo, span)) in enumerate(zip(axes, scale, strict=True)):
+        ax.axvline(j, color="0.3", lw=0.8)
+        ticks = a.tickvals or list(np.linspace(lo, lo + span, 5))
+        text = a.ticktext or [f"{t:.3g}" for t in ticks]
+        for t, label in zip(ticks, text, strict=True):
+            ax.text(j + 0.02, (t - lo) / span, label, fontsize=8, va="center", ha="left",
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 0.5})  # fmt: skip
+    ax.set_xticks(range(n), [a.label for a in axes], fontsize=9, fontweight="bold")
+    ax.set_yticks([])
+    ax.set_xlim(-0.1, n - 0.6)
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(False)
+    ax.spines["left"].set_visible(False)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="best val acc", pad=0.01)
+    fig.tight_layout()
+    return fig
+
+
+def draw_importance(imp: list[an.Importance]) -> plt.Figure | None:
+    if not imp:
+        return None
+    names = [i.name for i in imp][::-1]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(imp) + 1.4), sharey=True)
+    a1.barh(names, [i.importance for i in imp][::-1], color="#3b75af")
+    a1.set_xlabel("importance (random forest, sums to 1)")
+    corr = [i.correlation if i.correlation is not None else 0.0 for i in imp][::-1]
+    a2.barh(names, corr, color=["#2ca02c" if c >= 0 else "#d62728" for c in corr])
+    a2.axvline(0, color="0.3", lw=0.8)
+    a2.set_xlim(-1, 1)
+    a2.set_xlabel("correlation with best val acc (r; η for categories of 3+ values)")
+    for y, i in enumerate(imp[::-1]):
+        text = "n/a" if i.correlation is None else f"{i.measure}={i.correlation:+.2f}"
+        a2.text(0.02 if (i.correlation or 0) < 0 else -0.02, y, text, va="center",
+                ha="left" if (i.correlation or 0) < 0 else "right", fontsize=8)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def draw_marginals(imp: list[an.Importance], runs: list[RunRecord]) -> plt.Figure | None:
+    if not imp:
+        return None
+    cols = min(3, len(imp))
+    rows = math.ceil(len(imp) / cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, sharey=True)
+    rng = np.random.default_rng(0)  # jitter only, so that equal scores do not hide each other
+    for ax, i in zip(axs.flat, imp, strict=False):
+        xs = range(len(i.marginal))
+        for k, level in enumerate(i.marginal):
+            pts = [r.objective for r in runs if r.value(i.name) == level.value]
+            ax.scatter(k + rng.uniform(-0.12, 0.12, len(pts)), pts, s=10, color="0.6", zorder=1)
+        ax.errorbar(xs, [lv.val.mean for lv in i.marginal], yerr=[lv.val.std for lv in i.marginal],
+                    fmt="o-", color="#3b75af", capsize=4, lw=1.5, zorder=2)  # fmt: skip
+        ax.set_xticks(list(xs), [an._fmt(lv.value) for lv in i.marginal], rotation=20 if len(i.marginal) > 4 else 0)
+        ax.set_title(f"{i.name}  (importance {i.importance:.2f})", fontsize=9)
+        ax.set_xlim(-0.5, len(i.marginal) - 0.5)
+    for ax in axs[:, 0]:
+        ax.set_ylabel("best val acc")
+    for ax in list(axs.flat)[len(imp) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
+    if not ab.rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    xs = range(len(ab.levels))
+    for row in ab.rows:
+        pts = [(k, row.val[v].mean) for k, v in enumerate(ab.levels) if v in row.val]
+        ax.plot(*zip(*pts, strict=True), "o-", color="0.65", lw=1, ms=3)
+    means = [
+        np.mean([row.val[v].mean for row in ab.rows if v in row.val])
+        if any(v in row.val for row in ab.rows)
+        else np.nan
+        for v in ab.levels
+    ]
+    ax.plot(xs, means, "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
+    ax.set_xticks(list(xs), [an._fmt(v) for v in ab.levels])
+    ax.set_xlabel(ab.param)
+    ax.set_ylabel("best val acc (mean over seeds)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_curves(runs: list[RunRecord], labels: list[str]) -> plt.Figure | None:
+    runs_labels = [(r, lab) for r, lab in zip(runs, labels, strict=True) if r.history]
+    if not runs_labels:
+        return None
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.get_cmap("tab10")
+    for ax, (metric, title) in zip(axs, CURVE_PANELS, strict=True):
+        for c, (r, label) in enumerate(runs_labels):
+            epochs = [h["epoch"] for h in r.history]
+            for split, style in SPLITS:
+                ys = [np.nan if h.get(f"{split}/{metric}") is None else h[f"{split}/{metric}"] for h in r.history]
+                ax.plot(
+                    epochs, ys, style, color=colors(c % 10), marker="o", ms=3, label=label if split == "val" else None
+                )
+        ax.set_title(f"{title}: train dashed, validation solid", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axs[0].set_yscale("log")  # losses span decades early on; a diverging one would flatten the rest
+    fig.legend(*axs[1].get_legend_handles_labels(), loc="lower center", ncol=min(2, len(runs_labels)), fontsize=8,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.07 * math.ceil(len(runs_labels) / 2), 1, 1))
+    return fig
+
+
+def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: Callable[[], str]) -> Figure | None:
+    """The caption is only asked for when there is a figure: it quotes numbers that may not exist."""
+    if fig is None:
+        return None
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return Figure(name, title, caption(), path)
+
+
+def render(study: Study, results: an.Results, out: Path) -> dict[str, Figure]:
+    """Every figure of the report, saved under `out`, by name."""
+    _style()
+    out.mkdir(parents=True, exist_ok=True)
+    runs, imp = study.done, results.importance
+    axes, pruns = an.parallel_axes(study)
+    figs = [
+        save(draw_parallel(axes, pruns), out, "parallel", "Parallel coordinates",
+             lambda: captions.parallel(study, pruns)),
+        save(draw_importance(imp), out, "importance", "Parameter importance", lambda: captions.importance(imp)),
+        save(draw_marginals(imp, runs), out, "marginals", "Marginal effect of each parameter",
+             lambda: captions.marginals(imp)),
+        save(draw_curves(results.curves, results.curve_labels), out, "curves", "Learning curves",
+             lambda: captions.curves(results.curves, results.curve_labels)),
+    ]  # fmt: skip
+    figs += [
+        save(
+            draw_ablation(ab), out, f"ablation-{ab.param}", f"Ablation: {ab.param}", lambda ab=ab: captions.ablation(ab)
+        )
+        for ab in results.ablations
+    ]
+    return {f.name: f for f in figs if f is not None}

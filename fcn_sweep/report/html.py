@@ -1,0 +1,300 @@
+"""report.html: one self-contained file that opens from disk with no network.
+
+plotly.js is inlined once (the interactive parallel coordinates need it); the other figures are the
+very PNGs written beside the report, embedded as data URIs so the HTML and the PNGs never differ.
+Links to run directories are relative, so the report folder can move together with its sweep.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from . import analysis as an
+from .figures import CMAP, Figure
+from .load import RunRecord, Study, levels
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; background: #fafafa; }
+main { max-width: 1240px; margin: 0 auto; padding: 16px 28px 48px; background: #fff; }
+h1 { font-size: 24px; margin: 8px 0 2px; } h2 { font-size: 19px; margin: 30px 0 8px; border-bottom: 2px solid #e4e4e4; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+.meta, figcaption, .note { color: #555; font-size: 13px; }
+nav a { margin-right: 14px; }
+ul.headline { font-size: 15px; padding-left: 20px; } ul.headline li { margin: 3px 0; }
+table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; }
+th, td { padding: 3px 9px; border-bottom: 1px solid #e6e6e6; text-align: left; vertical-align: top; }
+th { background: #f1f3f5; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr:nth-child(even) td { background: #fbfbfc; }
+tr.best td { background: #eef7ee; }
+.pos { color: #1a7f37; } .neg { color: #c62828; }
+.bar { display: inline-block; height: 10px; background: #3b75af; vertical-align: middle; margin-right: 6px; }
+figure { margin: 10px 0 18px; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { max-width: 1100px; margin-top: 4px; }
+#parallel-plot { width: 100%; height: 460px; }
+.state-finished { color: #1a7f37; } .state-stopped { color: #b26a00; }
+.state-diverged, .state-crashed { color: #c62828; }
+"""
+
+
+def _f(v: Any) -> str:
+    return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def pm(s: an.Stat | None, digits: int = 4) -> str:
+    if s is None:
+        return "–"
+    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" if s.n > 1 else f"{s.mean:.{digits}f}"
+
+
+def signed(d: float | None) -> str:
+    if d is None:
+        return "<td class='num'>–</td>"
+    cls = "pos" if d > 0 else "neg" if d < 0 else ""
+    return f"<td class='num {cls}'>{d:+.4f}</td>"
+
+
+def table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    """Cells are HTML already (escaped by the caller); a cell starting with <td is used as is."""
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row)
+        cls = f" class='{classes[i]}'" if classes and classes[i] else ""
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def num(text: str) -> str:
+    return f"<td class='num'>{text}</td>"
+
+
+class Page:
+    def __init__(self, study: Study, results: an.Results, figures: dict[str, Figure], out: Path):
+        self.study, self.results, self.figures, self.out = study, results, figures, out
+
+    def link(self, run: RunRecord) -> str:
+        label = escape(an.short_id(run.id))
+        if run.run_dir is None:
+            return label
+        href = Path(os.path.relpath(run.run_dir.resolve(), self.out.resolve())).as_posix() + "/"
+        return f"<a href='{escape(href)}' title='{escape(run.id)}'>{label}</a>"
+
+    def figure(self, name: str) -> str:
+        f = self.figures.get(name)
+        if f is None:
+            return ""
+        data = base64.b64encode(f.path.read_bytes()).decode()
+        return (
+            f"<figure><img alt='{escape(f.title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption><b>{escape(f.title)}.</b> {escape(f.caption)} "
+            f"(figures/{escape(f.path.name)})</figcaption></figure>"
+        )
+
+    # --- sections ---------------------------------------------------------------------------------
+    def headline(self) -> str:
+        s, r = self.study, self.results
+        counts = ", ".join(f"{k} {v}" for k, v in r.diagnostics.counts.items() if v)
+        items = [
+            f"{len(s.runs)} run attempts ({counts}); {len(an.configs(s))} configs with a score, "
+            f"{len(s.done)} runs that count.",
+            "Swept: " + (", ".join(f"<b>{escape(p)}</b> ({len(levels(s, p))})" for p in s.swept) or "nothing"),
+        ]
+        if r.leaderboard:
+            b = r.leaderboard[0]
+            cfg = ", ".join(f"{escape(k)}={escape(_f(v))}" for k, v in b.values.items())
+            items.append(
+                f"Best config: {cfg or '(the only one)'} — val acc {pm(b.val)}, test acc {pm(b.test)} "
+                f"over {b.val.n} seed{'s' if b.val.n > 1 else ''}."
+            )
+        if r.importance:
+            i = r.importance[0]
+            items.append(f"Most important parameter: <b>{escape(i.name)}</b> (importance {i.importance:.2f}).")
+        problems = sum(r.diagnostics.counts.get(k, 0) for k in an.PROBLEM_STATES)
+        items.append(f"Diverged, stopped or crashed: {problems}.")
+        return "<ul class='headline'>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
+
+    def parallel(self) -> str:
+        axes, runs = an.parallel_axes(self.study)
+        if len(axes) < 2 or not runs:
+            return "<p class='note'>Nothing swept, or no run with a score: no parallel coordinates.</p>"
+        import plotly.graph_objects as go
+
+        dims = []
+        for a in axes:
+            lo, hi = min(a.values + (a.tickvals or [])), max(a.values + (a.tickvals or []))
+            d = {"label": a.label, "values": a.values, "range": [lo, hi] if hi > lo else [lo - 0.5, hi + 0.5]}
+            if a.tickvals is not None:
+                d |= {"tickvals": a.tickvals, "ticktext": a.ticktext}
+            dims.append(d)
+        obj = axes[-1].values
+        fig = go.Figure(
+            go.Parcoords(
+                line={
+                    "color": obj,
+                    "colorscale": CMAP.capitalize(),
+                    "showscale": True,
+                    "colorbar": {"title": {"text": "best val acc"}},
+                },
+                dimensions=dims,
+                labelfont={"size": 13},
+                tickfont={"size": 11},
+            )
+        )
+        fig.update_layout(margin={"l": 70, "r": 40, "t": 60, "b": 30}, paper_bgcolor="white")
+        plot = fig.to_html(
+            full_html=False, include_plotlyjs=False, div_id="parallel-plot",
+            config={"displaylogo": False, "responsive": True},
+        )  # fmt: skip
+        f = self.figures.get("parallel")
+        caption = (
+            f"<figcaption><b>Parallel coordinates.</b> {escape(f.caption)} (static: figures/parallel.png)</figcaption>"
+        )
+        return f"<figure>{plot}{caption if f else ''}</figure>"
+
+    def leaderboard(self) -> str:
+        board = self.results.leaderboard
+        if not board:
+            return "<p class='note'>No run ended with a score.</p>"
+        header = ["#", *map(escape, self.study.swept), "seeds", "val acc", "test acc", "epochs to best", "params",
+                  "status", "runs"]  # fmt: skip
+        rows = [
+            [num(str(k)), *(escape(_f(e.values[p])) for p in self.study.swept), num(str(e.val.n)), num(pm(e.val)),
+             num(pm(e.test)), num(pm(e.best_epoch, 1)), num(f"{e.n_params:,}" if e.n_params else "–"),
+             ", ".join(f"<span class='state-{escape(s)}'>{escape(s)}</span>" + (f" ×{c}" if c > 1 else "")
+                       for s, c in e.states.items()),
+             " ".join(self.link(r) for r in e.runs)]
+            for k, e in enumerate(board, 1)
+        ]  # fmt: skip
+        note = (
+            "<p class='note'>Configs ranked by best validation accuracy, mean ± standard deviation over "
+            "seeds (the test set never ranks anything); test accuracy is at each run's best validation "
+            "epoch. Runs link to their run directories.</p>"
+        )
+        return note + table(header, rows, ["best"] + [""] * (len(rows) - 1))
+
+    def importance(self) -> str:
+        imp = self.results.importance
+        if not imp:
+            return "<p class='note'>Needs at least one swept parameter and two runs with a score.</p>"
+        rows = []
+        for i in imp:
+            corr = (
+                "–" if i.correlation is None else f"{i.measure} = {i.correlation:+.2f}" + (" (log10)" if i.log else "")
+            )
+            marg = "<br>".join(f"{escape(_f(lv.value))}: {pm(lv.val)} <span class='note'>(n={lv.val.n})</span>"
+                               for lv in i.marginal)  # fmt: skip
+            bar = f"<span class='bar' style='width:{i.importance * 120:.0f}px'></span>{i.importance:.3f}"
+            rows.append([f"<b>{escape(i.name)}</b>", num(bar), num(corr), marg])
+        head = ["parameter", "importance (random forest)", "correlation with val acc", "mean val acc per value"]
+        return table(head, rows) + self.figure("importance") + self.figure("marginals")
+
+    def ablations(self) -> str:
+        if not self.results.ablations:
+            return "<p class='note'>Nothing swept: no ablations.</p>"
+        return "".join(self.ablation(ab) for ab in self.results.ablations)
+
+    def ablation(self, ab: an.Ablation) -> str:
+        title = f"<h3 id='ablation-{escape(ab.param)}'>{escape(ab.param)}</h3>"
+        if not ab.rows:
+            return (
+                title + "<p class='note'>No two runs differ in this parameter alone: nothing to set side by side.</p>"
+            )
+        others = list(ab.rows[0].context)
+        vals = [escape(_f(v)) for v in ab.levels]
+        header = [*map(escape, others), *(f"{v}<br><span class='note'>val acc</span>" for v in vals),
+                  *(f"Δ {v}<br><span class='note'>vs {vals[0]}</span>" for v in vals[1:]), "runs"]  # fmt: skip
+        rows = []
+        for row in ab.rows:
+            best = max(row.val, key=lambda v: row.val[v].mean)
+            cells = [
+                num(("<b>" if v == best else "") + pm(row.val.get(v)) + ("</b>" if v == best else ""))
+                for v in ab.levels
+            ]
+            runs = "; ".join(
+                f"{escape(_f(v))}: " + " ".join(self.link(self.study.run(i)) for i in row.runs[v])
+                for v in ab.levels
+                if v in row.runs
+            )
+            rows.append([*(escape(_f(row.context[p])) for p in others), *cells,
+                         *(signed(row.delta.get(v)) for v in ab.levels[1:]), runs])  # fmt: skip
+        rows.append([*(["<b>mean Δ</b>"] + [""] * (len(others) - 1) if others else []),
+                     *(num(f"wins {ab.wins[v]}") for v in ab.levels),
+                     *(num(pm(ab.mean_delta[v]) if ab.mean_delta[v] else "–") for v in ab.levels[1:]), ""])  # fmt: skip
+        intro = (
+            f"<p class='note'>Each row holds every other swept parameter fixed and sets the runs with each "
+            f"value of <b>{escape(ab.param)}</b> side by side (best validation accuracy, mean ± std over "
+            f"seeds; the best of the row in bold). Δ is the difference from {vals[0]}; the last row gives "
+            f"how often each value was best and the mean Δ.</p>"
+        )
+        return title + intro + table(header, rows) + self.figure(f"ablation-{ab.param}")
+
+    def curves(self) -> str:
+        runs = self.results.curves
+        if not runs:
+            return "<p class='note'>No run with a score to plot.</p>"
+        listed = table(
+            ["run", "curve label", "best val acc", "best epoch", "state"],
+            [[self.link(r), escape(lab), num(_f(r.objective)), num(_f(r.summary.get("best_epoch"))), escape(r.state)]
+             for r, lab in zip(runs, self.results.curve_labels, strict=True)],
+        )  # fmt: skip
+        return self.figure("curves") + listed
+
+    def diagnostics(self) -> str:
+        d = self.results.diagnostics
+        counts = table([escape(k) for k in d.counts], [[num(str(v)) for v in d.counts.values()]])
+        note = (
+            "<p class='note'>Every run attempt by state, as the source holds them. A crashed or interrupted "
+            "attempt is re-run under a new id, so it is counted here but not in the analysis.</p>"
+        )
+        if not d.problems:
+            return note + counts + "<p>No run diverged, was stopped or crashed.</p>"
+        rows = [
+            [self.link(p.run), f"<span class='state-{escape(p.run.state)}'>{escape(p.run.state)}</span>",
+             escape(p.detail), num(str(p.epochs)), num(_f(p.run.objective)),
+             escape(", ".join(f"{k}={_f(v)}" for k, v in p.values.items()))]
+            for p in d.problems
+        ]  # fmt: skip
+        return note + counts + table(["run", "state", "why", "epochs", "best val acc", "config"], rows)
+
+    # --- the page ---------------------------------------------------------------------------------
+    SECTIONS = (
+        ("summary", "Summary", "headline"),
+        ("parallel", "Parallel coordinates", "parallel"),
+        ("leaderboard", "Leaderboard", "leaderboard"),
+        ("importance", "Parameter importance", "importance"),
+        ("ablations", "Ablations", "ablations"),
+        ("curves", "Learning curves", "curves"),
+        ("diagnostics", "Diagnostics", "diagnostics"),
+    )
+
+    def render(self) -> str:
+        import plotly.offline
+
+        nav = " ".join(f"<a href='#{sid}'>{title}</a>" for sid, title, _ in self.SECTIONS)
+        body = "".join(
+            f"<section id='{sid}'><h2>{title}</h2>{getattr(self, method)()}</section>"
+            for sid, title, method in self.SECTIONS
+        )
+        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        return (
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Study report: {escape(self.study.name)}</title><style>{CSS}</style>"
+            f"<script>{plotly.offline.get_plotlyjs()}</script></head><body><main>"
+            f"<h1>Study report: {escape(self.study.name)}</h1>"
+            f"<div class='meta'>{escape(self.study.kind)} {escape(str(self.study.source))} · generated {when} "
+            f"by fcn-sweep report · objective: best validation accuracy</div><nav>{nav}</nav>{body}"
+            "</main></body></html>"
+        )
+
+
+def write(study: Study, results: an.Results, figures: dict[str, Figure], out: Path, final: Path) -> Path:
+    """Writes report.html into `out`; links are computed as seen from `final`, where it will live."""
+    path = out / "report.html"
+    path.write_text(Page(study, results, figures, final).render(), encoding="utf-8")
+    return path

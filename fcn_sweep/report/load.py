@@ -1,0 +1,206 @@
+"""One table of runs from either source a study can come from: a sweep directory (its `sweep.db`) or
+a folder of run directories (`config.json`, `metrics.jsonl`, `summary.json` each).
+
+Both become the same `Study`: a list of `RunRecord`s plus the parameters that were swept. A
+parameter counts as swept when the runs differ in it; `seed` never does, because seeds are the
+repeats of one config (the store's `proposal`; for run directories, runs whose configs are equal
+apart from the seed). So the same folder read either way gives the same table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, RunConfig
+from ..sweep.store import STATES, Store
+
+OBJECTIVE = "best_val_acc"  # the sweep objective as a run's summary holds it (max of val/acc)
+REPEAT_AXIS = "seed"
+# Attempts that are only a placeholder for a later attempt of the same slot, or not over yet:
+# they are counted, but no number of theirs enters the analysis.
+NOT_DONE = ("pending", "running")
+
+
+class StudyError(ValueError):
+    """Input that cannot be reported on; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    group: int  # runs sharing `group` are seeds of one config
+    state: str  # finished | diverged | stopped | crashed | running | pending
+    stop_reason: str | None
+    config: RunConfig
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+
+    @property
+    def objective(self) -> float | None:
+        return self.summary.get(OBJECTIVE)
+
+    @property
+    def done(self) -> bool:
+        """Counts in the analysis: a final state with a score (an interrupted attempt was re-run)."""
+        return self.state not in NOT_DONE and self.stop_reason != "interrupted" and self.objective is not None
+
+    def value(self, name: str) -> Any:
+        return axis_value(self.config, name)
+
+
+@dataclass(frozen=True)
+class Study:
+    source: Path
+    kind: str  # "sweep" | "run dirs"
+    runs: list[RunRecord]
+    swept: tuple[str, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+    name: str = ""  # the sweep's name where known, else the folder's
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.source.resolve().name)
+
+    @property
+    def done(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.done]
+
+    def run(self, run_id: str) -> RunRecord:
+        """By full id, or by an unambiguous ending (the random hex part of an id is enough)."""
+        exact = [r for r in self.runs if r.id == run_id]
+        matches = exact or [r for r in self.runs if r.id.endswith(run_id)]
+        if len(matches) != 1:
+            why = "matches several runs" if matches else "is not a run of this study"
+            raise StudyError(f"run id {run_id!r} {why}")
+        return matches[0]
+
+
+# --- parameter values as axes: a list is a poor axis, its label is a good one ----------------------
+def _label(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return "-".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+    if isinstance(v, bool):
+        return str(v).lower()
+    return v
+
+
+def axis_value(cfg: RunConfig, name: str) -> Any:
+    """The value of one parameter as a scalar: `hidden` as its arch label (`1024-256`), per-layer
+    dropout as `0.3-0.2`, booleans as `true`/`false`, numbers and names unchanged."""
+    return _label(getattr(cfg, name))
+
+
+def is_numeric(values: list[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _order_key(cfg_value: Any) -> tuple:
+    """Categorical values in an order a reader expects: architectures by depth then widths, the
+    rest by name."""
+    if isinstance(cfg_value, (list, tuple)):
+        return (len(cfg_value), tuple(cfg_value))
+    return (0, (str(cfg_value),))
+
+
+def levels(study: Study, name: str, runs: list[RunRecord] | None = None) -> list[Any]:
+    """The distinct axis values of a parameter, ordered (numbers ascending)."""
+    seen: dict[Any, Any] = {}
+    for r in study.runs if runs is None else runs:
+        seen.setdefault(r.value(name), getattr(r.config, name))
+    if is_numeric(list(seen)):
+        return sorted(seen)
+    return sorted(seen, key=lambda v: _order_key(seen[v]))
+
+
+def swept_params(configs: list[RunConfig]) -> tuple[str, ...]:
+    names = [f.name for f in fields(RunConfig) if f.name != REPEAT_AXIS]
+    return tuple(n for n in names if len({json.dumps(axis_value(c, n)) for c in configs}) > 1)
+
+
+# --- the two sources ------------------------------------------------------------------------------
+def _find_run_dir(sweep_dir: Path, run_id: str, stored: str | None) -> Path | None:
+    """A store's run_dir may be relative to wherever the sweep was started; the sweep directory's
+    own layout (`runs/<id>`) is the reliable place, the stored path the fallback."""
+    candidates = [sweep_dir / "runs" / run_id]
+    if stored:
+        candidates += [Path(stored), sweep_dir / stored]
+    return next((p for p in candidates if p.is_dir()), None)
+
+
+def load_sweep_dir(directory: Path) -> Study:
+    store = Store.in_dir(directory)
+    try:
+        rows = store.runs()
+        histories = store.histories(r.id for r in rows)
+        counts = store.counts()
+        name = str((store.get("sweep") or {}).get("name") or "")
+    finally:
+        store.close()
+    runs = [
+        RunRecord(
+            id=r.id, group=r.proposal, state=r.state, stop_reason=r.stop_reason, config=r.config,
+            summary=r.summary, history=histories[r.id], run_dir=_find_run_dir(directory, r.id, r.run_dir),
+        )
+        for r in rows
+    ]  # fmt: skip
+    return Study(directory, "sweep", runs, swept_params([r.config for r in runs]), counts, name)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise StudyError(f"cannot read {path}: {e}") from None
+
+
+def _read_run_dir(path: Path) -> tuple[RunConfig, dict, list[dict]]:
+    try:
+        cfg = RunConfig.from_dict(_read_json(path / "config.json"))
+    except ConfigError as e:
+        raise StudyError(f"{path / 'config.json'}: {e}") from None
+    summary_file = path / "summary.json"
+    summary = _read_json(summary_file) if summary_file.is_file() else {}
+    metrics = path / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    try:
+        history = [json.loads(line) for line in lines if line.strip()]
+    except json.JSONDecodeError as e:
+        raise StudyError(f"cannot read {metrics}: {e}") from None
+    return cfg, summary, history
+
+
+def load_run_dirs(directory: Path) -> Study:
+    paths = sorted(p for p in directory.iterdir() if (p / "config.json").is_file())
+    read = [(p, *_read_run_dir(p)) for p in paths]
+    groups: dict[str, int] = {}
+    runs = []
+    for path, cfg, summary, history in read:
+        key = json.dumps({**cfg.to_dict(), REPEAT_AXIS: None}, sort_keys=True)
+        group = groups.setdefault(key, len(groups))
+        # summary.json is written last: a run directory without one crashed or is still running.
+        state = summary.get("status", "crashed")
+        reason = None if summary else "no summary.json (crashed, or still running)"
+        runs.append(RunRecord(path.name, group, state, reason, cfg, summary, history, path))
+    counts = {**dict.fromkeys(STATES, 0), **Counter(r.state for r in runs)}
+    return Study(directory, "run dirs", runs, swept_params([r.config for r in runs]), counts)
+
+
+def load(directory: str | Path) -> Study:
+    """The study in DIR: a sweep directory, or a folder whose subfolders are run directories."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise StudyError(f"{d} is not a directory")
+    if (d / Store.FILE).is_file():
+        study = load_sweep_dir(d)
+    elif any((p / "config.json").is_file() for p in d.iterdir()):
+        study = load_run_dirs(d)
+    else:
+        raise StudyError(f"{d} is neither a sweep directory (no {Store.FILE}) nor a folder of run directories")
+    if not study.runs:
+        raise StudyError(f"{d} holds no runs yet")
+    return study

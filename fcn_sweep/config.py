@@ -195,18 +195,10 @@ class RunConfig:
     def from_file(cls, path: str | Path, base: RunConfig | None = None) -> RunConfig:
         """A YAML or JSON mapping of keys to values; a run directory's config.json works as is."""
         p = Path(path)
-        if p.is_dir():
-            p = p / "config.json"
         try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of keys to values, not {type(data).__name__}")
+            data = read_mapping(p / "config.json" if p.is_dir() else p, "config file", "keys to values")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         return cls.from_dict(data, base)
 
     @classmethod
@@ -224,6 +216,20 @@ class RunConfig:
             (f.name, f.default if f.default is not MISSING else None, f.metadata["accepts"], f.metadata["help"])
             for f in fields(cls)
         ]
+
+
+def read_mapping(path: Path, what: str, of: str) -> dict:
+    """A YAML (or JSON) file holding a mapping; ValueError with one line naming the file otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{what} {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a mapping of {of}, not {type(data).__name__}")
+    return data
 
 
 def parse_overrides(argv: Iterable[str]) -> dict[str, str]:

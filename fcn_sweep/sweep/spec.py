@@ -10,9 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, read_mapping
 
 METHODS = ("grid", "random", "bayes")
 # The sweep objective must be logged every epoch and must not be the test set: it steers choices.
@@ -46,13 +44,9 @@ def load_sweep(path: str | Path) -> dict:
     sweeps = engine()
     p = Path(path)
     try:
-        cfg = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise SweepFileError(f"cannot read sweep file {p}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise SweepFileError(f"{p} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(cfg, dict):
-        raise SweepFileError(f"{p} must hold a mapping (method, metric, parameters), not {type(cfg).__name__}")
+        cfg = read_mapping(p, "sweep file", "method, metric and parameters")
+    except ValueError as e:
+        raise SweepFileError(str(e)) from None
 
     def fail(msg: str):
         raise SweepFileError(f"{p}: {msg}")

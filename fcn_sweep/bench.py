@@ -180,7 +180,8 @@ def report(times: dict[str, list[float]], steps: int, pack: int, cfg: RunConfig,
     per_hour = lambda name: 3600 / (per_epoch[name] * epochs)  # noqa: E731
     lines.append(
         f"configs/hour ({epochs} epochs, training only): one at a time {per_hour('project'):.1f}, "
-        f"{pack} packed {per_hour(packed):.1f}, packed/one-at-a-time {ratio(times, 'project', packed):.2f}x"
+        f"{pack} packed {per_hour(packed):.1f}; packed/one-at-a-time {ratio(times, 'project', packed):.2f}x "
+        "(median of paired ratios)"
     )
     return lines
 

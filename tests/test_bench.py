@@ -18,7 +18,10 @@ def test_bench_prints_every_variant_and_the_ratio_lines():
         match = re.search(rf"^{re.escape(ratio)} +{number}", out, flags=re.M)
         assert match and float(match.group(1)) > 0, ratio
     assert re.search(
-        rf"^configs/hour \(3 epochs, training only\): one at a time {number}, 2 packed {number}, ", out, flags=re.M
+        rf"^configs/hour \(3 epochs, training only\): one at a time {number}, 2 packed {number}; "
+        rf"packed/one-at-a-time {number}x",
+        out,
+        flags=re.M,
     )
 
 

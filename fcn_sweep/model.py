@@ -58,9 +58,9 @@ def dropout_threshold(p: float) -> tuple[int, float]:
     return dropped - _LEVELS // 2, _LEVELS / (_LEVELS - dropped)
 
 
-def random_int16(n: int, device: torch.device, generator: torch.Generator | None, out: torch.Tensor | None = None):
+def random_int16(n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
     """n uniform int16 values, drawn four at a time from full-range 64-bit integers."""
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device) if out is None else out
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     return words.random_(-(1 << 63), None, generator=generator).view(torch.int16)[:n]
 
 

@@ -194,11 +194,17 @@ def load(
     )
 
 
+def batch_starts(n: int, batch_size: int) -> range:
+    """Where each mini-batch of an epoch over n samples begins; a final batch of one sample is
+    dropped because BatchNorm cannot train on it."""
+    return range(0, n - 1 if n % batch_size == 1 else n, batch_size)
+
+
 def batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled mini-batches. The permutation is drawn on the CPU so the order is the
-    same on every device; a final batch of one sample is dropped because BatchNorm cannot train on it."""
+    same on every device."""
     n = len(split)
     perm = torch.randperm(n, generator=generator).to(split.x.device)
-    for start in range(0, n - 1 if n % batch_size == 1 else n, batch_size):
+    for start in batch_starts(n, batch_size):
         idx = perm[start : start + batch_size]
         yield split.x[idx], split.y[idx]

@@ -2,6 +2,10 @@
 
 `momentum` is one knob with one meaning across optimizers, the first-moment decay: SGD's
 momentum, Adam's and AdamW's beta1, RMSprop's momentum. The study sweeps it for all three.
+
+Every optimizer takes its multi-tensor path: `fused=True` (one kernel over all parameters, on the
+CPU and on CUDA) where torch has one, else `foreach=True`. torch's default on the CPU is a Python
+loop over parameters, which for Adam on a 784-1024-256-10 net cost a fifth of the step (measured).
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ from .config import RunConfig
 Params = Iterable[torch.nn.Parameter]
 
 OPTIMIZERS: dict[str, Callable[[Params, RunConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay),
-    "rmsprop": lambda p, c: torch.optim.RMSprop(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, fused=True),
+    "adam": lambda p, c: torch.optim.Adam(
+        p, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay, fused=True
+    ),
+    "adamw": lambda p, c: torch.optim.AdamW(
+        p, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay, fused=True
+    ),
+    "rmsprop": lambda p, c: torch.optim.RMSprop(
+        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, foreach=True
+    ),
 }
 
 # Stepped once per epoch.

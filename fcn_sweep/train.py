@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import data as data_mod
 from .config import RunConfig
-from .model import build_fcn, param_count
+from .model import build_fcn, param_count, use_generator
 from .optim import build_optimizer, build_schedule
 
 METRIC_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
@@ -77,6 +78,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """A run's own random streams: (shuffle order, dropout masks). The shuffle is drawn on the CPU so
+    the order is the same on every device; the masks are drawn where the activations live. Both
+    derive from the seed alone, so a packed run (packed.py) reproduces them exactly."""
+    dropout_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(seed), torch.Generator(device).manual_seed(dropout_seed)
+
+
 def train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -98,8 +107,8 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        loss_sum.add_(loss.detach(), alpha=len(y))
+        correct.add_((logits.detach().argmax(1) == y).sum())
         seen += len(y)
     return loss_sum.item() / seen, correct.item() / seen
 
@@ -128,10 +137,10 @@ def run(
     tracker = tracker or Tracker()
     data = data or data_mod.load(device, cfg.subset)
     seed_everything(cfg.seed)
-    model = build_fcn(cfg).to(data.device)
+    shuffle, masks = generators(cfg.seed, data.device)
+    model = use_generator(build_fcn(cfg).to(data.device), masks)
     opt = build_optimizer(model.parameters(), cfg)
     schedule = build_schedule(opt, cfg)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
     result = RunResult(cfg, "finished", param_count(model))
     tracker.start(cfg, {"params": result.params, "device": str(data.device), "train_size": len(data.train)})
 

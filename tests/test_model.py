@@ -8,7 +8,7 @@ from torch import nn
 from fcn_sweep.config import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES, RunConfig
 from fcn_sweep.model import ACTIVATIONS as ACT_TABLE
 from fcn_sweep.model import INITS as INIT_TABLE
-from fcn_sweep.model import build_fcn, load_model, param_count, save_model
+from fcn_sweep.model import Dropout, build_fcn, load_model, param_count, save_model, use_generator
 from fcn_sweep.optim import OPTIMIZERS as OPT_TABLE
 from fcn_sweep.optim import SCHEDULES as SCHED_TABLE
 from fcn_sweep.optim import build_optimizer
@@ -98,3 +98,17 @@ def test_saved_model_file_alone_rebuilds_the_network(tmp_path):
     assert loaded_cfg == cfg
     torch.testing.assert_close(loaded(x), model(x))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+def test_dropout_drops_at_its_rate_keeps_the_mean_and_follows_its_generator(p):
+    layer = use_generator(nn.Sequential(Dropout(p)), torch.Generator().manual_seed(0))
+    x = torch.ones(200, 1000)
+    out = layer(x)
+    assert (out == 0).float().mean().item() == pytest.approx(p, abs=0.005)
+    assert out.mean().item() == pytest.approx(1.0, abs=0.02)
+    kept = out[out != 0]
+    assert kept.min().item() == kept.max().item() == pytest.approx(1 / (1 - p), rel=1e-4)
+    again = use_generator(nn.Sequential(Dropout(p)), torch.Generator().manual_seed(0))
+    assert torch.equal(again(x), out) and not torch.equal(layer(x), out)
+    assert torch.equal(layer.eval()(x), x)

@@ -1,0 +1,205 @@
+"""Packed training: each member of a pack must be the run it would have been alone.
+
+How close is "the same"? A pack computes every layer with a batched matrix multiply where `run`
+uses a plain one, so some floating-point sums are taken in another order and the two paths differ
+in the last bits from the first step on. Without batch norm, or with SGD, that difference stays at
+the last bits: metrics agree to 1e-5 and weights to 1e-4 (`TIGHT`). With batch norm and an
+adaptive optimizer it grows, for a reason in the model rather than in the pack: the bias of a
+Linear that feeds batch norm has a gradient that is zero except for rounding noise, and Adam and
+RMSprop divide a gradient by its own running size, so that noise moves the bias by about lr each
+step, differently in each path. Batch norm cancels the bias in training but its running mean
+follows it, so evaluation drifts apart by ~1e-3 (`LOOSE`). `test_loose_tolerance_still_tells_configs_apart`
+shows that LOOSE still rejects a member compared with a neighbouring config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fcn_sweep.config import OPTIMIZERS, RunConfig
+from fcn_sweep.model import build_fcn
+from fcn_sweep.packed import pack_groups, pack_key, run_packed
+from fcn_sweep.tracking import RunDir
+from fcn_sweep.train import METRIC_KEYS, Tracker, evaluate, run
+
+LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
+TIGHT = {"loss": 1e-5, "acc": 1e-9}  # relative on losses, absolute on accuracies
+LOOSE = {"loss": 5e-3, "acc": 5e-3}
+
+
+def tolerance(cfg: RunConfig) -> dict[str, float]:
+    return LOOSE if cfg.batch_norm and cfg.optimizer != "sgd" else TIGHT
+
+
+def history_mismatch(alone: list[dict], packed: list[dict], tol: dict[str, float]) -> list[str]:
+    """What differs beyond tolerance between two histories (empty: they agree)."""
+    if len(alone) != len(packed):
+        return [f"{len(alone)} epochs alone, {len(packed)} packed"]
+    out = []
+    for a, p in zip(alone, packed, strict=True):
+        assert set(p) == set(a)
+        for key in (*METRIC_KEYS, "lr"):
+            x, y = a[key], p[key]
+            if not math.isfinite(x) or not math.isfinite(y):
+                ok = math.isfinite(x) == math.isfinite(y)
+            elif key.endswith("acc"):
+                ok = abs(x - y) <= tol["acc"]
+            else:
+                ok = abs(x - y) <= tol["loss"] * abs(x)
+            if not ok:
+                out.append(f"epoch {a['epoch']} {key}: alone {x}, packed {y}")
+    return out
+
+
+def assert_same_run(alone, packed, data):
+    tol = tolerance(alone.cfg)
+    assert packed.cfg == alone.cfg and packed.status == alone.status and packed.params == alone.params
+    assert history_mismatch(alone.history, packed.history, tol) == []
+    # The kept weights are a plain state dict of build_fcn(cfg) that reproduces the kept epoch.
+    model = build_fcn(packed.cfg)
+    model.load_state_dict(packed.best_state)
+    loss, acc = evaluate(model, data.val)
+    assert acc == packed.best["val/acc"] and loss == pytest.approx(packed.best["val/loss"], rel=1e-5)
+    if tol is TIGHT:
+        assert packed.best_epoch == alone.best_epoch
+        for key, value in alone.best_state.items():
+            torch.testing.assert_close(packed.best_state[key], value, rtol=1e-4, atol=1e-4, msg=key)
+
+
+def variants(base: RunConfig) -> list[RunConfig]:
+    """Three configs of one shape that differ in everything a pack keeps per member."""
+    return [
+        replace(base, seed=0),
+        replace(base, seed=1, dropout=0.3, weight_decay=1e-2, init="xavier_uniform", lr=base.lr * 2),
+        replace(base, seed=2, dropout=(0.5, 0.0), momentum=0.8, init="kaiming_normal", schedule="cosine"),
+    ]
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_member_matches_its_run_alone(fashion, tiny, optimizer, batch_norm):
+    cfgs = variants(replace(tiny, optimizer=optimizer, lr=LR[optimizer], batch_norm=batch_norm))
+    for alone, packed in zip([run(c, data=fashion) for c in cfgs], run_packed(cfgs, data=fashion), strict=True):
+        assert_same_run(alone, packed, fashion)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_a_mixed_pack_matches_every_member_alone(fashion, tiny, batch_norm):
+    """Every optimizer in one pack, in an order that is not sorted, with per-member schedules,
+    label smoothing, inits and dropout."""
+    settings = [
+        ("rmsprop", 1e-3, "default", 0.0, 0.1, "cosine", 0.0),
+        ("sgd", 0.05, "xavier_uniform", 0.9, 0.0, "constant", 0.2),
+        ("adamw", 2e-3, "normal", 0.9, 0.2, "constant", 0.1),
+        ("adam", 1e-3, "kaiming_normal", 0.8, 0.0, "cosine", 0.0),
+        ("sgd", 0.1, "default", 0.0, 0.0, "cosine", 0.3),
+    ]
+    cfgs = [
+        replace(tiny, optimizer=o, lr=lr, init=i, momentum=m, label_smoothing=ls, schedule=s, dropout=d, seed=n)
+        for n, (o, lr, i, m, ls, s, d) in enumerate(settings)
+    ]
+    cfgs = [replace(c, batch_norm=batch_norm, init_std=0.05) for c in cfgs]
+    for alone, packed in zip([run(c, data=fashion) for c in cfgs], run_packed(cfgs, data=fashion), strict=True):
+        assert_same_run(alone, packed, fashion)
+
+
+def test_loose_tolerance_still_tells_configs_apart(fashion, tiny):
+    base = replace(tiny, optimizer="adam", lr=1e-3, batch_norm=True, dropout=0.3)
+    packed = run_packed([base, replace(base, seed=5)], data=fashion)[0]
+    assert history_mismatch(run(base, data=fashion).history, packed.history, LOOSE) == []
+    for neighbour in (replace(base, seed=1), replace(base, dropout=0.35), replace(base, lr=1.2e-3)):
+        assert history_mismatch(run(neighbour, data=fashion).history, packed.history, LOOSE), neighbour
+
+
+def test_packing_is_deterministic(fashion, tiny):
+    cfgs = variants(replace(tiny, batch_norm=True))
+    first, again = run_packed(cfgs, data=fashion), run_packed(cfgs, data=fashion)
+    for a, b in zip(first, again, strict=True):
+        assert [{k: v for k, v in m.items() if not k.startswith("time/")} for m in a.history] == [
+            {k: v for k, v in m.items() if not k.startswith("time/")} for m in b.history
+        ]
+
+
+def test_a_diverging_member_ends_alone_and_leaves_the_others_untouched(fashion, tiny):
+    healthy = variants(replace(tiny, epochs=3, optimizer="sgd", lr=0.05))
+    wild = replace(healthy[0], seed=9, lr=1.0e4, momentum=0.99, init="normal", init_std=10.0, dropout=0.0)
+    results = run_packed([healthy[0], wild, healthy[1], healthy[2]], data=fashion)
+    alone = run(wild, data=fashion)
+    assert results[1].status == alone.status == "diverged"
+    assert len(results[1].history) == len(alone.history) < 3
+    assert not math.isfinite(results[1].history[-1]["train/loss"])
+    without = run_packed(healthy, data=fashion)
+    for a, b in zip([results[0], *results[2:]], without, strict=True):
+        assert a.status == "finished" and len(a.history) == 3
+        assert history_mismatch(b.history, a.history, TIGHT) == []
+
+
+class Recorder(Tracker):
+    def __init__(self):
+        self.events = []
+
+    def start(self, cfg, info):
+        self.events.append(("start", cfg, info))
+
+    def log_epoch(self, metrics):
+        self.events.append(("log_epoch", set(metrics), metrics["epoch"]))
+
+    def finish(self, result):
+        self.events.append(("finish", result.status, result.best_epoch, len(result.history)))
+
+
+def test_trackers_receive_the_events_run_sends(fashion, tiny, tmp_path):
+    cfgs = variants(tiny)
+    alone = [Recorder() for _ in cfgs]
+    for c, t in zip(cfgs, alone, strict=True):
+        run(c, t, data=fashion)
+    packed = [Recorder() for _ in cfgs]
+    run_packed(cfgs, packed, data=fashion)
+    assert [t.events for t in packed] == [t.events for t in alone]
+
+    rundirs = [RunDir(tmp_path, run_id=f"r{i}") for i in range(len(cfgs))]
+    run_packed(cfgs, rundirs, data=fashion)
+    for cfg, rundir in zip(cfgs, rundirs, strict=True):
+        assert {p.name for p in rundir.path.iterdir()} == {
+            "config.json",
+            "metrics.jsonl",
+            "summary.json",
+            "model.safetensors",
+        }
+        assert RunConfig.from_file(rundir.path) == cfg
+        assert json.loads((rundir.path / "summary.json").read_text())["status"] == "finished"
+
+
+def test_stop_ends_every_member_as_stopped_and_keeps_their_best(fashion, tiny):
+    logged = []
+
+    class Count(Tracker):
+        def log_epoch(self, metrics):
+            logged.append(metrics["epoch"])
+
+    cfgs = variants(replace(tiny, epochs=5))
+    trackers = [Count() for _ in cfgs]
+    results = run_packed(cfgs, trackers, data=fashion, should_stop=lambda: len(logged) >= 2 * len(cfgs))
+    assert [r.status for r in results] == ["stopped"] * 3
+    assert all(len(r.history) == 2 and r.best_state is not None for r in results)
+
+    results = run_packed(cfgs, data=fashion, should_stop=lambda: True)
+    assert all(r.status == "stopped" and r.history == [] and r.best_state is None for r in results)
+
+
+def test_pack_groups_by_shape_in_first_seen_order_and_bounded_size():
+    a, b = RunConfig(hidden=(64,)), RunConfig(hidden=(64,), batch_norm=True)
+    cfgs = [a, b, replace(a, lr=0.1), replace(a, optimizer="sgd"), replace(b, seed=3), replace(a, seed=4)]
+    assert pack_groups(cfgs) == [[0, 2, 3, 5], [1, 4]]
+    assert pack_groups(cfgs, max_size=3) == [[0, 2, 3], [5], [1, 4]]
+    assert pack_key(a) != pack_key(replace(a, epochs=3)) and pack_key(a) == pack_key(replace(a, dropout=0.5))
+
+
+def test_configs_of_different_shapes_are_refused(fashion, tiny):
+    with pytest.raises(ValueError, match="pack_groups"):
+        run_packed([tiny, replace(tiny, hidden=(32,))], data=fashion)

@@ -228,3 +228,16 @@ def test_random_order_is_a_seeded_permutation_of_the_engines_grid(tmp_path):
     assert len(in_file) == 5832 and shuffled != in_file
     assert sorted(map(json.dumps, shuffled)) == sorted(map(json.dumps, in_file))
     assert order(0, "random") == shuffled and order(1, "random") != shuffled
+
+
+def test_the_claim_budget_is_spent_only_by_claims_and_absent_means_unlimited(tmp_path):
+    # An unbounded sweep (bayes without run_cap, no --count) stores no budget: a worker that finds
+    # nothing pending must wait for the controller, not decide the budget is spent (or crash on None).
+    store = Store(tmp_path / "sweep.db")
+    store.add((f"r{i}", i, i, 0, RunConfig(), {}) for i in range(3))
+    store.set("budget", None)
+    assert not store.budget_spent()
+    store.set("budget", 2)
+    assert store.claim("w") is not None and store.claim("w") is not None
+    assert store.budget_spent() and store.claim("w") is None
+    assert store.counts()["pending"] == 1

@@ -160,7 +160,7 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
                             file=sys.stderr,
                         )
                     # Replace a lost worker, and restart one that left while a lost run was re-queued.
-                    elif not interrupted.is_set() and store.counts()["pending"] and store.get("budget", 1) != 0:
+                    elif not interrupted.is_set() and store.counts()["pending"] and not store.budget_spent():
                         start(next(s for s in specs if s.name == name))
             display.update()
     finally:

@@ -145,12 +145,16 @@ class Store:
                 [(i, s, p, r, json.dumps(c.to_dict()), json.dumps(params), now) for i, s, p, r, c, params in rows],
             )
 
+    def budget_spent(self) -> bool:
+        """Whether this invocation's `--count` of claims is used up (no budget: never)."""
+        budget = self.get("budget")
+        return budget is not None and budget <= 0
+
     def claim(self, worker: str) -> Run | None:
         """The next pending run, now running under `worker`; None when nothing is pending or the
         sweep's claim budget (`--count`) is spent."""
         with self.transaction() as db:
-            budget = self.get("budget")
-            if budget is not None and budget <= 0:
+            if self.budget_spent():
                 return None
             row = db.execute("SELECT id FROM runs WHERE state = 'pending' ORDER BY slot, created LIMIT 1").fetchone()
             if row is None:
@@ -160,6 +164,7 @@ class Store:
                 "UPDATE runs SET state = 'running', worker = ?, heartbeat = ?, started = ? WHERE id = ?",
                 (worker, now, now, row["id"]),
             )
+            budget = self.get("budget")
             if budget is not None:
                 self.set("budget", budget - 1)
         return self.run(row["id"])

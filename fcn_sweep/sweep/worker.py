@@ -88,7 +88,7 @@ def main(spec: WorkerSpec) -> None:
     while not interrupted.is_set():
         claimed = store.claim(f"{spec.name}:{os.getpid()}@{socket.gethostname()}")
         if claimed is None:
-            if store.get("closed") or store.get("budget", 1) <= 0:
+            if store.get("closed") or store.budget_spent():
                 break
             time.sleep(IDLE_POLL_S)
             continue

@@ -12,6 +12,7 @@ share of the CPU threads, or one GPU each when `--gpus` is given.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -52,6 +53,15 @@ def default_dir(sweep_file: Path, sweep: dict) -> Path:
     return Path("sweeps-out") / str(sweep.get("name") or sweep_file.stem)
 
 
+def _stored_sweep(directory: Path) -> dict:
+    """The sweep config as the store holds it (sweep.yaml beside it is a copy for people)."""
+    store = Store.in_dir(directory)
+    try:
+        return store.get("sweep")
+    finally:
+        store.close()
+
+
 def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> tuple[Path, dict]:
     """Validate everything, then create or reopen the sweep directory. Raises SweepFileError
     before writing anything when the input is bad."""
@@ -59,7 +69,7 @@ def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: S
         directory = Path(resume)
         if not (directory / Store.FILE).is_file():
             raise SweepFileError(f"{directory} is not a sweep directory (no {Store.FILE}); start one with a sweep file")
-        sweep = yaml.safe_load((directory / "sweep.yaml").read_text())
+        sweep = _stored_sweep(directory)
         if sweep_file and load_sweep(sweep_file) != sweep:
             raise SweepFileError(f"{directory} holds a different sweep than {sweep_file}")
         return directory, sweep
@@ -68,8 +78,7 @@ def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: S
     sweep = load_sweep(sweep_file)
     directory = Path(out) if out else default_dir(Path(sweep_file), sweep)
     if (directory / Store.FILE).is_file():
-        stored = yaml.safe_load((directory / "sweep.yaml").read_text())
-        if stored != sweep:
+        if _stored_sweep(directory) != sweep:
             raise SweepFileError(f"{directory} already holds a different sweep; pass --out NEW_DIR or --resume it")
         return directory, sweep
     directory.mkdir(parents=True, exist_ok=True)
@@ -91,8 +100,8 @@ def _gone(worker: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except PermissionError:  # exists, under another user
+        pass
     return False
 
 
@@ -215,7 +224,7 @@ class Display:
                 last = self.store.db.execute(
                     "SELECT data FROM metrics WHERE run_id = ? ORDER BY epoch DESC LIMIT 1", (r.id,)
                 ).fetchone()
-                val = f" val acc {yaml.safe_load(last['data'])['val/acc']:.4f}" if last else ""
+                val = f" val acc {json.loads(last['data'])['val/acc']:.4f}" if last else ""
                 bar.set_description_str(
                     f"{name}: {r.id} {r.config.arch} {r.config.optimizer} lr={r.config.lr:g} "
                     f"epoch {r.epoch}/{r.config.epochs}{val}",

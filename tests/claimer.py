@@ -1,11 +1,15 @@
 """A process that claims runs until none is left: imports only the store, so it starts fast."""
 
+import time
+
 from fcn_sweep.sweep.store import Store
 
 
-def claim_all(db: str, worker: str, out) -> None:
+def claim_all(db: str, worker: str, out, start, work_s: float = 0.002) -> None:
     store = Store(db)
+    start.wait(timeout=60)  # spawned processes come up seconds apart; the race only exists once all are up
     got = []
     while (run := store.claim(worker)) is not None:
         got.append(run.id)
+        time.sleep(work_s)  # a real worker trains between claims; without this one process can drain the queue
     out.put(got)

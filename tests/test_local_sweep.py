@@ -204,8 +204,8 @@ def test_workers_starting_at_the_same_moment_never_claim_the_same_run(tmp_path):
     cfg = RunConfig()
     store.add((f"r{i}", i, i, 0, cfg, {}) for i in range(300))
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=claim_all, args=(str(tmp_path / "sweep.db"), f"w{i}", out)) for i in range(4)]
+    out, start = ctx.Queue(), ctx.Barrier(4)
+    procs = [ctx.Process(target=claim_all, args=(str(tmp_path / "sweep.db"), f"w{i}", out, start)) for i in range(4)]
     for p in procs:
         p.start()
     claimed = [out.get(timeout=120) for _ in procs]

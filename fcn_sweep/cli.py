@@ -154,7 +154,7 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep sweep --help")
-    for name in ("workers", "count", "repeats"):
+    for name in ("workers", "count", "repeats", "pack"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be a positive integer, got {value}")
@@ -173,6 +173,7 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
         seed=args.seed,
         wandb_mode=mode,
         progress=not args.quiet,
+        pack=args.pack,
     )
     try:
         directory = run_sweep(args.file, args.out, args.resume, opts)
@@ -219,6 +220,13 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         help="grid order: as enumerated, or shuffled with --seed (default: file)",
     )
     p.add_argument("--repeats", type=int, default=1, help="seeds per proposed config (default: 1)")
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="K",
+        help="each worker trains up to K pending runs of one shape at once (default: 1); see fcn-sweep bench",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --order random (default: 0)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no live progress")

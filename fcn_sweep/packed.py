@@ -287,13 +287,16 @@ def run_packed(
     data: data_mod.FashionMNIST | None = None,
     device: str | torch.device = "cpu",
     should_stop: Callable[[], bool] = lambda: False,
+    member_stops: Sequence[Callable[[], bool]] | None = None,
 ) -> list[RunResult]:
     """Train `cfgs` (all of one `pack_key`) at once; to each tracker and in each result, what `run`
     would give that config alone. Results come back in the order of `cfgs`.
 
     A member whose training loss turns NaN or infinite ends as `diverged` after that epoch, as with
     `run`, and leaves the pack; `should_stop()` ends every member still training as `stopped`,
-    dropping the epoch in flight."""
+    dropping the epoch in flight. `member_stops[i]()` turning true (Hyperband stopping one run of a
+    sweep) ends member i alone as `stopped` at the end of the epoch: the epoch in flight is shared
+    by the whole pack, so finishing it costs that member nothing and keeps its result."""
     _check(cfgs)
     data = data or data_mod.load(device, cfgs[0].subset)
     pack = _setup(cfgs, trackers or [None] * len(cfgs), data)
@@ -333,10 +336,14 @@ def run_packed(
                 m.result.status = "diverged"
                 m.tracker.finish(m.result)
                 continue
-            survivors.append(k)
             if not m.result.best_epoch or val_acc[k] > m.result.best["val/acc"]:
                 m.result.best_epoch = epoch
                 m.result.best_state = pack.member_state(k)
+            if member_stops is not None and member_stops[m.index]():
+                m.result.status = "stopped"
+                m.tracker.finish(m.result)
+                continue
+            survivors.append(k)
         if not survivors:
             pack.members = []
             break

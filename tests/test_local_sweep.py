@@ -88,6 +88,38 @@ def test_two_workers_finish_every_proposal_exactly_once(tmp_path):
 
 
 @needs_data
+def test_a_packed_sweep_gives_each_run_its_own_record_and_the_results_it_gets_alone(tmp_path):
+    from .test_packed import TIGHT, history_mismatch
+    from .wandb_records import OfflineRun
+
+    path = sweep_file(tmp_path, parameters={
+        "epochs": {"value": 2}, "subset": {"value": 512}, "hidden": {"values": [[32], [48, 16]]},
+        "optimizer": {"values": ["adam", "sgd", "rmsprop"]}, "lr": {"value": 0.005},
+    })  # fmt: skip
+    packed = cli("sweep", str(path), "--pack", "4", "--out", "packed", "--quiet", "--wandb=offline", cwd=tmp_path)
+    assert packed.returncode == 0, packed.stderr
+    alone = sweep(str(path), "--out", "alone", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+
+    store, reference = Store.in_dir(tmp_path / "packed"), Store.in_dir(tmp_path / "alone")
+    runs = store.runs(["finished"])
+    assert len(finished_once(store)) == 6 == len(runs)
+    # One claim per shape: its three runs started together, under one worker.
+    claims = Counter((r.started, r.worker, r.config.hidden) for r in runs)
+    assert sorted(claims.values()) == [3, 3]
+    by_slot = {r.slot: r for r in reference.runs(["finished"])}
+    for r in runs:
+        assert history_mismatch(reference.history(by_slot[r.slot].id), store.history(r.id), TIGHT) == [], r.config
+    assert_store_matches_run_dirs(store)
+    logged = [OfflineRun(next((Path(r.run_dir) / "wandb").glob("offline-run-*"))) for r in runs]
+    assert len({w.run.run_id for w in logged}) == 6
+    for r, w in zip(runs, logged, strict=True):
+        assert w.run.run_id == r.id and w.config["optimizer"] == r.config.optimizer
+        assert [h["val/acc"] for h in w.history] == [m["val/acc"] for m in store.history(r.id)]
+        assert w.summary["best_val_acc"] == r.summary["best_val_acc"]
+
+
+@needs_data
 def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tmp_path):
     path = sweep_file(
         tmp_path,
@@ -161,6 +193,28 @@ def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_pa
     assert store.slots() == (3, 3)  # a Hyperband stop is final: nothing to resume
 
 
+@needs_data
+def test_hyperband_stops_one_member_of_a_pack_and_the_rest_train_on(tmp_path):
+    path = sweep_file(
+        tmp_path,
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
+        parameters={"epochs": {"value": 8}, "subset": {"value": 256}, "hidden": {"value": [64]},
+                    "optimizer": {"value": "adam"}, "lr": {"values": [0.01, 0.003, 0.000001]}},
+    )  # fmt: skip
+    proc = sweep(str(path), "--pack", "3", "--out", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    store = Store.in_dir(tmp_path / "out")
+    assert len({r.started for r in store.runs()}) == 1  # one pack
+    by_lr = {r.config.lr: r for r in store.runs()}
+    stopped = by_lr[0.000001]
+    assert (stopped.state, stopped.stop_reason, stopped.summary["epochs_run"]) == ("stopped", "hyperband", 1)
+    assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "stopped"
+    best = by_lr[0.01]
+    assert (best.state, best.summary["epochs_run"]) == ("finished", 8)
+    assert all(r.stop_reason == "hyperband" for r in store.runs(["stopped"]))
+    assert store.slots() == (3, 3)
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -192,6 +246,7 @@ def test_bad_sweep_files_exit_2_before_anything_is_written(tmp_path, text, says)
 @pytest.mark.parametrize(
     ("args", "says"),
     [(["--workers", "0"], "--workers must be a positive integer"), (["--resume", "nowhere"], "not a sweep directory"),
+     (["--pack", "0"], "--pack must be a positive integer"),
      ([], "give a sweep file")],
 )  # fmt: skip
 def test_bad_sweep_options_exit_2(tmp_path, args, says):

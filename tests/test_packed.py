@@ -192,6 +192,18 @@ def test_stop_ends_every_member_as_stopped_and_keeps_their_best(fashion, tiny):
     assert all(r.status == "stopped" and r.history == [] and r.best_state is None for r in results)
 
 
+def test_a_member_stopped_alone_ends_after_that_epoch_and_the_others_train_on(fashion, tiny):
+    cfgs = variants(replace(tiny, epochs=4))
+    epochs_seen = [Recorder() for _ in cfgs]
+    stop_second = lambda: len(epochs_seen[1].events) >= 3  # noqa: E731  start + two epochs
+    results = run_packed(cfgs, epochs_seen, data=fashion, member_stops=[lambda: False, stop_second, lambda: False])
+    assert [r.status for r in results] == ["finished", "stopped", "finished"]
+    assert [len(r.history) for r in results] == [4, 2, 4]
+    assert epochs_seen[1].events[-1] == ("finish", "stopped", results[1].best_epoch, 2)
+    for alone, packed in zip(run_packed([cfgs[0], cfgs[2]], data=fashion), [results[0], results[2]], strict=True):
+        assert history_mismatch(alone.history, packed.history, TIGHT) == []
+
+
 def test_pack_groups_by_shape_in_first_seen_order_and_bounded_size():
     a, b = RunConfig(hidden=(64,)), RunConfig(hidden=(64,), batch_norm=True)
     cfgs = [a, b, replace(a, lr=0.1), replace(a, optimizer="sgd"), replace(b, seed=3), replace(a, seed=4)]

@@ -47,6 +47,7 @@ class SweepOptions:
     seed: int = 0
     wandb_mode: str = "offline"
     progress: bool = True
+    pack: int = 1  # runs of one shape a worker trains at once
 
 
 def default_dir(sweep_file: Path, sweep: dict) -> Path:
@@ -133,7 +134,7 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
     threads = max(1, (os.cpu_count() or 1) // opts.workers)
     devices = [f"cuda:{g}" for g in opts.gpus] or ["cpu"] * opts.workers
     specs = [
-        worker_mod.WorkerSpec(f"w{i}", str(directory), dev, threads, opts.wandb_mode, str(directory.name))
+        worker_mod.WorkerSpec(f"w{i}", str(directory), dev, threads, opts.wandb_mode, str(directory.name), opts.pack)
         for i, dev in enumerate(devices)
     ]
     procs: dict[str, mp.Process] = {}
@@ -155,7 +156,8 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
                     if p.is_alive() and p.pid:
                         os.kill(p.pid, signal.SIGTERM)
             else:
-                controller.top_up(want_pending=len(specs))
+                # Enough pending proposals to fill every worker's pack (random/bayes propose on demand).
+                controller.top_up(want_pending=len(specs) * opts.pack)
                 store.set("closed", controller.exhausted())
             for name, p in list(procs.items()):
                 if not p.is_alive():

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,21 +153,36 @@ class Store:
     def claim(self, worker: str) -> Run | None:
         """The next pending run, now running under `worker`; None when nothing is pending or the
         sweep's claim budget (`--count`) is spent."""
+        return next(iter(self.claim_many(worker, 1)), None)
+
+    def claim_many(self, worker: str, limit: int, key: Callable[[dict], Hashable] = lambda config: None) -> list[Run]:
+        """The next pending run and up to `limit - 1` more pending runs whose config (as a dict) has
+        the same `key`, in sweep order, all now running under `worker`: a pack (`--pack`). Fewer when
+        fewer match or the claim budget runs out; empty when nothing is pending."""
         with self.transaction() as db:
-            if self.budget_spent():
-                return None
-            row = db.execute("SELECT id FROM runs WHERE state = 'pending' ORDER BY slot, created LIMIT 1").fetchone()
-            if row is None:
-                return None
-            now = time.time()
-            db.execute(
-                "UPDATE runs SET state = 'running', worker = ?, heartbeat = ?, started = ? WHERE id = ?",
-                (worker, now, now, row["id"]),
-            )
             budget = self.get("budget")
+            limit = limit if budget is None else min(limit, budget)
+            if limit <= 0:
+                return []
+            rows = db.execute("SELECT id, config FROM runs WHERE state = 'pending' ORDER BY slot, created")
+            ids, want = [], None
+            for row in rows:
+                k = key(json.loads(row["config"]))
+                if not ids:
+                    want = k
+                if k == want:
+                    ids.append(row["id"])
+                    if len(ids) == limit:
+                        break
+            rows.close()
+            now = time.time()
+            db.executemany(
+                "UPDATE runs SET state = 'running', worker = ?, heartbeat = ?, started = ? WHERE id = ?",
+                [(worker, now, now, i) for i in ids],
+            )
             if budget is not None:
-                self.set("budget", budget - 1)
-        return self.run(row["id"])
+                self.set("budget", budget - len(ids))
+        return [self.run(i) for i in ids]
 
     def heartbeat(self, run_id: str) -> bool:
         """Records that the run is alive; returns whether it has been asked to stop."""

@@ -1,10 +1,16 @@
 """A sweep worker: a process that claims the next run from the store, trains it with the same
-`run(cfg, tracker)` as every other caller, and writes the outcome back.
+`run(cfg, tracker)` as every other caller, and writes the outcome back. With `--pack K` it claims
+up to K pending runs of one shape (`packed.pack_key`) and trains them at once with `run_packed`;
+each is still its own run in the store, its own run directory and its own W&B run.
 
-A heartbeat thread marks the claimed run alive every second and picks up stop requests (Hyperband);
-a worker that dies (SIGKILL, OOM) simply stops beating, and the controller re-queues its run.
-SIGINT/SIGTERM end the run in flight as `stopped` (reason `interrupted`, so a resume runs it again)
-and the worker exits.
+A heartbeat thread marks the claimed runs alive twice a second and picks up stop requests
+(Hyperband); a worker that dies (SIGKILL, OOM) simply stops beating, and the controller re-queues
+its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason `interrupted`, so a resume
+runs them again) and the worker exits.
+
+Costs paid once per worker, not per run: importing torch, loading the data, and the first use of
+torch.optim (which imports torch._dynamo, ~2 s here) and of the BLAS happen in `warm_up`, before
+the first claim, so that a run's own time is its training.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class WorkerSpec:
     threads: int
     wandb_mode: str
     group: str
+    pack: int = 1  # runs of one shape trained at once
 
 
 class StoreTracker(Tracker):
@@ -59,23 +66,45 @@ class StoreTracker(Tracker):
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, store: Store, run_id: str):
+    """Beats for every run of a claim; `stop_requested[run_id]` is set when the store asks it to stop."""
+
+    def __init__(self, store: Store, run_ids: list[str]):
         super().__init__(daemon=True)
-        self.store, self.run_id = store, run_id
-        self.stop_requested = threading.Event()
+        self.store, self.run_ids = store, run_ids
+        self.stop_requested = {i: threading.Event() for i in run_ids}
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(HEARTBEAT_S):
-            if self.store.heartbeat(self.run_id):
-                self.stop_requested.set()
+            for run_id in self.run_ids:
+                if self.store.heartbeat(run_id):
+                    self.stop_requested[run_id].set()
+
+
+def pack_key_of(config: dict) -> tuple:
+    """`packed.pack_key` of a config as the store holds it (JSON), without building a RunConfig."""
+    from ..packed import PACK_FIELDS
+
+    return tuple(str(config.get(name)) for name in PACK_FIELDS)
+
+
+def warm_up(device: str) -> None:
+    """Pay the per-process first-use costs of torch (see the module docstring) before any run."""
+    import torch
+
+    from ..model import build_fcn
+    from ..optim import build_optimizer
+
+    model = build_fcn(RunConfig(hidden=(8,))).to(device)
+    opt = build_optimizer(model.parameters(), RunConfig())
+    model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
+    opt.step()
 
 
 def main(spec: WorkerSpec) -> None:
     import torch
 
     from .. import data as data_mod
-    from ..train import run
 
     torch.set_num_threads(spec.threads)
     interrupted = threading.Event()
@@ -84,40 +113,66 @@ def main(spec: WorkerSpec) -> None:
     store = Store.in_dir(spec.sweep_dir)
     controller = Controller(store, store.get("sweep"), RunConfig())
     datasets: dict[int, data_mod.FashionMNIST] = {}  # by subset: loaded once per worker
+    warm_up(spec.device)
+    tag = f"{spec.name}:{os.getpid()}@{socket.gethostname()}"
 
     while not interrupted.is_set():
-        claimed = store.claim(f"{spec.name}:{os.getpid()}@{socket.gethostname()}")
-        if claimed is None:
+        claimed = store.claim_many(tag, spec.pack, pack_key_of)
+        if not claimed:
             if store.get("closed") or store.budget_spent():
                 break
             time.sleep(IDLE_POLL_S)
             continue
-        cfg = claimed.config
-        if cfg.subset not in datasets:
-            datasets[cfg.subset] = data_mod.load(spec.device, cfg.subset)
-        rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", claimed.id)
-        store.set_run_dir(claimed.id, str(rundir.path))
-        beat = Heartbeat(store, claimed.id)
-        beat.start()
-        trackers: list[Tracker] = [rundir]
-        if spec.wandb_mode != "disabled":
-            trackers.append(tracking.WandbRun(rundir, spec.wandb_mode, group=spec.group, job_type="sweep"))
-        reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
-        mirror = StoreTracker(store, claimed, controller, reason)
-        trackers.append(mirror)
-        stops = (interrupted, beat.stop_requested, mirror.stop_requested)
-        try:
-            result = run(
-                cfg,
-                tracking.Trackers(trackers),
-                data=datasets[cfg.subset],
-                device=spec.device,
-                should_stop=lambda stops=stops: any(e.is_set() for e in stops),
-            )
-            if result.status == "stopped" and interrupted.is_set():
-                store.requeue([claimed.id], [tracking.new_run_id()], "stopped", "interrupted")
-        except Exception:  # a bug or an OOM in one config must not take the sweep down
-            store.finish(claimed.id, "crashed", {"error": traceback.format_exc(limit=3)}, "error")
-        finally:
-            beat.done.set()
+        subset = claimed[0].config.subset
+        if subset not in datasets:
+            datasets[subset] = data_mod.load(spec.device, subset)
+        train_claim(spec, store, controller, claimed, datasets[subset], interrupted)
     store.close()
+
+
+def train_claim(
+    spec: WorkerSpec,
+    store: Store,
+    controller: Controller,
+    claimed: list[Run],
+    data,
+    interrupted: threading.Event,
+) -> None:
+    """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
+    from ..packed import run_packed
+    from ..train import run
+
+    beat = Heartbeat(store, [r.id for r in claimed])
+    beat.start()
+    reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
+    trackers, member_stops = [], []
+    for r in claimed:
+        rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", r.id)
+        store.set_run_dir(r.id, str(rundir.path))
+        mirror = StoreTracker(store, r, controller, reason)
+        wandb = (
+            [tracking.WandbRun(rundir, spec.wandb_mode, group=spec.group, job_type="sweep", requirements=False)]
+            if spec.wandb_mode != "disabled"
+            else []
+        )
+        trackers.append(tracking.Trackers([rundir, *wandb, mirror]))
+        stops = (beat.stop_requested[r.id], mirror.stop_requested)
+        member_stops.append(lambda stops=stops: any(e.is_set() for e in stops))
+    try:
+        if len(claimed) == 1:
+            stop = lambda: interrupted.is_set() or member_stops[0]()  # noqa: E731
+            run(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
+        else:
+            cfgs = [r.config for r in claimed]
+            run_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
+        if interrupted.is_set():
+            # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
+            again = [r.id for r in claimed if store.run(r.id).stop_reason == "interrupted"]
+            store.requeue(again, [tracking.new_run_id() for _ in again], "stopped", "interrupted")
+    except Exception:  # a bug or an OOM in one config must not take the sweep down
+        error = traceback.format_exc(limit=3)
+        for r in claimed:
+            if store.run(r.id).state == "running":
+                store.finish(r.id, "crashed", {"error": error}, "error")
+    finally:
+        beat.done.set()

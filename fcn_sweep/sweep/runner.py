@@ -117,6 +117,7 @@ def reap(store: Store) -> list[str]:
 
 
 def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> Path:
+    began = time.time()
     directory, sweep = prepare(sweep_file, out, resume, opts)
     store = Store.in_dir(directory)
     stored = store.get("options")
@@ -178,6 +179,9 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
         display.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        # For `fcn-sweep status`'s account of where the workers' time went.
+        invocation = {"started": began, "ended": time.time(), "workers": len(specs), "pack": opts.pack}
+        store.set("invocations", [*(store.get("invocations") or []), invocation])
     store.close()
     return directory
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 
@@ -74,6 +75,54 @@ def leaderboard(store: Store, top: int = 10) -> list[dict]:
     return sorted(board, key=lambda b: -b["val"][0])[:top]
 
 
+def time_accounting(store: Store) -> dict[str, float] | None:
+    """Where the workers' time went, over every `fcn-sweep sweep` invocation on record: seconds of
+    `worker` time (wall x workers), of it `training` (epochs: train and evaluate), `per_run`
+    (the rest of each claim: building the model, W&B init and finish, saving, store writes), and
+    `start_idle` (the rest: worker start-up, warm-up, waiting for work, shutdown). A claim of a
+    pack is counted once: its members share their epochs."""
+    invocations = store.get("invocations") or []
+    if not invocations:
+        return None
+    worker = sum((i["ended"] - i["started"]) * i["workers"] for i in invocations)
+    claims: dict[tuple, list[str]] = defaultdict(list)
+    ended: dict[tuple, float] = defaultdict(float)
+    for row in store.db.execute("SELECT id, worker, started, ended FROM runs WHERE started IS NOT NULL"):
+        key = (row["worker"], row["started"])
+        claims[key].append(row["id"])
+        ended[key] = max(ended[key], row["ended"] or row["started"])
+    epochs: dict[str, dict[int, float]] = defaultdict(dict)
+    for row in store.db.execute("SELECT run_id, epoch, data FROM metrics"):
+        epochs[row["run_id"]][row["epoch"]] = json.loads(row["data"]).get("time/epoch_s") or 0.0
+    training = per_run = 0.0
+    for key, ids in claims.items():
+        shared: dict[int, float] = defaultdict(float)
+        for i in ids:
+            for epoch, seconds in epochs[i].items():
+                shared[epoch] = max(shared[epoch], seconds)
+        training += sum(shared.values())
+        per_run += max(0.0, ended[key] - key[1] - sum(shared.values()))
+    return {
+        "worker": worker,
+        "training": training,
+        "per_run": per_run,
+        "start_idle": max(0.0, worker - training - per_run),
+        "runs": sum(len(ids) for ids in claims.values()),
+    }
+
+
+def time_line(store: Store) -> str | None:
+    t = time_accounting(store)
+    if t is None or t["worker"] <= 0:
+        return None
+    share = lambda key: f"{t[key] / t['worker']:.0%}"  # noqa: E731
+    return (
+        f"worker time {t['worker']:.1f} s: {share('training')} training, "
+        f"{share('per_run')} per-run setup and logging ({t['per_run'] / max(1, t['runs']):.2f} s a run), "
+        f"{share('start_idle')} worker start-up and idle"
+    )
+
+
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
@@ -84,6 +133,9 @@ def render(store: Store, top: int = 10) -> str:
     counts = store.counts()
     done, total = store.slots()
     out = [f"{done}/{total} configs done · " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
+    line = time_line(store)
+    if line:
+        out[0] += "\n" + line
     out += ["", table([run_row(r) for r in store.runs()], COLUMNS)]
     board = leaderboard(store, top)
     if board:

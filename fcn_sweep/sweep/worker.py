@@ -9,8 +9,9 @@ its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason `interrupte
 runs them again) and the worker exits.
 
 Costs paid once per worker, not per run: importing torch, loading the data, and the first use of
-torch.optim (which imports torch._dynamo, ~2 s here) and of the BLAS happen in `warm_up`, before
-the first claim, so that a run's own time is its training.
+torch.optim (which imports torch._dynamo, ~2 s here), of the BLAS and of W&B (~2 s of imports on
+the first `wandb.init`) happen in `warm_up`, before the first claim, so that a run's own time is
+its training.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,9 +91,12 @@ def pack_key_of(config: dict) -> tuple:
     return tuple(str(config.get(name)) for name in PACK_FIELDS)
 
 
-def warm_up(device: str) -> None:
-    """Pay the per-process first-use costs of torch (see the module docstring) before any run."""
+def warm_up(device: str, wandb_mode: str) -> None:
+    """Pay the per-process first-use costs of torch and W&B (see the module docstring) before any run."""
     import torch
+
+    if wandb_mode != "disabled":
+        tracking.warm_up_wandb()
 
     from ..model import build_fcn
     from ..optim import build_optimizer
@@ -113,8 +119,9 @@ def main(spec: WorkerSpec) -> None:
     store = Store.in_dir(spec.sweep_dir)
     controller = Controller(store, store.get("sweep"), RunConfig())
     datasets: dict[int, data_mod.FashionMNIST] = {}  # by subset: loaded once per worker
-    warm_up(spec.device)
+    warm_up(spec.device, spec.wandb_mode)
     tag = f"{spec.name}:{os.getpid()}@{socket.gethostname()}"
+    wandb = WandbRuns(spec)
 
     while not interrupted.is_set():
         claimed = store.claim_many(tag, spec.pack, pack_key_of)
@@ -126,8 +133,42 @@ def main(spec: WorkerSpec) -> None:
         subset = claimed[0].config.subset
         if subset not in datasets:
             datasets[subset] = data_mod.load(spec.device, subset)
-        train_claim(spec, store, controller, claimed, datasets[subset], interrupted)
+        train_claim(spec, store, controller, claimed, datasets[subset], interrupted, wandb)
+        wandb.report(wait=False)
+    wandb.report(wait=True)
     store.close()
+
+
+class WandbRuns:
+    """The worker's W&B runs, logged from one background thread (`tracking.Deferred`). A failure
+    is reported on stderr, one line a run, and fails neither the run nor the sweep: the run
+    directory and the store hold everything W&B would have."""
+
+    def __init__(self, spec: WorkerSpec):
+        self.spec = spec
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb")
+        self.pending: list[tuple[str, tracking.Deferred]] = []
+
+    def tracker(self, run_id: str, rundir: tracking.RunDir) -> list[Tracker]:
+        if self.spec.wandb_mode == "disabled":
+            return []
+        wandb_run = tracking.WandbRun(
+            rundir, self.spec.wandb_mode, group=self.spec.group, job_type="sweep", requirements=False
+        )
+        deferred = tracking.Deferred(wandb_run, self.executor)
+        self.pending.append((run_id, deferred))
+        return [deferred]
+
+    def report(self, wait: bool) -> None:
+        if wait:
+            self.executor.shutdown(wait=True)
+        still = []
+        for run_id, deferred in self.pending:
+            if not all(f.done() for f in deferred.futures):
+                still.append((run_id, deferred))
+            elif errors := deferred.errors():
+                print(f"fcn-sweep {self.spec.name}: W&B logging of run {run_id} failed: {errors[0]!r}", file=sys.stderr)
+        self.pending = still
 
 
 def train_claim(
@@ -137,6 +178,7 @@ def train_claim(
     claimed: list[Run],
     data,
     interrupted: threading.Event,
+    wandb: WandbRuns,
 ) -> None:
     """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
     from ..packed import run_packed
@@ -150,12 +192,7 @@ def train_claim(
         rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", r.id)
         store.set_run_dir(r.id, str(rundir.path))
         mirror = StoreTracker(store, r, controller, reason)
-        wandb = (
-            [tracking.WandbRun(rundir, spec.wandb_mode, group=spec.group, job_type="sweep", requirements=False)]
-            if spec.wandb_mode != "disabled"
-            else []
-        )
-        trackers.append(tracking.Trackers([rundir, *wandb, mirror]))
+        trackers.append(tracking.Trackers([rundir, *wandb.tracker(r.id, rundir), mirror]))
         stops = (beat.stop_requested[r.id], mirror.stop_requested)
         member_stops.append(lambda stops=stops: any(e.is_set() for e in stops))
     try:

@@ -296,3 +296,21 @@ def test_the_claim_budget_is_spent_only_by_claims_and_absent_means_unlimited(tmp
     assert store.claim("w") is not None and store.claim("w") is not None
     assert store.budget_spent() and store.claim("w") is None
     assert store.counts()["pending"] == 1
+
+
+def test_time_accounting_counts_a_packs_shared_epochs_once(tmp_path):
+    from fcn_sweep.sweep.status import time_accounting, time_line
+
+    store = Store(tmp_path / "sweep.db")
+    assert time_accounting(store) is None  # no invocation on record yet
+    store.add((f"r{i}", i, i, 0, RunConfig(epochs=2), {}) for i in range(3))
+    store.set("invocations", [{"started": 100.0, "ended": 110.0, "workers": 2, "pack": 2}])
+    claim = {"w0": ["r0", "r1"], "w1": ["r2"]}  # a pack of two, and one run alone
+    for worker, ids in claim.items():
+        for i in ids:
+            store.db.execute("UPDATE runs SET worker = ?, started = 101.0, ended = 106.0 WHERE id = ?", (worker, i))
+            for epoch, seconds in ((1, 2.0), (2, 2.0 if i != "r1" else 1.5)):
+                store.log_epoch(i, {"epoch": epoch, "time/epoch_s": seconds})
+    t = time_accounting(store)
+    assert t == {"worker": 20.0, "training": 8.0, "per_run": 2.0, "start_idle": 10.0, "runs": 3}
+    assert time_line(store).startswith("worker time 20.0 s: 40% training, 10% per-run")

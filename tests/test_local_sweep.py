@@ -171,48 +171,33 @@ def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tm
 
 
 @needs_data
-def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_path):
-    # One worker, so the two good runs finish first and set the bar the bad run is judged against at
-    # every bracket (epochs 1, 2, 4, 8, ...: the top half of the runs that reached it); a learning
-    # rate of 1e-6 cannot reach it.
+@pytest.mark.parametrize("packed", [False, True], ids=["alone", "packed"])
+def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_path, packed):
+    # Alone: one worker, so the two good runs finish first and set the bar the bad run is judged
+    # against at every bracket (epochs 1, 2, 4, 8, ...: the top half of the runs that reached it).
+    # Packed: all three train in one pack and Hyperband must stop one member, not the pack. Either
+    # way a learning rate of 1e-6 cannot reach the bar.
     path = sweep_file(
         tmp_path,
         early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
         parameters={"epochs": {"value": 8}, "subset": {"value": 256}, "hidden": {"value": [64]},
                     "optimizer": {"value": "adam"}, "lr": {"values": [0.01, 0.003, 0.000001]}},
     )  # fmt: skip
-    proc = sweep(str(path), "--workers", "1", "--out", "out", cwd=tmp_path)
+    proc = sweep(str(path), *(["--pack", "3"] if packed else ["--workers", "1"]), "--out", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     store = Store.in_dir(tmp_path / "out")
     by_lr = {r.config.lr: r for r in store.runs()}
-    assert by_lr[0.01].state == by_lr[0.003].state == "finished"
+    assert (by_lr[0.01].state, by_lr[0.01].summary["epochs_run"]) == ("finished", 8)
+    if packed:
+        assert len({r.started for r in store.runs()}) == 1  # claimed and trained as one pack
+    else:
+        assert by_lr[0.003].state == "finished"
     stopped = by_lr[0.000001]
     assert (stopped.state, stopped.stop_reason) == ("stopped", "hyperband")
     assert stopped.summary["epochs_run"] == 1  # it fails the first bracket, and stops right there
     assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "stopped"
-    assert store.slots() == (3, 3)  # a Hyperband stop is final: nothing to resume
-
-
-@needs_data
-def test_hyperband_stops_one_member_of_a_pack_and_the_rest_train_on(tmp_path):
-    path = sweep_file(
-        tmp_path,
-        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
-        parameters={"epochs": {"value": 8}, "subset": {"value": 256}, "hidden": {"value": [64]},
-                    "optimizer": {"value": "adam"}, "lr": {"values": [0.01, 0.003, 0.000001]}},
-    )  # fmt: skip
-    proc = sweep(str(path), "--pack", "3", "--out", "out", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    store = Store.in_dir(tmp_path / "out")
-    assert len({r.started for r in store.runs()}) == 1  # one pack
-    by_lr = {r.config.lr: r for r in store.runs()}
-    stopped = by_lr[0.000001]
-    assert (stopped.state, stopped.stop_reason, stopped.summary["epochs_run"]) == ("stopped", "hyperband", 1)
-    assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "stopped"
-    best = by_lr[0.01]
-    assert (best.state, best.summary["epochs_run"]) == ("finished", 8)
     assert all(r.stop_reason == "hyperband" for r in store.runs(["stopped"]))
-    assert store.slots() == (3, 3)
+    assert store.slots() == (3, 3)  # a Hyperband stop is final: nothing to resume
 
 
 @pytest.mark.parametrize(

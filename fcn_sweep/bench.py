@@ -33,7 +33,7 @@ from . import data as data_mod
 from . import packed as packed_mod
 from .config import RunConfig
 from .model import build_fcn, use_generator
-from .optim import build_optimizer
+from .optim import Update, build_optimizer
 from .train import generators, seed_everything, train_epoch
 
 TRAIN_SIZE = 50_000  # one epoch of the project's training split
@@ -111,7 +111,7 @@ def project_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> 
     seed_everything(cfg.seed)
     shuffle, masks = generators(cfg.seed, data.device)
     model = use_generator(build_fcn(cfg).to(data.device), masks)
-    opt = build_optimizer(model.parameters(), cfg)
+    opt = Update(build_optimizer(model.parameters(), cfg), cfg)
     split = _first(data.train, steps * cfg.batch_size)
     return lambda: _timed(data.device, lambda: train_epoch(model, opt, split, cfg, shuffle))
 

@@ -49,7 +49,7 @@ from torch import nn
 
 from . import data as data_mod
 from .config import RunConfig
-from .model import ACTIVATIONS, build_fcn, dropout_threshold, param_count
+from .model import ACTIVATIONS, build_fcn, dropout_threshold, keep_mask, param_count
 from .optim import UPDATES, build_optimizer, build_schedule, zero_moments
 from .train import EVAL_BATCH, RunResult, Tracker, generators, seed_everything
 
@@ -199,7 +199,7 @@ class _Pack:
         for j in active:
             words[j].random_(-(1 << 63), None, generator=self.members[j].masks)
         bits = words.view(torch.int16)[:, : n * f].view(k, n, f)
-        return (bits >= threshold).to(h.dtype).mul_(scale)
+        return keep_mask(bits, threshold, scale, h)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         logits = self.forward(x, train=True)
@@ -285,7 +285,8 @@ def _train_epoch(pack: _Pack, split: data_mod.Split, should_stop: Callable[[], b
         if should_stop():
             return None
         idx = perms[:, start : start + batch_size]
-        pack.train_step(split.x[idx], split.y[idx], loss_sum, correct)
+        flat = idx.reshape(-1)  # index_select: a quarter of the time of x[idx]
+        pack.train_step(split.x.index_select(0, flat).view(k, -1, split.x.shape[1]), split.y[idx], loss_sum, correct)
         seen += idx.shape[1]
     return [(s / seen, c / seen) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
 

@@ -1,6 +1,6 @@
 """`fcn-sweep bench`: where a training step's time goes, measured side by side in one process.
 
-Four ways to train the same network (by default 784-1024-256-10 with batch norm, dropout 0.3,
+Five ways to train the same network (by default 784-1024-256-10 with batch norm, dropout 0.3,
 Adam, batch 64) for the same number of steps:
 
 - naive: the loop most tutorials write: torchvision's FashionMNIST with ToTensor and Normalize
@@ -9,6 +9,11 @@ Adam, batch 64) for the same number of steps:
 - floor: the matrix multiplies alone, forward and backward, of every layer (no gradient for the
   input images, which no implementation computes), into preallocated outputs: what any
   implementation of this step must pay on this device;
+- floor+update: the floor plus the project's optimizer update of the weights each step. The floor
+  loop keeps its weights and gradients (8.6 MB for 784-1024-256-10) hot in cache; a real Adam step
+  also streams both moments through memory and evicts them, which no implementation avoids. The
+  gap between this and `floor` is that price on this machine, and `project/(floor+update)` is
+  how far the project is from a step that pays only matrix multiplies and the update;
 - packed K: K configs trained at once by `packed.py`, time per config.
 
 Shared machines are noisy, so every variant runs once per repeat, interleaved, and the report is
@@ -33,7 +38,7 @@ from . import data as data_mod
 from . import packed as packed_mod
 from .config import RunConfig
 from .model import build_fcn, use_generator
-from .optim import build_optimizer
+from .optim import Update, build_optimizer
 from .train import generators, seed_everything, train_epoch
 
 TRAIN_SIZE = 50_000  # one epoch of the project's training split
@@ -111,7 +116,7 @@ def project_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> 
     seed_everything(cfg.seed)
     shuffle, masks = generators(cfg.seed, data.device)
     model = use_generator(build_fcn(cfg).to(data.device), masks)
-    opt = build_optimizer(model.parameters(), cfg)
+    opt = Update(build_optimizer(model.parameters(), cfg), cfg)
     split = _first(data.train, steps * cfg.batch_size)
     return lambda: _timed(data.device, lambda: train_epoch(model, opt, split, cfg, shuffle))
 
@@ -127,13 +132,16 @@ def packed_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, k: i
 # --- floor ---------------------------------------------------------------------------------------
 
 
-def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> Callable[[], float]:
+def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, update: bool = False) -> Callable[[], float]:
     device, b = data.device, cfg.batch_size
     widths = [28 * 28, *cfg.hidden, 10]
     weights = [torch.randn(o, i, device=device) * i**-0.5 for i, o in itertools.pairwise(widths)]
     acts = [data.train.x[:b].clone(), *(torch.empty(b, w, device=device) for w in widths[1:])]
     grads_w = [torch.empty_like(w) for w in weights]
     grads_x = [torch.empty_like(a) for a in acts]
+    for w, g in zip(weights, grads_w, strict=True):
+        w.grad = g
+    opt = Update(build_optimizer(weights, cfg), cfg)
 
     def train() -> None:
         for _ in range(steps):
@@ -143,6 +151,8 @@ def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> Ca
                 torch.mm(acts[i + 1].t(), acts[i], out=grads_w[i])  # acts[i + 1] stands in for its gradient
                 if i:
                     torch.mm(acts[i + 1], weights[i], out=grads_x[i])
+            if update:
+                opt.step()
 
     return lambda: _timed(device, train)
 
@@ -175,6 +185,8 @@ def report(times: dict[str, list[float]], steps: int, pack: int, cfg: RunConfig,
     lines += [
         f"naive/project  {ratio(times, 'naive', 'project'):.2f}",
         f"project/floor  {ratio(times, 'project', 'floor'):.2f}",
+        f"project/(floor+update)  {ratio(times, 'project', 'floor+update'):.2f}  "
+        f"(floor+update/floor {ratio(times, 'floor+update', 'floor'):.2f}: the optimizer's pass over memory)",
         f"{packed}/floor  {ratio(times, packed, 'floor'):.2f}  (per config)",
     ]
     per_hour = lambda name: 3600 / (per_epoch[name] * epochs)  # noqa: E731
@@ -201,6 +213,7 @@ def bench(
         "naive": naive_variant(cfg, device, steps, data_dir),
         "project": project_variant(cfg, data, steps),
         "floor": floor_variant(cfg, data, steps),
+        "floor+update": floor_variant(cfg, data, steps, update=True),
         f"packed {pack}": packed_variant(cfg, data, steps, pack),
     }
     times = measure(variants, repeats)

@@ -25,7 +25,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import build_fcn, param_count, use_generator
-from .optim import build_optimizer, build_schedule
+from .optim import Update, build_optimizer, build_schedule
 
 METRIC_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 EVAL_BATCH = 8192
@@ -88,7 +88,7 @@ def generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.
 
 def train_epoch(
     model: nn.Module,
-    opt: torch.optim.Optimizer,
+    opt: Update,
     split: data_mod.Split,
     cfg: RunConfig,
     generator: torch.Generator,
@@ -104,7 +104,7 @@ def train_epoch(
             return None
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         loss_sum.add_(loss.detach(), alpha=len(y))
@@ -141,13 +141,14 @@ def run(
     model = use_generator(build_fcn(cfg).to(data.device), masks)
     opt = build_optimizer(model.parameters(), cfg)
     schedule = build_schedule(opt, cfg)
+    update = Update(opt, cfg)
     result = RunResult(cfg, "finished", param_count(model))
     tracker.start(cfg, {"params": result.params, "device": str(data.device), "train_size": len(data.train)})
 
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
-        trained = train_epoch(model, opt, data.train, cfg, shuffle, should_stop)
+        trained = train_epoch(model, update, data.train, cfg, shuffle, should_stop)
         if trained is None:
             result.status = "stopped"
             break

@@ -12,9 +12,9 @@ def test_bench_prints_every_variant_and_the_ratio_lines():
     out = proc.stdout
     assert out.startswith("fcn-sweep bench: 32 batch norm, dropout 0.3, adam, batch 64; 2 steps x 1 repeats")
     number = r"(\d+\.\d+)"
-    for variant in ("naive", "project", "floor", "packed 2"):
-        assert re.search(rf"^{variant} +{number} +{number}$", out, flags=re.M), variant
-    for ratio in ("naive/project", "project/floor", "packed 2/floor"):
+    for variant in ("naive", "project", "floor", "floor+update", "packed 2"):
+        assert re.search(rf"^{re.escape(variant)} +{number} +{number}$", out, flags=re.M), variant
+    for ratio in ("naive/project", "project/floor", "project/(floor+update)", "packed 2/floor"):
         match = re.search(rf"^{re.escape(ratio)} +{number}", out, flags=re.M)
         assert match and float(match.group(1)) > 0, ratio
     assert re.search(

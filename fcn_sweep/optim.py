@@ -79,7 +79,9 @@ def _sgd(group: dict, params: list[Tensor], grads: list[Tensor], moments: Moment
 def _adam(kernel: Callable) -> Callable[[dict, list[Tensor], list[Tensor], Moments, int], None]:
     def update(group: dict, params: list[Tensor], grads: list[Tensor], moments: Moments, step: int) -> None:
         beta1, beta2 = group["betas"]
-        steps = [torch.tensor(float(step))] * len(params)  # the kernel reads each parameter's step count
+        # The kernel reads each parameter's step count from a tensor on the parameters' device, as
+        # torch's fused Adam keeps it (a CPU tensor would be refused by the CUDA kernel).
+        steps = [torch.full((), float(step), device=params[0].device)] * len(params)
         kernel(params, grads, *moments, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
                weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False)  # fmt: skip
 

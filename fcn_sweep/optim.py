@@ -3,54 +3,49 @@
 `momentum` is one knob with one meaning across optimizers, the first-moment decay: SGD's
 momentum, Adam's and AdamW's beta1, RMSprop's momentum. The study sweeps it for all three.
 
-The torch optimizer a run builds holds the hyperparameters, and its lr schedule updates them; the
-update itself is `Update`, which calls the multi-tensor kernel torch's own `step()` would call
+`Update` is a run's optimizer: its hyperparameters are the param group torch's optimizer of that
+name would hold (`GROUPS`), and its step calls the multi-tensor kernel torch's own `step()` calls
 (`_fused_*` for SGD, Adam and AdamW; RMSprop has no fused kernel and takes torch's `foreach`
-sequence) with the same arguments, so the arithmetic is torch's, bit for bit. Why not `step()`
-itself: its Python (per-parameter state lookups, grouping tensors by device, hooks, profiler
-records) cost 0.3-0.7 ms a call on this project's CPU, 6-10% of a 784-1024-256-10 step at batch
-64, and a pack (packed.py) paid it once per member per step. torch's CPU default, a Python loop
-over parameters, would cost more still.
+sequence) with the same arguments, so the arithmetic is torch's, bit for bit
+(tests/test_optim.py). Why not torch's optimizer objects: `step()`'s Python (per-parameter state
+lookups, grouping tensors by device, hooks, profiler records) cost 0.3-0.7 ms a call on this
+project's CPU, 6-10% of a 784-1024-256-10 step at batch 64, paid once per member per step in a
+pack (packed.py); and constructing the first one imports `torch._dynamo`, 1.5 s of every
+process's start (each `wandb agent` run is a process). torch's CPU default, a Python loop over
+parameters, would cost more still.
+
+The lr schedule is a factor of the configured lr per completed epoch (`SCHEDULES`); cosine is
+the closed form torch documents for CosineAnnealingLR (eta_min 0, T_max = epochs), stepped once
+per epoch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
-from torch.optim import lr_scheduler
 
 from .config import RunConfig
 
-Params = Iterable[torch.nn.Parameter]
+# name -> the param group torch.optim's optimizer of that name keeps for this config.
+GROUPS: dict[str, Callable[[RunConfig], dict]] = {
+    "sgd": lambda c: {
+        "lr": c.lr, "momentum": c.momentum, "dampening": 0.0, "nesterov": False, "weight_decay": c.weight_decay
+    },
+    "adam": lambda c: {"lr": c.lr, "betas": (c.momentum, 0.999), "eps": 1e-8, "weight_decay": c.weight_decay},
+    "adamw": lambda c: {"lr": c.lr, "betas": (c.momentum, 0.999), "eps": 1e-8, "weight_decay": c.weight_decay},
+    "rmsprop": lambda c: {
+        "lr": c.lr, "alpha": 0.99, "eps": 1e-8, "momentum": c.momentum, "weight_decay": c.weight_decay
+    },
+}  # fmt: skip
 
-OPTIMIZERS: dict[str, Callable[[Params, RunConfig], torch.optim.Optimizer]] = {
-    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, fused=True),
-    "adam": lambda p, c: torch.optim.Adam(
-        p, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay, fused=True
-    ),
-    "adamw": lambda p, c: torch.optim.AdamW(
-        p, lr=c.lr, betas=(c.momentum, 0.999), weight_decay=c.weight_decay, fused=True
-    ),
-    "rmsprop": lambda p, c: torch.optim.RMSprop(
-        p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, foreach=True
-    ),
+# name -> fn(epochs done, epochs in all): the factor on the configured lr for the next epoch.
+SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda done, total: 1.0,
+    "cosine": lambda done, total: (1 + math.cos(math.pi * done / total)) / 2,
 }
-
-# Stepped once per epoch.
-SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, RunConfig], lr_scheduler.LRScheduler]] = {
-    "constant": lambda opt, c: lr_scheduler.LambdaLR(opt, lambda epoch: 1.0),
-    "cosine": lambda opt, c: lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs),
-}
-
-
-def build_optimizer(params: Params, cfg: RunConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](params, cfg)
-
-
-def build_schedule(opt: torch.optim.Optimizer, cfg: RunConfig) -> lr_scheduler.LRScheduler:
-    return SCHEDULES[cfg.schedule](opt, cfg)
 
 
 # --- the update ----------------------------------------------------------------------------------
@@ -121,21 +116,29 @@ def zero_moments(params: Iterable[Tensor]) -> Moments:
 
 
 class Update:
-    """`opt.step()` and `opt.zero_grad()` for an optimizer from `build_optimizer`, as torch computes
-    them (see the module docstring). `opt` keeps the hyperparameters; the moments live here."""
+    """A run's optimizer over `params` (see the module docstring). `moments` may be given as views
+    of larger tensors (a pack's stacked state); by default they are allocated here."""
 
-    def __init__(self, opt: torch.optim.Optimizer, cfg: RunConfig):
-        (group,) = opt.param_groups
-        self.group, self.params, self.fn = group, list(group["params"]), UPDATES[cfg.optimizer]
-        self.moments, self.steps = zero_moments(self.params), 0
-        # What opt.step() would tell its lr schedule, which otherwise warns that it stepped first.
-        opt._opt_called = True
+    def __init__(self, params: Iterable[Tensor], cfg: RunConfig, moments: Moments | None = None):
+        self.cfg, self.params = cfg, list(params)
+        self.group, self.fn = GROUPS[cfg.optimizer](cfg), UPDATES[cfg.optimizer]
+        self.moments, self.steps = moments or zero_moments(self.params), 0
+
+    @property
+    def lr(self) -> float:
+        return self.group["lr"]
+
+    def set_epoch(self, done: int) -> None:
+        """Set the lr for the epoch after `done` completed epochs."""
+        self.group["lr"] = self.cfg.lr * SCHEDULES[self.cfg.schedule](done, self.cfg.epochs)
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
+    def step(self, grads: list[Tensor] | None = None) -> None:
+        """One update from `grads` (default: each parameter's .grad)."""
         self.steps += 1
-        self.fn(self.group, self.params, [p.grad for p in self.params], self.moments, self.steps)
+        grads = [p.grad for p in self.params] if grads is None else grads
+        self.fn(self.group, self.params, grads, self.moments, self.steps)

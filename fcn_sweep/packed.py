@@ -14,10 +14,9 @@ momentum, weight decay, schedule and label smoothing.
 Equivalence with `train.run` is the contract: each member draws the same initial weights (its
 model is built by `build_fcn` under its seed, then stacked), the same shuffle order and the same
 dropout masks (the same generators, drawn in the same order and sizes, see `train.generators`),
-and normalises with its own batch statistics. Its optimizer and lr schedule are the very torch
-objects `run` builds (`build_optimizer`, `build_schedule`), over views of its slice of the stacked
-tensors, and its update is `run`'s (`optim.UPDATES`: torch's own kernel, called directly) over
-that slice and its slice of the stacked moments. Slice k of a stacked tensor is contiguous, so the
+and normalises with its own batch statistics. Its optimizer and lr schedule are `run`'s
+(`optim.Update`: torch's own kernel, called directly) over views of its slice of the stacked
+tensors and of the stacked moments. Slice k of a stacked tensor is contiguous, so the
 fused kernels update a member in one pass over memory.
 
 One kernel call per member, not one elementwise update over the whole stack with per-member
@@ -50,7 +49,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import ACTIVATIONS, build_fcn, dropout_threshold, keep_mask, param_count
-from .optim import UPDATES, build_optimizer, build_schedule, zero_moments
+from .optim import Update, zero_moments
 from .train import EVAL_BATCH, RunResult, Tracker, generators, seed_everything
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
@@ -85,19 +84,13 @@ class _Member:
     shuffle: torch.Generator
     masks: torch.Generator
     keys: list[tuple[str, str]]  # state-dict prefix of each Linear and of the BatchNorm after it ("" if none)
-    opt: torch.optim.Optimizer | None = None  # holds the hyperparameters; never stepped itself
-    schedule: torch.optim.lr_scheduler.LRScheduler | None = None
-    params: list[torch.Tensor] | None = None  # views of this member's slice of the pack's tensors
-    moments: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # likewise, of the stacked moments
+    update: Update | None = None  # over views of this member's slice of the pack's tensors and moments
 
     def point_optimizer_at(self, params: list[torch.Tensor], moments: tuple[list, list]) -> None:
-        """Build the optimizer and schedule over `params` (views), or move them there."""
-        self.params, self.moments = params, moments
-        if self.opt is None:
-            self.opt = build_optimizer(params, self.cfg)
-            self.schedule = build_schedule(self.opt, self.cfg)
-            self.opt._opt_called = True  # as optim.Update: the schedule's check that step() ran first
-        self.opt.param_groups[0]["params"] = params
+        """Build the member's optimizer over `params` (views) and `moments`, or move it there."""
+        if self.update is None:
+            self.update = Update(params, self.cfg, moments)
+        self.update.params, self.update.moments = params, moments
 
 
 def _module_keys(model: nn.Sequential) -> list[tuple[str, str]]:
@@ -217,9 +210,8 @@ class _Pack:
         loss.sum().backward()
         grads = [p.grad.unbind(0) for p in self.params]
         self.steps += 1
-        with torch.no_grad():
-            for k, m in enumerate(self.members):
-                UPDATES[m.cfg.optimizer](m.opt.param_groups[0], m.params, [g[k] for g in grads], m.moments, self.steps)
+        for k, m in enumerate(self.members):
+            m.update.step([g[k] for g in grads])
         loss_sum.add_(loss.detach(), alpha=y.shape[1])
         correct.add_((logits.detach().argmax(2) == y).sum(1))
 
@@ -316,7 +308,7 @@ def run_packed(
 
     for epoch in range(1, cfgs[0].epochs + 1):
         t0 = time.perf_counter()
-        lrs = [m.opt.param_groups[0]["lr"] for m in pack.members]
+        lrs = [m.update.lr for m in pack.members]
         trained = _train_epoch(pack, data.train, should_stop)
         if trained is None:
             for m in pack.members:
@@ -324,7 +316,7 @@ def run_packed(
             break
         train_s = time.perf_counter() - t0
         for m in pack.members:
-            m.schedule.step()
+            m.update.set_epoch(epoch)
         (val_loss, val_acc), (test_loss, test_acc) = pack.evaluate(data.val), pack.evaluate(data.test)
         survivors = []
         for k, m in enumerate(pack.members):

@@ -25,7 +25,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import build_fcn, param_count, use_generator
-from .optim import Update, build_optimizer, build_schedule
+from .optim import Update
 
 METRIC_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 EVAL_BATCH = 8192
@@ -139,21 +139,19 @@ def run(
     seed_everything(cfg.seed)
     shuffle, masks = generators(cfg.seed, data.device)
     model = use_generator(build_fcn(cfg).to(data.device), masks)
-    opt = build_optimizer(model.parameters(), cfg)
-    schedule = build_schedule(opt, cfg)
-    update = Update(opt, cfg)
+    update = Update(model.parameters(), cfg)
     result = RunResult(cfg, "finished", param_count(model))
     tracker.start(cfg, {"params": result.params, "device": str(data.device), "train_size": len(data.train)})
 
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
+        lr = update.lr
         trained = train_epoch(model, update, data.train, cfg, shuffle, should_stop)
         if trained is None:
             result.status = "stopped"
             break
         train_s = time.perf_counter() - t0
-        schedule.step()
+        update.set_epoch(epoch)
         val, test = evaluate(model, data.val), evaluate(model, data.test)
         metrics = {
             "epoch": epoch,

@@ -9,15 +9,14 @@ from fcn_sweep.config import ACTIVATIONS, INITS, OPTIMIZERS, SCHEDULES, RunConfi
 from fcn_sweep.model import ACTIVATIONS as ACT_TABLE
 from fcn_sweep.model import INITS as INIT_TABLE
 from fcn_sweep.model import Dropout, build_fcn, load_model, param_count, save_model, use_generator
-from fcn_sweep.optim import OPTIMIZERS as OPT_TABLE
+from fcn_sweep.optim import GROUPS, UPDATES
 from fcn_sweep.optim import SCHEDULES as SCHED_TABLE
-from fcn_sweep.optim import build_optimizer
 
 
 def test_lookup_tables_cover_exactly_what_the_config_accepts():
     assert set(ACT_TABLE) == set(ACTIVATIONS)
     assert set(INIT_TABLE) == set(INITS)
-    assert set(OPT_TABLE) == set(OPTIMIZERS)
+    assert set(GROUPS) == set(UPDATES) == set(OPTIMIZERS)
     assert set(SCHED_TABLE) == set(SCHEDULES)
 
 
@@ -70,23 +69,6 @@ def test_kaiming_gain_follows_the_activation():
     torch.manual_seed(0)
     tanh = build_fcn(RunConfig(hidden=(1024,), init="kaiming_normal", activation="tanh"))[0].weight.std().item()
     assert tanh == pytest.approx((5 / 3) / math.sqrt(784), rel=0.05)
-
-
-@pytest.mark.parametrize(
-    ("name", "cls", "read"),
-    [
-        ("sgd", torch.optim.SGD, lambda g: g["momentum"]),
-        ("adam", torch.optim.Adam, lambda g: g["betas"][0]),
-        ("adamw", torch.optim.AdamW, lambda g: g["betas"][0]),
-        ("rmsprop", torch.optim.RMSprop, lambda g: g["momentum"]),
-    ],
-)
-def test_optimizer_mapping_puts_momentum_where_each_optimizer_keeps_it(name, cls, read):
-    cfg = RunConfig(optimizer=name, lr=0.05, momentum=0.95, weight_decay=1e-4)
-    opt = build_optimizer(build_fcn(cfg).parameters(), cfg)
-    group = opt.param_groups[0]
-    assert type(opt) is cls
-    assert (group["lr"], read(group), group["weight_decay"]) == (0.05, 0.95, 1e-4)
 
 
 def test_saved_model_file_alone_rebuilds_the_network(tmp_path):

@@ -1,11 +1,21 @@
-"""`optim.Update` calls torch's optimizer kernels directly: it must be torch's `step()`, bit for bit."""
+"""`optim.Update` calls torch's optimizer kernels directly: it must be torch's optimizer, bit for bit."""
+
+import math
 
 import pytest
 import torch
 
 from fcn_sweep.config import OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn
-from fcn_sweep.optim import Update, build_optimizer, build_schedule
+from fcn_sweep.optim import Update
+
+# How a user of torch would build each optimizer; its multi-tensor path, as Update's kernels are.
+TORCH = {
+    "sgd": lambda params, group: torch.optim.SGD(params, **group, fused=True),
+    "adam": lambda params, group: torch.optim.Adam(params, **group, fused=True),
+    "adamw": lambda params, group: torch.optim.AdamW(params, **group, fused=True),
+    "rmsprop": lambda params, group: torch.optim.RMSprop(params, **group, foreach=True),
+}
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
@@ -17,10 +27,8 @@ def test_update_is_torchs_step_bit_for_bit(optimizer, momentum, weight_decay):
     torch.manual_seed(0)
     theirs, ours = build_fcn(cfg), build_fcn(cfg)
     ours.load_state_dict(theirs.state_dict())
-    opt = build_optimizer(theirs.parameters(), cfg)
-    our_opt = build_optimizer(ours.parameters(), cfg)
-    schedules = [build_schedule(opt, cfg), build_schedule(our_opt, cfg)]
-    update = Update(our_opt, cfg)
+    update = Update(ours.parameters(), cfg)
+    opt = TORCH[optimizer](theirs.parameters(), dict(update.group))
     for step in range(6):
         x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
         for model, zero_grad in ((theirs, opt.zero_grad), (ours, update.zero_grad)):
@@ -28,8 +36,41 @@ def test_update_is_torchs_step_bit_for_bit(optimizer, momentum, weight_decay):
             torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         update.step()
-        if step % 2:  # the schedule moves the lr both read
-            for s in schedules:
-                s.step()
+        if step % 2:  # an epoch ends: the schedule moves the lr, and torch's optimizer follows it
+            update.set_epoch(step // 2 + 1)
+            opt.param_groups[0]["lr"] = update.lr
     for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    ("name", "read"),
+    [
+        ("sgd", lambda g: g["momentum"]),
+        ("adam", lambda g: g["betas"][0]),
+        ("adamw", lambda g: g["betas"][0]),
+        ("rmsprop", lambda g: g["momentum"]),
+    ],
+)
+def test_momentum_goes_where_each_optimizer_keeps_it_and_torch_accepts_the_group(name, read):
+    cfg = RunConfig(optimizer=name, lr=0.05, momentum=0.95, weight_decay=1e-4)
+    group = Update(build_fcn(cfg).parameters(), cfg).group
+    assert (group["lr"], read(group), group["weight_decay"]) == (0.05, 0.95, 1e-4)
+    torch_group = TORCH[name](build_fcn(cfg).parameters(), group).param_groups[0]
+    assert {k: torch_group[k] for k in group} == group
+
+
+def test_cosine_schedule_is_torchs_cosine_annealing_once_per_epoch():
+    cfg = RunConfig(hidden=(8,), lr=0.1, schedule="cosine", epochs=5)
+    update = Update(build_fcn(cfg).parameters(), cfg)
+    opt = torch.optim.SGD(build_fcn(cfg).parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    lrs, theirs = [], []
+    for epoch in range(1, cfg.epochs + 1):
+        lrs.append(update.lr)
+        theirs.append(opt.param_groups[0]["lr"])
+        update.set_epoch(epoch)
+        opt.step()
+        schedule.step()
+    assert lrs == pytest.approx(theirs, rel=1e-12)
+    assert lrs[0] == 0.1 and math.isclose(lrs[-1], 0.1 * 0.0955, rel_tol=1e-2)

@@ -8,10 +8,9 @@ A heartbeat thread marks the claimed runs alive twice a second and picks up stop
 its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason `interrupted`, so a resume
 runs them again) and the worker exits.
 
-Costs paid once per worker, not per run: importing torch, loading the data, and the first use of
-torch.optim (which imports torch._dynamo, ~2 s here), of the BLAS and of W&B (~2 s of imports on
-the first `wandb.init`) happen in `warm_up`, before the first claim, so that a run's own time is
-its training.
+Costs paid once per worker, not per run: importing torch, loading the data, the first use of the
+BLAS and of W&B (~1 s of imports and the service start on the first `wandb.init`) happen in
+`warm_up`, before the first claim, so that a run's own time is its training.
 """
 
 from __future__ import annotations
@@ -95,16 +94,15 @@ def warm_up(device: str, wandb_mode: str) -> None:
     """Pay the per-process first-use costs of torch and W&B (see the module docstring) before any run."""
     import torch
 
+    from ..model import build_fcn
+    from ..optim import Update
+
     if wandb_mode != "disabled":
         tracking.warm_up_wandb()
-
-    from ..model import build_fcn
-    from ..optim import build_optimizer
-
     model = build_fcn(RunConfig(hidden=(8,))).to(device)
-    opt = build_optimizer(model.parameters(), RunConfig())
+    update = Update(model.parameters(), RunConfig())
     model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
-    opt.step()
+    update.step()
 
 
 def main(spec: WorkerSpec) -> None:

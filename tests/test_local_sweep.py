@@ -299,3 +299,11 @@ def test_time_accounting_counts_a_packs_shared_epochs_once(tmp_path):
     t = time_accounting(store)
     assert t == {"worker": 20.0, "training": 8.0, "per_run": 2.0, "start_idle": 10.0, "runs": 3}
     assert time_line(store).startswith("worker time 20.0 s: 40% training, 10% per-run")
+
+
+def test_workers_learn_which_data_the_pending_runs_need(tmp_path):
+    store = Store(tmp_path / "sweep.db")
+    store.add((f"r{i}", i, i, 0, RunConfig(subset=s), {}) for i, s in enumerate([512, 0, 512, 256]))
+    store.claim_many("w0", 1, lambda config: None)  # r0 (512) runs; the other 512 is still pending
+    store.db.execute("UPDATE runs SET state = 'finished' WHERE id = 'r3'")
+    assert store.pending_subsets() == [0, 512]

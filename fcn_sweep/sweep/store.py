@@ -252,6 +252,11 @@ class Store:
                 out[r["run_id"]].append(json.loads(r["data"]))
         return out
 
+    def pending_subsets(self) -> list[int]:
+        """The distinct training subsets of the pending runs (a worker loads their data up front)."""
+        rows = self.db.execute("SELECT DISTINCT json_extract(config, '$.subset') FROM runs WHERE state = 'pending'")
+        return sorted(r[0] for r in rows)
+
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
         return {**dict.fromkeys(STATES, 0), **{r["state"]: r["n"] for r in rows}}

@@ -8,8 +8,8 @@ A heartbeat thread marks the claimed runs alive twice a second and picks up stop
 its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason `interrupted`, so a resume
 runs them again) and the worker exits.
 
-Costs paid once per worker, not per run: importing torch, loading the data, the first use of the
-BLAS and of W&B (~1 s of imports and the service start on the first `wandb.init`) happen in
+Costs paid once per worker, not per run: importing torch, loading the data of the runs pending at
+start, the first use of the BLAS and of W&B (~1 s of imports and the service start on the first `wandb.init`) happen in
 `warm_up`, before the first claim, so that a run's own time is its training.
 """
 
@@ -118,6 +118,8 @@ def main(spec: WorkerSpec) -> None:
     controller = Controller(store, store.get("sweep"), RunConfig())
     datasets: dict[int, data_mod.FashionMNIST] = {}  # by subset: loaded once per worker
     warm_up(spec.device, spec.wandb_mode)
+    for subset in store.pending_subsets():  # the data the first claim will want, as part of warming up
+        datasets[subset] = data_mod.load(spec.device, subset)
     tag = f"{spec.name}:{os.getpid()}@{socket.gethostname()}"
     wandb = WandbRuns(spec)
 

@@ -119,6 +119,51 @@ def test_a_packed_sweep_gives_each_run_its_own_record_and_the_results_it_gets_al
         assert w.summary["best_val_acc"] == r.summary["best_val_acc"]
 
 
+def wait_for_store(db: Path, predicate, what: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if db.exists():
+            store = Store(db)
+            try:
+                if predicate(store):
+                    return
+            finally:
+                store.close()
+        time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@needs_data
+@pytest.mark.parametrize("pack", ["1", "3"])
+def test_ctrl_c_stops_the_runs_in_flight_and_a_resume_finishes_each_once(tmp_path, pack):
+    path = sweep_file(
+        tmp_path,
+        parameters={"epochs": {"value": 6}, "subset": {"value": 2048}, "hidden": {"value": [64]},
+                    "lr": {"values": [0.01, 0.003, 0.001]}},
+    )  # fmt: skip
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "fcn_sweep", "sweep", str(path), "--pack", pack, "--out", "out", "--quiet",
+         "--wandb=disabled"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    db = tmp_path / "out" / "sweep.db"
+    wait_for_store(db, lambda s: any(r.epoch >= 1 for r in s.runs(["running"])), "a run to be mid-way", parent)
+    os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    assert parent.wait(timeout=60) == 0, parent.stderr.read().decode()
+    store = Store(db)
+    interrupted = store.runs(["stopped"])
+    assert interrupted and all(r.stop_reason == "interrupted" for r in interrupted)
+    assert len(interrupted) == (3 if pack == "3" else 1)  # the whole pack was in flight
+    assert store.counts()["running"] == 0 and store.counts()["pending"] == 3 - store.counts()["finished"]
+
+    proc = sweep("--resume", "out", "--pack", pack, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(finished_once(store)) == 3 == store.slots()[0]
+    assert store.counts()["pending"] == store.counts()["running"] == 0
+    assert_store_matches_run_dirs(store)
+
+
 @needs_data
 def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tmp_path):
     path = sweep_file(
@@ -132,20 +177,7 @@ def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tm
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     db = tmp_path / "out" / "sweep.db"
-
-    def wait_for(predicate, what):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if db.exists():
-                store = Store(db)
-                try:
-                    if predicate(store):
-                        return store
-                finally:
-                    store.close()
-            time.sleep(0.1)
-        parent.kill()
-        pytest.fail(f"timed out waiting for {what}")
+    wait_for = lambda predicate, what: wait_for_store(db, predicate, what, parent)  # noqa: E731
 
     # 1. SIGKILL one worker in the middle of a run: the sweep re-queues the run and carries on.
     wait_for(lambda s: any(r.epoch >= 1 for r in s.runs(["running"])), "a run to be mid-way")

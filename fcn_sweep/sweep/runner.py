@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_exit
 from pathlib import Path
 
 import yaml
@@ -151,7 +152,8 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
     display = Display(store, [s.name for s in specs], enabled=opts.progress)
     try:
         while procs:
-            time.sleep(TICK_S)
+            # Wake on a tick, or at once when a worker exits: the sweep ends as soon as its last does.
+            wait_for_exit([p.sentinel for p in procs.values()], timeout=TICK_S)
             if interrupted.is_set():
                 for p in procs.values():  # workers got SIGINT from the terminal too; make sure
                     if p.is_alive() and p.pid:

@@ -328,6 +328,9 @@ def test_time_accounting_counts_a_packs_shared_epochs_once(tmp_path):
             store.db.execute("UPDATE runs SET worker = ?, started = 101.0, ended = 106.0 WHERE id = ?", (worker, i))
             for epoch, seconds in ((1, 2.0), (2, 2.0 if i != "r1" else 1.5)):
                 store.log_epoch(i, {"epoch": epoch, "time/epoch_s": seconds})
+    store.add([("killed", 3, 3, 0, RunConfig(epochs=2), {})])  # claimed by an invocation killed outright
+    store.db.execute("UPDATE runs SET worker = 'w9', started = 50.0, ended = 60.0 WHERE id = 'killed'")
+    store.log_epoch("killed", {"epoch": 1, "time/epoch_s": 9.0})
     t = time_accounting(store)
     assert t == {"worker": 20.0, "training": 8.0, "per_run": 2.0, "start_idle": 10.0, "runs": 3}
     assert time_line(store).startswith("worker time 20.0 s: 40% training, 10% per-run")

@@ -80,7 +80,8 @@ def time_accounting(store: Store) -> dict[str, float] | None:
     `worker` time (wall x workers), of it `training` (epochs: train and evaluate), `per_run`
     (the rest of each claim: building the model, W&B init and finish, saving, store writes), and
     `start_idle` (the rest: worker start-up, warm-up, waiting for work, shutdown). A claim of a
-    pack is counted once: its members share their epochs."""
+    pack is counted once: its members share their epochs. Only claims made during a recorded
+    invocation count (an invocation killed outright records nothing)."""
     invocations = store.get("invocations") or []
     if not invocations:
         return None
@@ -88,6 +89,8 @@ def time_accounting(store: Store) -> dict[str, float] | None:
     claims: dict[tuple, list[str]] = defaultdict(list)
     ended: dict[tuple, float] = defaultdict(float)
     for row in store.db.execute("SELECT id, worker, started, ended FROM runs WHERE started IS NOT NULL"):
+        if not any(i["started"] <= row["started"] <= i["ended"] for i in invocations):
+            continue
         key = (row["worker"], row["started"])
         claims[key].append(row["id"])
         ended[key] = max(ended[key], row["ended"] or row["started"])

@@ -141,7 +141,7 @@ def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, updat
     grads_x = [torch.empty_like(a) for a in acts]
     for w, g in zip(weights, grads_w, strict=True):
         w.grad = g
-    opt = Update(weights, cfg)
+    opt = Update(weights, cfg) if update else None  # its moments are memory the plain floor must not touch
 
     def train() -> None:
         for _ in range(steps):
@@ -151,7 +151,7 @@ def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, updat
                 torch.mm(acts[i + 1].t(), acts[i], out=grads_w[i])  # acts[i + 1] stands in for its gradient
                 if i:
                     torch.mm(acts[i + 1], weights[i], out=grads_x[i])
-            if update:
+            if opt:
                 opt.step()
 
     return lambda: _timed(device, train)

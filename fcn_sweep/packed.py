@@ -90,7 +90,8 @@ class _Member:
         """Build the member's optimizer over `params` (views) and `moments`, or move it there."""
         if self.update is None:
             self.update = Update(params, self.cfg, moments)
-        self.update.params, self.update.moments = params, moments
+        else:
+            self.update.params, self.update.moments = params, moments
 
 
 def _module_keys(model: nn.Sequential) -> list[tuple[str, str]]:

@@ -184,11 +184,12 @@ class Store:
                 self.set("budget", budget - len(ids))
         return [self.run(i) for i in ids]
 
-    def heartbeat(self, run_id: str) -> bool:
-        """Records that the run is alive; returns whether it has been asked to stop."""
-        self.db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (time.time(), run_id))
-        row = self.db.execute("SELECT should_stop FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return bool(row and row["should_stop"])
+    def heartbeat(self, run_ids: list[str]) -> set[str]:
+        """Records that the runs (a worker's claim) are alive, in one write; returns those asked to stop."""
+        marks = ",".join("?" * len(run_ids))
+        self.db.execute(f"UPDATE runs SET heartbeat = ? WHERE id IN ({marks})", (time.time(), *run_ids))
+        rows = self.db.execute(f"SELECT id FROM runs WHERE should_stop = 1 AND id IN ({marks})", run_ids)
+        return {r["id"] for r in rows}
 
     def log_epoch(self, run_id: str, metrics: dict) -> None:
         with self.transaction() as db:

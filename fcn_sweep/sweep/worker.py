@@ -15,6 +15,7 @@ start, the first use of the BLAS and of W&B (~1 s of imports and the service sta
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..config import RunConfig
+from ..packed import PACK_FIELDS
 from ..train import RunResult, Tracker
 from .controller import Controller
 from .store import Run, Store
@@ -78,15 +80,12 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(HEARTBEAT_S):
-            for run_id in self.run_ids:
-                if self.store.heartbeat(run_id):
-                    self.stop_requested[run_id].set()
+            for run_id in self.store.heartbeat(self.run_ids):
+                self.stop_requested[run_id].set()
 
 
 def pack_key_of(config: dict) -> tuple:
     """`packed.pack_key` of a config as the store holds it (JSON), without building a RunConfig."""
-    from ..packed import PACK_FIELDS
-
     return tuple(str(config.get(name)) for name in PACK_FIELDS)
 
 
@@ -116,10 +115,10 @@ def main(spec: WorkerSpec) -> None:
         signal.signal(sig, lambda *_: interrupted.set())
     store = Store.in_dir(spec.sweep_dir)
     controller = Controller(store, store.get("sweep"), RunConfig())
-    datasets: dict[int, data_mod.FashionMNIST] = {}  # by subset: loaded once per worker
+    data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))  # once per worker
     warm_up(spec.device, spec.wandb_mode)
     for subset in store.pending_subsets():  # the data the first claim will want, as part of warming up
-        datasets[subset] = data_mod.load(spec.device, subset)
+        data_for(subset)
     tag = f"{spec.name}:{os.getpid()}@{socket.gethostname()}"
     wandb = WandbRuns(spec)
 
@@ -130,10 +129,7 @@ def main(spec: WorkerSpec) -> None:
                 break
             time.sleep(IDLE_POLL_S)
             continue
-        subset = claimed[0].config.subset
-        if subset not in datasets:
-            datasets[subset] = data_mod.load(spec.device, subset)
-        train_claim(spec, store, controller, claimed, datasets[subset], interrupted, wandb)
+        train_claim(spec, store, controller, claimed, data_for(claimed[0].config.subset), interrupted, wandb)
         wandb.report(wait=False)
     wandb.report(wait=True)
     store.close()

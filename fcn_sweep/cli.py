@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     mode, why = tracking.resolve_wandb_mode(args.wandb)
 
     from . import data as data_mod
-    from .train import run
+    from .train import fit
 
     try:
         data = data_mod.load(device, cfg.subset, args.data_dir)
@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         trackers.append(wb)
     trackers.append(tracking.Progress(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
-    result = run(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
+    result = fit(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
 
     s = result.summary()
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731

@@ -27,7 +27,7 @@ import yaml
 
 from .config import RunConfig
 from .model import save_model
-from .train import RunResult, Tracker
+from .train import FitResult, Tracker
 
 
 def new_run_id() -> str:
@@ -68,7 +68,7 @@ class Trackers(Tracker):
         for t in self.trackers:
             t.log_epoch(metrics)
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         for t in self.trackers:
             t.finish(result)
 
@@ -92,7 +92,7 @@ class Deferred(Tracker):
     def log_epoch(self, metrics: dict[str, float]) -> None:
         self.futures.append(self.executor.submit(self.tracker.log_epoch, dict(metrics)))
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         self.futures.append(self.executor.submit(self.tracker.finish, result))
 
     def errors(self) -> list[BaseException]:
@@ -118,7 +118,7 @@ class RunDir(Tracker):
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(jsonable(metrics), allow_nan=False) + "\n")
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         if result.best_state is not None:
             save_model(
                 self.path / "model.safetensors",
@@ -165,7 +165,7 @@ class Progress(Tracker):
             )
             self.bar.update(1)
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         if self.bar is not None:
             self.bar.close()
 
@@ -293,7 +293,7 @@ class WandbRun(Tracker):
     def log_epoch(self, metrics: dict[str, float]) -> None:
         self.run.log(jsonable(metrics))
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         import wandb
 
         summary = jsonable(result.summary())

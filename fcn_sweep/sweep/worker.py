@@ -1,6 +1,6 @@
 """A sweep worker: a process that claims the next run from the store, trains it with the same
-`run(cfg, tracker)` as every other caller, and writes the outcome back. With `--pack K` it claims
-up to K pending runs of one shape (`packed.pack_key`) and trains them at once with `run_packed`;
+`fit(cfg, tracker)` as every other caller, and writes the outcome back. With `--pack K` it claims
+up to K pending runs of one shape (`packed.pack_key`) and trains them at once with `fit_packed`;
 each is still its own run in the store, its own run directory and its own W&B run.
 
 A heartbeat thread marks the claimed runs alive twice a second and picks up stop requests
@@ -30,8 +30,8 @@ from pathlib import Path
 
 from .. import tracking
 from ..config import RunConfig
-from ..packed import PACK_FIELDS
-from ..train import RunResult, Tracker
+from ..packed import pack_key
+from ..train import FitResult, Tracker
 from .controller import Controller
 from .store import Run, Store
 
@@ -64,7 +64,7 @@ class StoreTracker(Tracker):
         if self.run.id in self.controller.early_stop():
             self.stop_requested.set()
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         reason = self.stop_reason() if result.status == "stopped" else None
         self.store.finish(self.run.id, result.status, tracking.jsonable(result.summary()), reason)
 
@@ -84,24 +84,17 @@ class Heartbeat(threading.Thread):
                 self.stop_requested[run_id].set()
 
 
-def pack_key_of(config: dict) -> tuple:
-    """`packed.pack_key` of a config as the store holds it (JSON), without building a RunConfig."""
-    return tuple(str(config.get(name)) for name in PACK_FIELDS)
-
-
 def warm_up(device: str, wandb_mode: str) -> None:
     """Pay the per-process first-use costs of torch and W&B (see the module docstring) before any run."""
     import torch
 
-    from ..model import build_fcn
-    from ..optim import Update
+    from ..train import Solo
 
     if wandb_mode != "disabled":
         tracking.warm_up_wandb()
-    model = build_fcn(RunConfig(hidden=(8,))).to(device)
-    update = Update(model.parameters(), RunConfig())
-    model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
-    update.step()
+    solo = Solo(RunConfig(hidden=(8,)), torch.device(device))
+    solo.model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
+    solo.update.step()
 
 
 def main(spec: WorkerSpec) -> None:
@@ -123,7 +116,7 @@ def main(spec: WorkerSpec) -> None:
     wandb = WandbRuns(spec)
 
     while not interrupted.is_set():
-        claimed = store.claim_many(tag, spec.pack, pack_key_of)
+        claimed = store.claim_many(tag, spec.pack, pack_key)
         if not claimed:
             if store.get("closed") or store.budget_spent():
                 break
@@ -177,8 +170,8 @@ def train_claim(
     wandb: WandbRuns,
 ) -> None:
     """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
-    from ..packed import run_packed
-    from ..train import run
+    from ..packed import fit_packed
+    from ..train import fit
 
     beat = Heartbeat(store, [r.id for r in claimed])
     beat.start()
@@ -194,10 +187,10 @@ def train_claim(
     try:
         if len(claimed) == 1:
             stop = lambda: interrupted.is_set() or member_stops[0]()  # noqa: E731
-            run(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
+            fit(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
         else:
             cfgs = [r.config for r in claimed]
-            run_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
+            fit_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
         if interrupted.is_set():
             # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
             again = [r.id for r in claimed if store.run(r.id).stop_reason == "interrupted"]

@@ -73,12 +73,12 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         raise UsageError(str(e)) from None
     stop = stop_on_signals()
     # Under `wandb agent`, the sweep's run id names the run directory too.
-    rundir = tracking.RunDir(args.out, os.environ.get("WANDB_RUN_ID") or None)
+    rundir = tracking.RunDirTracker(args.out, os.environ.get("WANDB_RUN_ID") or None)
     trackers: list[tracking.Tracker] = [rundir]
     if mode != "disabled":
-        wb = tracking.WandbRun(rundir, mode, project=args.project, group=args.group)
+        wb = tracking.WandbTracker(rundir, mode, project=args.project, group=args.group)
         trackers.append(wb)
-    trackers.append(tracking.Progress(enabled=not args.quiet))
+    trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
     result = fit(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
 

@@ -50,7 +50,8 @@ from . import data as data_mod
 from .config import RunConfig
 from .model import ACTIVATIONS, dropout_threshold, keep_mask, param_count
 from .optim import Update, zero_moments
-from .train import EVAL_BATCH, FitResult, Tracker, init_model, lifecycle
+from .tracking.tracker import Tracker
+from .train import EVAL_BATCH, FitResult, init_model, lifecycle
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
 PACK_FIELDS = ("hidden", "activation", "batch_norm", "batch_size", "epochs", "subset")

@@ -32,23 +32,11 @@ from . import data as data_mod
 from .config import RunConfig
 from .model import build_fcn, param_count, use_generator
 from .optim import Update
+from .tracking.tracker import Tracker
 
 # The first keys of every epoch's metrics row, in order; `lr` and the `time/` keys follow.
 METRIC_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 EVAL_BATCH = 8192
-
-
-class Tracker:
-    """Receives a run's events. The base ignores them; subclasses override what they need."""
-
-    def start(self, cfg: RunConfig, info: dict) -> None:
-        pass
-
-    def log_epoch(self, metrics: dict[str, float]) -> None:
-        pass
-
-    def finish(self, result: FitResult) -> None:
-        pass
 
 
 @dataclass

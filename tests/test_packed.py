@@ -24,8 +24,8 @@ import torch
 from fcn_sweep.config import OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn
 from fcn_sweep.packed import fit_packed, pack_key
-from fcn_sweep.tracking import RunDir
-from fcn_sweep.train import METRIC_KEYS, Tracker, evaluate, fit
+from fcn_sweep.tracking import RunDirTracker, Tracker
+from fcn_sweep.train import METRIC_KEYS, evaluate, fit
 
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 TIGHT = {"loss": 1e-5, "acc": 1e-9}  # relative on losses, absolute on accuracies
@@ -162,7 +162,7 @@ def test_trackers_receive_the_events_run_sends(fashion, tiny, tmp_path):
     fit_packed(cfgs, packed, data=fashion)
     assert [t.events for t in packed] == [t.events for t in alone]
 
-    rundirs = [RunDir(tmp_path, run_id=f"r{i}") for i in range(len(cfgs))]
+    rundirs = [RunDirTracker(tmp_path, run_id=f"r{i}") for i in range(len(cfgs))]
     fit_packed(cfgs, rundirs, data=fashion)
     for cfg, rundir in zip(cfgs, rundirs, strict=True):
         assert {p.name for p in rundir.path.iterdir()} == {

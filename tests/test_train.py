@@ -7,8 +7,8 @@ import torch
 
 from fcn_sweep.config import INITS, OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn, load_model
-from fcn_sweep.tracking import RunDir, Trackers
-from fcn_sweep.train import METRIC_KEYS, Tracker, evaluate, fit, seed_everything
+from fcn_sweep.tracking import RunDirTracker, Tracker, Trackers
+from fcn_sweep.train import METRIC_KEYS, evaluate, fit, seed_everything
 
 # A learning rate each optimizer trains well with on the tiny subset.
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
@@ -34,7 +34,7 @@ def test_smoke_matrix_every_optimizer_init_and_batch_norm(fashion, tiny, tmp_pat
     )
     seed_everything(cfg.seed)
     before = evaluate(build_fcn(cfg), fashion.val)[0]
-    rundir = RunDir(tmp_path)
+    rundir = RunDirTracker(tmp_path)
     result = fit(cfg, rundir, data=fashion)
 
     after = result.history[-1]
@@ -56,7 +56,7 @@ def test_same_config_and_seed_give_identical_metrics(fashion, tiny):
 
 def test_the_kept_model_is_the_best_validation_epoch(fashion, tiny, tmp_path):
     cfg = replace(tiny, epochs=4, optimizer="sgd", lr=0.2, momentum=0.99)  # noisy on purpose
-    rundir = RunDir(tmp_path)
+    rundir = RunDirTracker(tmp_path)
     result = fit(cfg, rundir, data=fashion)
     best = max(result.history, key=lambda m: m["val/acc"])
     summary = json.loads((rundir.path / "summary.json").read_text())
@@ -71,7 +71,7 @@ def test_the_kept_model_is_the_best_validation_epoch(fashion, tiny, tmp_path):
 
 def test_a_diverging_run_ends_as_diverged_with_its_metrics(fashion, tiny, tmp_path):
     cfg = replace(tiny, epochs=3, optimizer="sgd", lr=1.0e4, momentum=0.99, init="normal", init_std=10.0)
-    rundir = RunDir(tmp_path)
+    rundir = RunDirTracker(tmp_path)
     result = fit(cfg, rundir, data=fashion)
     assert result.status == "diverged"
     assert not math.isfinite(result.history[-1]["train/loss"])
@@ -88,7 +88,7 @@ def test_stopping_mid_run_keeps_the_best_model(fashion, tiny, tmp_path):
             events.append(metrics["epoch"])
 
     cfg = replace(tiny, epochs=5)
-    rundir = RunDir(tmp_path)
+    rundir = RunDirTracker(tmp_path)
     result = fit(cfg, Trackers([rundir, Count()]), data=fashion, should_stop=lambda: len(events) >= 2)
     assert result.status == "stopped" and events == [1, 2]
     assert json.loads((rundir.path / "summary.json").read_text())["status"] == "stopped"
@@ -96,7 +96,7 @@ def test_stopping_mid_run_keeps_the_best_model(fashion, tiny, tmp_path):
 
 
 def test_stop_before_the_first_epoch_ends_writes_no_model(fashion, tiny, tmp_path):
-    rundir = RunDir(tmp_path)
+    rundir = RunDirTracker(tmp_path)
     result = fit(tiny, rundir, data=fashion, should_stop=lambda: True)
     assert result.status == "stopped" and result.history == [] and result.best_epoch == 0
     assert not (rundir.path / "model.safetensors").exists()

@@ -31,7 +31,8 @@ from pathlib import Path
 from .. import tracking
 from ..config import RunConfig
 from ..packed import pack_key
-from ..train import FitResult, Tracker
+from ..tracking import Tracker
+from ..train import FitResult
 from .controller import Controller
 from .store import Run, Store
 
@@ -129,22 +130,22 @@ def main(spec: WorkerSpec) -> None:
 
 
 class WandbRuns:
-    """The worker's W&B runs, logged from one background thread (`tracking.Deferred`). A failure
+    """The worker's W&B runs, logged from one background thread (`tracking.BackgroundTracker`). A failure
     is reported on stderr, one line a run, and fails neither the run nor the sweep: the run
     directory and the store hold everything W&B would have."""
 
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb")
-        self.pending: list[tuple[str, tracking.Deferred]] = []
+        self.pending: list[tuple[str, tracking.BackgroundTracker]] = []
 
-    def tracker(self, run_id: str, rundir: tracking.RunDir) -> list[Tracker]:
+    def tracker(self, run_id: str, rundir: tracking.RunDirTrackerTracker) -> list[Tracker]:
         if self.spec.wandb_mode == "disabled":
             return []
-        wandb_run = tracking.WandbRun(
+        wandb_run = tracking.WandbTracker(
             rundir, self.spec.wandb_mode, group=self.spec.group, job_type="sweep", requirements=False
         )
-        deferred = tracking.Deferred(wandb_run, self.executor)
+        deferred = tracking.BackgroundTracker(wandb_run, self.executor)
         self.pending.append((run_id, deferred))
         return [deferred]
 
@@ -178,7 +179,7 @@ def train_claim(
     reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
     trackers, member_stops = [], []
     for r in claimed:
-        rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", r.id)
+        rundir = tracking.RunDirTracker(Path(spec.sweep_dir).resolve() / "runs", r.id)
         store.set_run_dir(r.id, str(rundir.path))
         mirror = StoreTracker(store, r, controller, reason)
         trackers.append(tracking.Trackers([rundir, *wandb.tracker(r.id, rundir), mirror]))

@@ -69,7 +69,7 @@ def _torchvision_root(data_dir: str | None) -> Path:
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for name, path in data_mod.locate(data_dir).items():
-        (raw / name).write_bytes(data_mod._read_bytes(path))
+        (raw / name).write_bytes(data_mod.read_bytes(path))
     return root
 
 
@@ -219,21 +219,3 @@ def bench(
         f"{torch.get_num_threads()} CPU threads"
     )
     return report(times, steps, pack, cfg, epochs, header)
-
-
-def cmd_bench(args, overrides) -> int:
-    from .cli import UsageError, resolve_device
-
-    if overrides:
-        raise UsageError(f"unexpected arguments {' '.join(overrides)}")
-    device = resolve_device(args.device)
-    try:
-        hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
-        lines = bench(device, args.steps, args.repeats, args.pack, hidden, args.epochs, args.data_dir)
-    except data_mod.DataError as e:
-        raise UsageError(str(e)) from None
-    print("\n".join(lines))
-    return 0

@@ -1,8 +1,8 @@
 """Packed training: K configs of one shape trained at once, each as if it ran alone.
 
 A sweep trains thousands of small networks, and one of them leaves most of an accelerator idle:
-at batch 64 a 784-1024-256-10 step is a few small matrix multiplies and a long tail of tiny
-kernels and Python. Horizontally fused training (Wang et al., MLSys 2021) stacks the weights of K
+a small network's step is a few small matrix multiplies and a long tail of tiny kernels and
+Python. Horizontally fused training (Wang et al., MLSys 2021) stacks the weights of K
 models into (K, out, in) tensors and runs every layer as one batched matrix multiply, so the
 fixed cost per step is paid once for K models.
 
@@ -11,23 +11,22 @@ activation, batch size, epochs and training subset (`PACK_FIELDS`). Everything e
 member: seed (so init, shuffle order and dropout masks), dropout rates, init, optimizer, lr,
 momentum, weight decay, schedule and label smoothing.
 
-Equivalence with `train.run` is the contract: each member draws the same initial weights (its
-model is built by `build_fcn` under its seed, then stacked), the same shuffle order and the same
-dropout masks (the same generators, drawn in the same order and sizes, see `train.generators`),
-and normalises with its own batch statistics. Its optimizer and lr schedule are `run`'s
-(`optim.Update`: torch's own kernel, called directly) over views of its slice of the stacked
-tensors and of the stacked moments. Slice k of a stacked tensor is contiguous, so the
-fused kernels update a member in one pass over memory.
+Equivalence with `train.fit` is the contract: each member starts where it would alone
+(`train.init_model`: the same initial weights, shuffle order and dropout-mask generator), draws
+its masks in the same order and sizes, and normalises with its own batch statistics. Its
+optimizer and lr schedule are `fit`'s (`optim.Update`: torch's own kernel, called directly) over
+views of its slice of the stacked tensors and of the stacked moments. Slice k of a stacked tensor
+is contiguous, so the fused kernels update a member in one pass over memory. The epochs, metrics,
+best-epoch rule and endings are `train.lifecycle`'s, the same code a solo run goes through.
 
 One kernel call per member, not one elementwise update over the whole stack with per-member
-hyperparameters as (K, 1, 1) tensors: an Adam step written as tensor operations takes about nine
-passes over parameters, gradients and moments where the fused kernel takes one, and a pack of 8
-784-1024-256-10 nets (140 MB of them) does not fit in cache, so the stacked version measured 4.5x
-slower than K fused calls on this project's CPU. K calls cost a few microseconds each.
+hyperparameters as (K, 1, 1) tensors: an Adam step written as tensor operations makes several
+passes over parameters, gradients and moments where the fused kernel makes one, and a pack's
+state does not fit in cache, so K fused calls are the faster way (README, Speed).
 
-What differs is the order of some floating-point sums (a batched
-matrix multiply against a plain one), so the metrics agree to float tolerance; each tracker
-receives what `run` would send it, best weights included as a plain `build_fcn` state dict.
+What differs is the order of some floating-point sums (a batched matrix multiply against a plain
+one), so the metrics agree to float tolerance (tests/test_packed.py states the contract); each
+tracker receives what `fit` would send it, best weights included as a plain `build_fcn` state dict.
 
 A member whose loss turns NaN leaves the pack at the end of that epoch: NaN cannot leak into the
 others, since every operation is per member (batched products, per-channel batch norm, per-member

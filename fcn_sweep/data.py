@@ -38,7 +38,6 @@ CHECKSUMS: dict[str, tuple[str, str]] = {
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 VAL_SIZE = 10_000
 SPLIT_SEED = 20_170_828  # Fashion-MNIST's release date; any fixed value would do
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FIX = "install Debian's dataset-fashion-mnist, or pass --data-dir DIR holding the four FashionMNIST IDX files"
 
 

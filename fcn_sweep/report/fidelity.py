@@ -35,8 +35,9 @@ def _n(k: int, word: str) -> str:
 
 
 def cut_short(r: RunRecord) -> bool:
-    """Stopped before the end of its budget (by Hyperband or another stop): its best is an early best."""
-    return r.state == "stopped"
+    """Stopped before the end of its budget (by Hyperband or another stop): its best is an early best.
+    A stop that lands with the last epoch cut nothing."""
+    return r.state == "stopped" and len(r.history) < r.config.epochs
 
 
 def truncated(study: Study) -> list[RunRecord]:

@@ -4,9 +4,10 @@ to the report folder)."""
 
 from __future__ import annotations
 
+from ..formatting import pm, value
 from . import analysis as an
+from . import captions
 from .figures import Figure
-from .html import _f, pm
 from .load import Study
 
 TOP = 5  # a write-up's table; the HTML has the full leaderboard
@@ -19,49 +20,63 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *map(line, rows)]
 
 
+def correlation(i: an.Importance) -> str:
+    if i.correlation is None:
+        return "–"
+    return f"{i.measure} = {i.correlation:+.2f}" + (" (log10)" if i.log else "")
+
+
 def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str:
     out = [f"# Study report: {study.name}", ""]
     counts = ", ".join(f"{k} {v}" for k, v in results.diagnostics.counts.items() if v)
     out.append(f"- {len(study.runs)} run attempts ({counts}); swept: {', '.join(study.swept) or 'nothing'}.")
     if results.leaderboard:
         b = results.leaderboard[0]
-        cfg = ", ".join(f"{k}={_f(v)}" for k, v in b.values.items()) or "(the only config)"
+        cfg = ", ".join(f"{k}={value(v)}" for k, v in b.values.items()) or "(the only config)"
         out.append(
             f"- Best config by validation accuracy: {cfg}: val acc {pm(b.val)}, test acc {pm(b.test)} "
             f"({b.val.n} seed{'s' if b.val.n > 1 else ''}; mean ± std)."
         )
     if results.importance:
         ranked = ", ".join(f"{i.name} ({i.importance:.2f})" for i in results.importance)
-        out.append(f"- Parameter importance (random forest): {ranked}.")
+        out.append(f"- Parameter importance (random forest) over {results.basis.describe}: {ranked}.")
+    if results.early:
+        ranked = ", ".join(f"{i.name} ({i.importance:.2f})" for i in results.early)
+        out.append(f"- Parameter importance over {results.early_basis.describe}: {ranked}.")
     for ab in results.ablations:
-        deltas = ", ".join(f"{_f(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s is not None)
+        deltas = ", ".join(f"{value(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s)
+        wins = ", ".join(f"{value(v)} {w}" for v, w in ab.wins.items())
         if ab.rows:
             out.append(
                 f"- Ablation of {ab.param} ({len(ab.rows)} matched settings): mean Δ val acc vs "
-                f"{_f(ab.reference)}: {deltas}; wins: " + ", ".join(f"{_f(v)} {w}" for v, w in ab.wins.items()) + "."
+                f"{value(ab.reference)}: {deltas}; wins: {wins}."
             )
-    problems = [p for p in results.diagnostics.problems]
-    out.append(f"- Diverged, stopped or crashed: {len(problems)}.")
+    out += [f"- {line}" for line in captions.stop_lines(results.diagnostics)]
     if results.leaderboard:
         out += ["", "## Leaderboard", ""]
         out += md_table(
             ["#", *study.swept, "seeds", "val acc", "test acc", "epochs to best", "params"],
             [
-                [str(k), *(_f(e.values[p]) for p in study.swept), str(e.val.n), pm(e.val), pm(e.test),
+                [str(k), *(value(e.values[p]) for p in study.swept), str(e.val.n), pm(e.val), pm(e.test),
                  pm(e.best_epoch, 1), f"{e.n_params:,}" if e.n_params else "–"]
                 for k, e in enumerate(results.leaderboard[:TOP], 1)
             ],
         )  # fmt: skip
-    if results.importance:
-        out += ["", "## Parameter importance", ""]
-        out += md_table(
-            ["parameter", "importance", "correlation", "mean val acc per value"],
-            [
-                [i.name, f"{i.importance:.3f}", "–" if i.correlation is None else f"{i.measure} = {i.correlation:+.2f}",
-                 "; ".join(f"{_f(lv.value)}: {pm(lv.val)}" for lv in i.marginal)]
-                for i in results.importance
-            ],
-        )  # fmt: skip
+    for title, imp, basis in (
+        ("Parameter importance", results.importance, results.basis),
+        ("Parameter importance at the first bracket", results.early, results.early_basis),
+    ):
+        if imp:
+            out += ["", f"## {title}", "", f"Over {basis.describe}.", ""]
+            out += md_table(
+                ["parameter", "importance", "correlation", f"mean {basis.name} per value or bin (n)"],
+                [
+                    [i.name, f"{i.importance:.3f}",
+                     correlation(i),
+                     "; ".join(f"{lv.label}: {pm(lv.val)} ({lv.val.n})" for lv in i.marginal)]
+                    for i in imp
+                ],
+            )  # fmt: skip
     out += ["", "## Figures", ""]
     for f in figures.values():
         out += [f"![{f.title}](figures/{f.path.name})", "", f"*{f.title}.* {f.caption}", ""]

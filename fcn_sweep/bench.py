@@ -38,7 +38,7 @@ from . import data as data_mod
 from . import packed as packed_mod
 from .config import RunConfig
 from .model import build_fcn, use_generator
-from .optim import Update
+from .optim import Optimizer
 from .train import generators, seed_everything, train_epoch
 
 TRAIN_SIZE = 50_000  # one epoch of the project's training split
@@ -116,7 +116,7 @@ def project_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> 
     seed_everything(cfg.seed)
     shuffle, masks = generators(cfg.seed, data.device)
     model = use_generator(build_fcn(cfg).to(data.device), masks)
-    opt = Update(model.parameters(), cfg)
+    opt = Optimizer(model.parameters(), cfg)
     split = _first(data.train, steps * cfg.batch_size)
     return lambda: _timed(data.device, lambda: train_epoch(model, opt, split, cfg, shuffle))
 
@@ -141,7 +141,7 @@ def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, updat
     grads_x = [torch.empty_like(a) for a in acts]
     for w, g in zip(weights, grads_w, strict=True):
         w.grad = g
-    opt = Update(weights, cfg) if update else None  # its moments are memory the plain floor must not touch
+    opt = Optimizer(weights, cfg) if update else None  # its moments are memory the plain floor must not touch
 
     def train() -> None:
         for _ in range(steps):

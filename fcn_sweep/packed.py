@@ -15,7 +15,7 @@ Equivalence with `train.run` is the contract: each member draws the same initial
 model is built by `build_fcn` under its seed, then stacked), the same shuffle order and the same
 dropout masks (the same generators, drawn in the same order and sizes, see `train.generators`),
 and normalises with its own batch statistics. Its optimizer and lr schedule are `run`'s
-(`optim.Update`: torch's own kernel, called directly) over views of its slice of the stacked
+(`optim.Optimizer`: torch's own kernel, called directly) over views of its slice of the stacked
 tensors and of the stacked moments. Slice k of a stacked tensor is contiguous, so the
 fused kernels update a member in one pass over memory.
 
@@ -49,7 +49,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import ACTIVATIONS, build_fcn, dropout_threshold, keep_mask, param_count
-from .optim import Update, zero_moments
+from .optim import Optimizer, zero_moments
 from .train import EVAL_BATCH, RunResult, Tracker, generators, seed_everything
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
@@ -84,12 +84,12 @@ class _Member:
     shuffle: torch.Generator
     masks: torch.Generator
     keys: list[tuple[str, str]]  # state-dict prefix of each Linear and of the BatchNorm after it ("" if none)
-    update: Update | None = None  # over views of this member's slice of the pack's tensors and moments
+    update: Optimizer | None = None  # over views of this member's slice of the pack's tensors and moments
 
     def point_optimizer_at(self, params: list[torch.Tensor], moments: tuple[list, list]) -> None:
         """Build the member's optimizer over `params` (views) and `moments`, or move it there."""
         if self.update is None:
-            self.update = Update(params, self.cfg, moments)
+            self.update = Optimizer(params, self.cfg, moments)
         else:
             self.update.params, self.update.moments = params, moments
 

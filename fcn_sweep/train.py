@@ -25,7 +25,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import build_fcn, param_count, use_generator
-from .optim import Update
+from .optim import Optimizer
 
 METRIC_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 EVAL_BATCH = 8192
@@ -88,7 +88,7 @@ def generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.
 
 def train_epoch(
     model: nn.Module,
-    opt: Update,
+    opt: Optimizer,
     split: data_mod.Split,
     cfg: RunConfig,
     generator: torch.Generator,
@@ -139,7 +139,7 @@ def run(
     seed_everything(cfg.seed)
     shuffle, masks = generators(cfg.seed, data.device)
     model = use_generator(build_fcn(cfg).to(data.device), masks)
-    update = Update(model.parameters(), cfg)
+    update = Optimizer(model.parameters(), cfg)
     result = RunResult(cfg, "finished", param_count(model))
     tracker.start(cfg, {"params": result.params, "device": str(data.device), "train_size": len(data.train)})
 

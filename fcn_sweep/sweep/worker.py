@@ -94,12 +94,12 @@ def warm_up(device: str, wandb_mode: str) -> None:
     import torch
 
     from ..model import build_fcn
-    from ..optim import Update
+    from ..optim import Optimizer
 
     if wandb_mode != "disabled":
         tracking.warm_up_wandb()
     model = build_fcn(RunConfig(hidden=(8,))).to(device)
-    update = Update(model.parameters(), RunConfig())
+    update = Optimizer(model.parameters(), RunConfig())
     model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
     update.step()
 

@@ -56,8 +56,9 @@ def check_writable(path: str | os.PathLike, flag: str) -> None:
             pass
     except OSError as e:
         raise UsageError(
-            f"{flag} {path}: cannot write in {existing} ({e.strerror}); run as its owner "
-            f'(in Docker: docker run --user "$(id -u):$(id -g)") or give a writable directory or mount'
+            f"{flag} {path}: cannot write in {existing} ({e.strerror}); write as its owner (in Docker: "
+            f'mkdir it yourself, not Docker as root, and docker run --user "$(id -u):$(id -g)") or choose a '
+            "writable directory or mount"
         ) from None
 
 

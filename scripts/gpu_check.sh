@@ -102,13 +102,12 @@ for pack in "${packs[@]}"; do
     fi
 done
 
-missing=""
-for module in sweeps sqlalchemy; do has_module "$module" || missing="$missing $module"; done
-if [ -z "$missing" ]; then
+# What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
+if missing=$("$PYTHON" -c "import sweeps, fcn_sweep.sweep.runner, fcn_sweep.sweep.worker" 2>&1); then
     step sweep-smoke 300 "$PYTHON" -m fcn_sweep sweep sweeps/smoke.yaml "${gpus[@]}" --pack "$sweep_pack" \
         --wandb disabled --quiet --out "$OUT/sweep-smoke"
 else
-    skip sweep-smoke "not installed for $PYTHON:$missing (the local sweep's engine and store)"
+    skip sweep-smoke "$(echo "$missing" | tail -1) (the local sweep's engine and store)"
 fi
 
 # The image reproduces a bare run: same seed, same tiny config, metrics compared without timings.

@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         trackers.append(wb)
     trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
-    guard = WriteGuard(tracking.Trackers(trackers), stop, rundir.path)
+    guard = tracking.WriteGuardTracker(tracking.Trackers(trackers), stop, rundir.path)
     result = fit(cfg, guard, data=data, device=device, should_stop=stop.is_set)
     if guard.error is not None:
         model = rundir.path / "model.safetensors"
@@ -106,37 +106,6 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     if mode == "offline":
         print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: wandb sync {wb.sync_dir}", file=sys.stderr)
     return 0
-
-
-class WriteGuard:
-    """Wraps a run's trackers: a write that fails (a full disk, a mount gone read-only) stops the
-    run at the next batch instead of killing it with a traceback, and the run ends `crashed` with
-    its best weights saved if the disk takes them. Temporary files a failed write left are removed."""
-
-    def __init__(self, tracker, stop: threading.Event, rundir: Path):
-        self.tracker, self.stop, self.rundir = tracker, stop, rundir
-        self.error: str | None = None
-
-    def _guarded(self, event: Callable[[], None]) -> None:
-        try:
-            event()
-        except OSError as e:
-            self.error = self.error or f"writing {e.filename or self.rundir} failed ({e.strerror or e})"
-            self.stop.set()
-            for tmp in self.rundir.glob("*.tmp"):
-                tmp.unlink(missing_ok=True)
-
-    def start(self, cfg: RunConfig, info: dict) -> None:
-        self._guarded(lambda: self.tracker.start(cfg, info))
-
-    def log_epoch(self, metrics: dict[str, float]) -> None:
-        if self.error is None:
-            self._guarded(lambda: self.tracker.log_epoch(metrics))
-
-    def finish(self, result) -> None:
-        if self.error is not None:
-            result.status = "crashed"
-        self._guarded(lambda: self.tracker.finish(result))
 
 
 def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:

@@ -14,8 +14,8 @@ from fcn_sweep import data as data_mod
 from fcn_sweep import optim
 from fcn_sweep.config import OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn
-from fcn_sweep.packed import run_packed
-from fcn_sweep.train import run
+from fcn_sweep.packed import fit_packed
+from fcn_sweep.train import fit
 
 from .conftest import TINY, real_data_available
 from .test_optim import TORCH
@@ -68,8 +68,8 @@ def test_the_kernels_run_on_the_device_and_are_torchs_step_bit_for_bit(optimizer
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_packed_member_is_its_run_alone_on_the_device(device_data, optimizer):
     cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True))
-    alone = [run(c, data=device_data, device=DEVICE) for c in cfgs]
-    together = run_packed(cfgs, data=device_data, device=DEVICE)
+    alone = [fit(c, data=device_data, device=DEVICE) for c in cfgs]
+    together = fit_packed(cfgs, data=device_data, device=DEVICE)
     for a, p in zip(alone, together, strict=True):
         assert p.status == a.status == "finished"
         assert history_mismatch(a.history, p.history, tolerance(a.cfg)) == []
@@ -77,9 +77,9 @@ def test_each_packed_member_is_its_run_alone_on_the_device(device_data, optimize
 
 def test_runs_and_packs_repeat_bit_for_bit_on_the_device(device_data):
     cfg = replace(TINY, optimizer="adam", lr=1e-3, batch_norm=True, dropout=0.3)
-    first, again = run(cfg, data=device_data, device=DEVICE), run(cfg, data=device_data, device=DEVICE)
+    first, again = fit(cfg, data=device_data, device=DEVICE), fit(cfg, data=device_data, device=DEVICE)
     assert without_times(first.history) == without_times(again.history)
     cfgs = variants(cfg)
-    packs = [run_packed(cfgs, data=device_data, device=DEVICE) for _ in range(2)]
+    packs = [fit_packed(cfgs, data=device_data, device=DEVICE) for _ in range(2)]
     for a, b in zip(*packs, strict=True):
         assert without_times(a.history) == without_times(b.history)

@@ -145,7 +145,7 @@ def test_a_packed_member_without_the_kernel_trains_as_it_would_alone(monkeypatch
     monkeypatch.delattr(torch, "_fused_adam_")
     cfgs = [replace(TINY, epochs=1, optimizer="adam", lr=1e-3, seed=seed) for seed in (0, 1)]
     with pytest.warns(RuntimeWarning, match="torch.optim.Adam"):
-        alone = [train.run(cfg, data=fashion) for cfg in cfgs]
-        together = packed.run_packed(cfgs, data=fashion)
+        alone = [train.fit(cfg, data=fashion) for cfg in cfgs]
+        together = packed.fit_packed(cfgs, data=fashion)
     for a, p in zip(alone, together, strict=True):
         assert not history_mismatch(a.history, p.history, tolerance(a.cfg))

@@ -4,6 +4,7 @@ A disk that fills during a run: the run ends `crashed`, its best model kept."""
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import subprocess
 import sys
@@ -60,20 +61,20 @@ def test_unwritable_output_exits_2_naming_the_path_and_the_fix(tmp_path, case, c
 
 @needs_data
 def test_a_disk_that_fills_mid_run_ends_it_crashed_with_its_best_model(tmp_path, monkeypatch, capsys):
-    write = tracking.RunDir.log_epoch
+    write = tracking.RunDirTracker.log_epoch
 
     def full_on_epoch_2(self, metrics):
         if metrics["epoch"] == 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "metrics.jsonl"))
         write(self, metrics)
 
-    monkeypatch.setattr(tracking.RunDir, "log_epoch", full_on_epoch_2)
+    monkeypatch.setattr(tracking.RunDirTracker, "log_epoch", full_on_epoch_2)
     monkeypatch.setattr(cli_mod, "stop_on_signals", lambda: cli_mod.threading.Event())
     code = cli_mod.main(["train", "--out", str(tmp_path), *TINY_ARGS, "--epochs=4"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     (run,) = tmp_path.iterdir()
-    summary = tracking.json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "crashed" and summary["best_epoch"] in (1, 2)  # not 3 or 4: it stopped
     assert "No space left on device" in err[-1] and "ended crashed" in err[-1], err
     assert f"epoch {summary['best_epoch']}" in err[-1], err

@@ -68,7 +68,8 @@ DIALECTS = {
     ),
     "postgresql": Dialect(
         make_engine=_postgresql_engine,
-        now=lambda: literal_column("(extract(epoch from clock_timestamp())::float8)"),
+        # statement_timestamp: one value for every row a statement touches, newer with each statement
+        now=lambda: literal_column("(extract(epoch from statement_timestamp())::float8)"),
         lock=_pg_lock,
     ),
 }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, distinct, func, insert, inspect, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, distinct, func, insert, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ...config import RunConfig
@@ -34,6 +34,26 @@ DONE = or_(
     runs.c.status.in_(("finished", "diverged")),
     and_(runs.c.status == "stopped", func.coalesce(runs.c.stop_reason, "") != "interrupted"),
 )
+
+
+_PENDING = and_(runs.c.sweep_id == bindparam("sid"), runs.c.status == "pending")
+_BUDGET = select(sweeps.c.budget).where(sweeps.c.id == bindparam("sid"))
+# See dialects for what FOR UPDATE SKIP LOCKED does on each backend.
+_FIRST_PENDING = (
+    select(runs.c.id, runs.c.pack_key)
+    .where(_PENDING)
+    .order_by(runs.c.slot, runs.c.created)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_SAME_SHAPE = (
+    select(runs.c.id)
+    .where(_PENDING, runs.c.pack_key == bindparam("key"), runs.c.id != bindparam("first"))
+    .order_by(runs.c.slot, runs.c.created)
+    .limit(bindparam("n"))
+    .with_for_update(skip_locked=True)
+)
+_STOP_REQUESTED = select(runs.c.id).where(runs.c.id.in_(bindparam("ids", expanding=True)), runs.c.should_stop)
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,13 @@ class Store:
         self.dialect = DIALECTS[self.url.get_backend_name()]
         self._local = threading.local()
         self.engine = self.dialect.make_engine(self.url, self._local)
+        # The hot statements (a claim, a heartbeat), built once: building one costs more than running it.
+        ids = bindparam("ids", expanding=True)
+        self._beat = update(runs).where(runs.c.id.in_(ids)).values(heartbeat=self.dialect.now())
+        now = self.dialect.now()  # one value for a whole pack: its members share their start
+        _claim = update(runs).where(runs.c.id.in_(ids))
+        _claim = _claim.values(status="running", worker=bindparam("worker"), host=bindparam("host"), heartbeat=now)
+        self._claim = _claim.values(started=now).returning(*runs.c)
         try:
             with self._read() as conn:
                 conn.execute(select(1))
@@ -255,47 +282,32 @@ class Store:
         """The next pending run and up to `limit - 1` more pending runs of the same `pack_key`, in
         sweep order, all now running under `worker`: a pack (`--pack`). Fewer when fewer match or
         the claim budget runs out; empty when nothing is pending. See dialects for the locking."""
-        mine = and_(runs.c.sweep_id == self._sid, runs.c.status == "pending")
+        sid = self._sid
         with self._write() as conn:
-            budget = conn.execute(select(sweeps.c.budget).where(sweeps.c.id == self._sid)).scalar_one()
+            budget = conn.execute(_BUDGET, {"sid": sid}).scalar_one()
             if budget is not None:  # claims against a budget are counted one transaction at a time
-                q = select(sweeps.c.budget).where(sweeps.c.id == self._sid).with_for_update()
-                budget = conn.execute(q).scalar_one()
+                budget = conn.execute(_BUDGET.with_for_update(), {"sid": sid}).scalar_one()
                 limit = min(limit, budget)
             if limit <= 0:
                 return []
-            order = (runs.c.slot, runs.c.created)
-            first = conn.execute(
-                select(runs.c.id, runs.c.pack_key)
-                .where(mine)
-                .order_by(*order)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
+            first = conn.execute(_FIRST_PENDING, {"sid": sid}).first()
             if first is None:
                 return []
             ids = [first.id]
             if limit > 1:
-                same = and_(mine, runs.c.pack_key == first.pack_key, runs.c.id != first.id)
-                q = select(runs.c.id).where(same).order_by(*order).limit(limit - 1).with_for_update(skip_locked=True)
-                ids += list(conn.execute(q).scalars())
-            now = conn.execute(select(self.dialect.now())).scalar_one()
-            conn.execute(
-                update(runs)
-                .where(runs.c.id.in_(ids))
-                .values(status="running", worker=worker, host=host, heartbeat=now, started=now)
-            )
+                more = {"sid": sid, "key": first.pack_key, "first": first.id, "n": limit - 1}
+                ids += list(conn.execute(_SAME_SHAPE, more).scalars())
+            claimed = conn.execute(self._claim, {"ids": ids, "worker": worker, "host": host})
+            rows = {r.id: StoredRun.from_row(r) for r in claimed}
             if budget is not None:
-                conn.execute(update(sweeps).where(sweeps.c.id == self._sid).values(budget=budget - len(ids)))
-            rows = {r.id: StoredRun.from_row(r) for r in conn.execute(select(runs).where(runs.c.id.in_(ids)))}
+                conn.execute(update(sweeps).where(sweeps.c.id == sid).values(budget=budget - len(ids)))
         return [rows[i] for i in ids]
 
     def heartbeat(self, run_ids: list[str]) -> set[str]:
         """Records that the runs (a worker's claim) are alive, in one write; returns those asked to stop."""
         with self._write() as conn:
-            conn.execute(update(runs).where(runs.c.id.in_(run_ids)).values(heartbeat=self.dialect.now()))
-            q = select(runs.c.id).where(runs.c.id.in_(run_ids), runs.c.should_stop)
-            return set(conn.execute(q).scalars())
+            conn.execute(self._beat, {"ids": run_ids})
+            return set(conn.execute(_STOP_REQUESTED, {"ids": run_ids}).scalars())
 
     def log_epoch(self, run_id: str, epoch_metrics: dict) -> None:
         epoch = epoch_metrics["epoch"]

@@ -152,8 +152,9 @@ def bayes(dbs: Databases, backend: str, finished: int) -> None:
     store = new_store(dbs.fresh(backend), sweep)
     ctl = Controller(store)
     ctl.top_up(finished)
-    for r in store.claim_many("bench", finished):
-        store.finish(r.id, "finished", {"best_val_acc": rng.uniform(0.8, 0.9)})
+    while claimed := store.claim_many("bench", finished):
+        for r in claimed:
+            store.finish(r.id, "finished", {"best_val_acc": rng.uniform(0.8, 0.9)})
     t = time.perf_counter()
     with store.exclusive():
         ctl.top_up(1)
@@ -165,6 +166,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", metavar="URL", help="a PostgreSQL server to create scratch databases on")
     args = parser.parse_args()
+    # One-off imports (the engine's scipy, torch for pack keys) are not a cost of either backend.
+    import fcn_sweep.packed  # noqa: F401
+    from fcn_sweep.sweep.spec import engine
+
+    engine()
     with tempfile.TemporaryDirectory() as tmp:
         server = throwaway_postgres() if args.store is None else contextmanager(lambda: iter([args.store]))()
         with server as pg_url:

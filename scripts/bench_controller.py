@@ -1,61 +1,187 @@
-"""What the local controller costs per proposal, measured on the study's 5,832-run grid and a bayes
-sweep: the time to plan (engine enumeration + store insert), to claim a run (one transaction), and
-for bayes, to propose one run given N finished ones. Prints milliseconds; no thresholds.
+"""What the sweep store and the controller cost, on SQLite and PostgreSQL side by side: planning the
+study's 5,832-run grid (engine enumeration + store insert), one claim and one pack-of-8 claim with
+5,000 pending, 16 concurrent claimer processes draining 2,000 runs (each exactly once, and the rate
+they reach together), and for bayes, proposing one run given N finished ones. No thresholds.
 
-    .venv/bin/python scripts/bench_controller.py
+    .venv/bin/python scripts/bench_controller.py [--store postgresql://USER@HOST:PORT/DB]
+
+Without --store it starts a throwaway PostgreSQL server with scripts/postgres_local.sh (as the
+`postgres` user when run as root) and removes it after.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing as mp
+import os
 import random
+import secrets
+import shutil
+import socket
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from sqlalchemy import create_engine, text
 
 from fcn_sweep.config import RunConfig
 from fcn_sweep.sweep.controller import Controller
 from fcn_sweep.sweep.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
+CLAIMERS, CLAIMED_RUNS = 16, 2000
 
 
-def grid() -> None:
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="fcn-bench-pg-"))
+    root.chmod(0o777)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    cmd = [*as_server, str(REPO / "scripts" / "postgres_local.sh"), str(root / "pg"), "--port", str(port)]
+    url = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    user = url.split("://", 1)[1].split("@", 1)[0]
+    password = (root / "pg" / "password").read_text().strip()
+    try:
+        yield url.replace(f"://{user}@", f"://{user}:{password}@")
+    finally:
+        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+        subprocess.run([*as_server, str(pg_ctl), "-D", str(root / "pg" / "data"), "-m", "fast", "stop"], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Databases:
+    """A fresh, empty store per measurement: a SQLite file, or a new PostgreSQL database."""
+
+    def __init__(self, pg_url: str, tmp: Path):
+        self.pg_url, self.tmp = pg_url, tmp
+
+    def fresh(self, backend: str) -> str:
+        name = "bench_" + secrets.token_hex(4)
+        if backend == "sqlite":
+            return f"sqlite:///{self.tmp / name}.db"
+        admin = create_engine(
+            self.pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        return self.pg_url.rsplit("/", 1)[0] + "/" + name
+
+
+def new_store(url: str, sweep: dict, **options) -> Store:
+    store = Store(url)
+    store.create_sweep("bench", sweep, **options)
+    return store
+
+
+def grid(dbs: Databases, backend: str) -> None:
     sweep = yaml.safe_load((REPO / "sweeps" / "grid.yaml").read_text())
-    with tempfile.TemporaryDirectory() as d:
-        store = Store(Path(d) / "sweep.db")
+    store = new_store(dbs.fresh(backend), sweep, order="random")
+    t = time.perf_counter()
+    with store.exclusive():
+        Controller(store).plan()
+    plan_s = time.perf_counter() - t
+    n = store.counts()["pending"]
+    print(f"{backend:10s} grid: {n} slots planned in {plan_s:.2f} s ({1e3 * plan_s / n:.3f} ms a slot)")
+    store.close()
+
+
+def claims(dbs: Databases, backend: str) -> None:
+    store = new_store(dbs.fresh(backend), {"method": "grid"})
+    shapes = [(64,), (128,), (256, 64), (512, 128)]
+    store.add((f"r{i}", i, i, 0, RunConfig(hidden=shapes[i % 4], seed=i), {}) for i in range(5000 + 100 * 9))
+    per = {}
+    for pack, n in ((1, 100), (8, 100)):
         t = time.perf_counter()
-        Controller(store, sweep, RunConfig(), order="random").plan()
-        plan_s = time.perf_counter() - t
-        n = store.counts()["pending"]
-        t = time.perf_counter()
-        claims = 500
-        for _ in range(claims):
-            store.claim("bench")
-        claim_s = (time.perf_counter() - t) / claims
+        for _ in range(n):
+            got = store.claim_many("bench", pack)
+        per[pack] = (time.perf_counter() - t) / n
+        assert len(got) == pack
+    left = store.counts()["pending"]
     print(
-        f"grid: {n} proposals planned in {plan_s:.2f} s = {1e3 * plan_s / n:.3f} ms per proposal; "
-        f"claim {1e3 * claim_s:.2f} ms per run"
+        f"{backend:10s} claim with >={left} pending: one run {1e3 * per[1]:.2f} ms, a pack of 8 {1e3 * per[8]:.2f} ms"
     )
+    store.close()
 
 
-def bayes(finished: int) -> None:
+def _claimer(url: str, name: str, start, out) -> None:
+    store = Store(url)
+    start.wait(timeout=120)
+    got = []
+    while claimed := store.claim_many(name, 1):
+        got.append(claimed[0].id)
+    out.put((got, time.time()))
+
+
+def concurrent(dbs: Databases, backend: str) -> None:
+    url = dbs.fresh(backend)
+    store = new_store(url, {"method": "grid"})
+    store.add((f"r{i}", i, i, 0, RunConfig(), {}) for i in range(CLAIMED_RUNS))
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(CLAIMERS + 1), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(url, f"c{i}", start, out)) for i in range(CLAIMERS)]
+    for p in procs:
+        p.start()
+    start.wait(timeout=300)
+    t0 = time.time()
+    results = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    flat = [i for got, _ in results for i in got]
+    elapsed = max(end for _, end in results) - t0
+    once = sorted(flat) == sorted(f"r{i}" for i in range(CLAIMED_RUNS))
+    busy = sum(1 for got, _ in results if got)
+    print(
+        f"{backend:10s} {CLAIMERS} claimer processes, {CLAIMED_RUNS} runs: "
+        f"{'each claimed exactly once' if once else 'DUPLICATES OR LOSSES'} ({len(flat)} claims, {busy} processes "
+        f"got some) in {elapsed:.2f} s = {len(flat) / elapsed:.0f} claims/s together"
+    )
+    store.close()
+
+
+def bayes(dbs: Databases, backend: str, finished: int) -> None:
     sweep = yaml.safe_load((REPO / "sweeps" / "bayes.yaml").read_text())
     rng = random.Random(0)
-    with tempfile.TemporaryDirectory() as d:
-        store = Store(Path(d) / "sweep.db")
-        ctl = Controller(store, sweep, RunConfig())
-        ctl.top_up(finished)
-        for r in store.runs(["pending"]):
-            store.claim("bench")
+    store = new_store(dbs.fresh(backend), sweep)
+    ctl = Controller(store)
+    ctl.top_up(finished)
+    while claimed := store.claim_many("bench", finished):
+        for r in claimed:
             store.finish(r.id, "finished", {"best_val_acc": rng.uniform(0.8, 0.9)})
-        t = time.perf_counter()
+    t = time.perf_counter()
+    with store.exclusive():
         ctl.top_up(1)
-        print(f"bayes: one proposal with {finished} finished runs: {1e3 * (time.perf_counter() - t):.0f} ms")
+    print(f"{backend:10s} bayes: one proposal with {finished} finished runs: {1e3 * (time.perf_counter() - t):.0f} ms")
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", metavar="URL", help="a PostgreSQL server to create scratch databases on")
+    args = parser.parse_args()
+    # One-off imports (the engine's scipy, torch for pack keys) are not a cost of either backend.
+    import fcn_sweep.packed  # noqa: F401
+    from fcn_sweep.sweep.spec import engine
+
+    engine()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = throwaway_postgres() if args.store is None else contextmanager(lambda: iter([args.store]))()
+        with server as pg_url:
+            dbs = Databases(pg_url, Path(tmp))
+            for measure in (grid, claims, concurrent):
+                for backend in ("sqlite", "postgresql"):
+                    measure(dbs, backend)
+            for n in (10, 100):
+                for backend in ("sqlite", "postgresql"):
+                    bayes(dbs, backend, n)
 
 
 if __name__ == "__main__":
-    grid()
-    for n in (10, 100, 300):
-        bayes(n)
+    main()

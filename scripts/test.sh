@@ -4,11 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# Headless Chromium, for tests only: the report's browser test loads report.html in it (skipped only where it is absent).
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+# For tests only: headless Chromium (the report's browser test loads report.html in it) and PostgreSQL's
+# server binaries (the store tests start a throwaway server of their own and stop it; nothing runs as a service).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian's package starts a cluster as a service; the tests need only the binaries.
+    if command -v pg_ctlcluster >/dev/null; then
+        for conf in /etc/postgresql/*/main; do
+            [ -d "$conf" ] || continue
+            version=$(basename "$(dirname "$conf")")
+            $sudo pg_ctlcluster "$version" main stop 2>/dev/null || true
+        done
+    fi
 fi
 
 .venv/bin/ruff check .

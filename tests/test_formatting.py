@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from fcn_sweep import formatting
-from fcn_sweep.config import RunConfig
 from fcn_sweep.report import binning
 from fcn_sweep.report.load import Study
 from fcn_sweep.sweep.controller import Controller
@@ -67,21 +66,22 @@ def test_bins_hold_every_value_once_in_at_most_eight_ordered_rows(log):
     assert binning.bins([0.1, 0.2, 0.3], log) is None  # few values: listed one by one
 
 
-def grid_controller(tmp_path, repeats: int) -> Controller:
-    store = Store.in_dir(tmp_path)
-    sweep = {"method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
+def make_controller(directory, method: str, repeats: int) -> Controller:
+    directory.mkdir()
+    store = Store.in_dir(directory)
+    sweep = {"method": method, "metric": {"name": "val/acc", "goal": "maximize"},
              "parameters": {"lr": {"values": [0.1, 0.01, 0.001]}}}  # fmt: skip
-    controller = Controller(store, sweep, RunConfig(), repeats=repeats)
+    store.create_sweep(method, sweep, repeats=repeats)
+    controller = Controller(store)
     controller.plan()
     return controller
 
 
 def test_the_progress_counts_to_what_was_asked_for(tmp_path):
-    controller = grid_controller(tmp_path, repeats=2)
+    controller = make_controller(tmp_path / "grid", "grid", repeats=2)
     assert asked_for(controller, SweepOptions(count=30)) == 30
     assert asked_for(controller, SweepOptions()) == 6  # the whole grid, every seed
-    unbounded = Controller(controller.store, {**controller.sweep, "method": "random"}, RunConfig())
-    assert asked_for(unbounded, SweepOptions()) is None
+    assert asked_for(make_controller(tmp_path / "random", "random", repeats=1), SweepOptions()) is None
     for total, per_invocation, shows in ((30, True, "0/30"), (6, False, "0/6"), (None, True, "0/?")):
         out = io.StringIO()
         display = Display(controller.store, ["w0"], True, total, per_invocation, file=out, live=True)

@@ -19,7 +19,8 @@ import pytest
 from fcn_sweep import cli as cli_mod
 from fcn_sweep.config import RunConfig
 from fcn_sweep.report import analysis, build, load
-from fcn_sweep.sweep.store import DONE, Run, Store
+from fcn_sweep.sweep.store import Store
+from fcn_sweep.sweep.store import StoredRun as Run
 
 from .browser import CHROMIUM, open_page
 from .conftest import REPO, cli, needs_data, real_data_available
@@ -92,8 +93,7 @@ def section(html: str, sid: str) -> str:
 def done_by_proposal(store: Store) -> dict[int, list[Run]]:
     """What the leaderboard must be built from, read straight from the store's rows."""
     out: dict[int, list[Run]] = defaultdict(list)
-    for row in store.db.execute(f"SELECT * FROM runs WHERE {DONE}"):
-        r = Run.from_row(row)
+    for r in store.done_runs():
         if r.summary.get("best_val_acc") is not None:
             out[r.proposal].append(r)
     return out

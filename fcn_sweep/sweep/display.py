@@ -17,7 +17,7 @@ from collections import Counter
 from typing import TextIO
 
 from .. import formatting
-from .store import Run, Store
+from .store import Store, StoredRun
 
 ENDED = ("finished", "diverged", "stopped", "crashed")
 
@@ -43,7 +43,7 @@ class Display:
         self.live = self.file.isatty() if live is None else live
         self.began = time.time()
         self.seen = {r.id for r in store.runs(ENDED)}
-        self.ended: list[Run] = []  # runs that ended during this invocation, in the order they did
+        self.ended: list[StoredRun] = []  # runs that ended during this invocation, in the order they did
         self.per_invocation = per_invocation
         self.bars = None
         if enabled and self.live:
@@ -55,7 +55,7 @@ class Display:
         ends), or slots done for good over the whole sweep."""
         return len(self.ended) if self.per_invocation else self.store.slots()[0]
 
-    def _collect(self) -> list[Run]:
+    def _collect(self) -> list[StoredRun]:
         new = sorted((r for r in self.store.runs(ENDED) if r.id not in self.seen), key=lambda r: r.ended or 0)
         self.seen.update(r.id for r in new)
         self.ended += new
@@ -65,8 +65,8 @@ class Display:
         return f"{self.done() if done is None else done}/{'?' if self.total is None else self.total}"
 
     # --- off a terminal: plain lines --------------------------------------------------------------
-    def run_line(self, r: Run, done: int | None = None) -> str:
-        status = r.state + (f" ({r.stop_reason})" if r.stop_reason else "")
+    def run_line(self, r: StoredRun, done: int | None = None) -> str:
+        status = r.status + (f" ({r.stop_reason})" if r.stop_reason else "")
         params = " ".join(f"{k}={formatting.value(r.params.get(k))}" for k in self.swept if k in r.params)
         val = formatting.metric(r.summary.get("best_val_acc"))
         return (
@@ -74,7 +74,7 @@ class Display:
         )
 
     def summary(self) -> str:
-        states = ", ".join(f"{k} {n}" for k, n in Counter(r.state for r in self.ended).items())
+        states = ", ".join(f"{k} {n}" for k, n in Counter(r.status for r in self.ended).items())
         best = self.store.best()
         top = f"; best val acc {formatting.metric(best.summary['best_val_acc'])} ({best.id})" if best else ""
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.began))
@@ -107,8 +107,8 @@ class Display:
             if r is None:
                 bar.set_description_str(f"{name}: idle", refresh=False)
             else:
-                last = self.store.history(r.id)[-1:] if r.epoch else []
-                val = f" val acc {last[0]['val/acc']:.4f}" if last else ""
+                last = self.store.last_epoch(r.id) if r.epoch else None
+                val = f" val acc {last['val/acc']:.4f}" if last else ""
                 bar.set_description_str(
                     f"{name}: {r.id} {r.config.arch} {r.config.optimizer} lr={formatting.sig(r.config.lr)} "
                     f"epoch {r.epoch}/{r.config.epochs}{val}",

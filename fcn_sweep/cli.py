@@ -196,7 +196,6 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     """`fcn-sweep sweep FILE --dry-run`: the runs to do and what they will cost on this machine."""
-    from .sweep.runner import _stored_sweep
     from .sweep.spec import SweepFileError, load_sweep
     from .sweep.store import Store
 
@@ -209,7 +208,7 @@ def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     if sweep is None and not existing:
         raise UsageError("give a sweep file (e.g. sweeps/smoke.yaml) or --resume DIR")
     store = Store.in_dir(directory) if existing else None
-    sweep = sweep or _stored_sweep(directory)
+    sweep = sweep or store.get("sweep")
     threads = max(1, (os.cpu_count() or 1) // workers)
     device = "cuda" if args.gpus else "cpu"
     print(_estimate(sweep, store, args.repeats, args.count, device, threads, args.pack, workers, 1, "machine"))

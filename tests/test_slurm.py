@@ -107,18 +107,22 @@ def test_agents_script_starts_the_agents_on_the_tasks_gpus(tmp_path):
     assert files_holding(tmp_path, API_KEY) == []
 
 
-def test_bad_input_exits_2_and_submits_nothing(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    make_sweep_dir(sweep_dir)
+def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
+    from fcn_sweep.cli import main
+
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
     cases = [
-        (["--array", "0"], {}, "--array must be a positive integer"),
-        (["--array", "2"], {"PATH": str(tmp_path / "empty")}, "sbatch is not on PATH"),
-        (["--array", "2", "--sbatch-arg=mem=4G"], {}, "is not one sbatch option"),
+        (["--array", "0"], "--array must be a positive integer"),
+        (["--array", "2", "--sbatch-arg=mem=4G"], "is not one sbatch option"),
+        (["--array", "2", "--cpus-per-task", "0"], "--cpus-per-task must be a positive integer"),
+        (["--array", "2", "--no-such-flag"], "unexpected arguments --no-such-flag"),
     ]
-    for args, env, message in cases:
-        done = cli("slurm", "workers", str(sweep_dir), *args, env=env)
-        assert done.returncode == 2, done.stderr
-        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    cases.append((["--array", "2"], "sbatch is not on PATH"))
+    for args, message in cases:
+        assert main(["slurm", "workers", str(sweep_dir), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (sweep_dir / "slurm").exists()
 
 
@@ -149,17 +153,21 @@ def make_sweep_dir(directory: Path, text: str = TINY_SWEEP) -> Path:
 
 
 @needs_data
-def test_dry_run_sizes_the_sweep_and_submits_nothing(tmp_path):
+def test_dry_run_sizes_the_sweep_and_submits_nothing(tmp_path, capsys):
+    """In this process (the imports are paid already): the array's plan and the local sweep's."""
+    from fcn_sweep.cli import main
+
     sweep_dir = make_sweep_dir(tmp_path / "sweep")
-    done = cli("slurm", "workers", str(sweep_dir), "--array", "3", "--dry-run")
-    assert done.returncode == 0, done.stderr
-    assert "2 run(s) to do" in done.stdout
-    assert "--pack 1: wall" in done.stdout and "--pack 4: wall" in done.stdout
+    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout if cluster_up() else ""
+    assert main(["slurm", "workers", str(sweep_dir), "--array", "3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) to do" in out and "--pack 1: wall" in out and "--pack 4: wall" in out, out
     assert not (sweep_dir / "slurm").exists()
+    if cluster_up():
+        assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
     # The local sweep's dry run: the same plan, nothing created.
-    local = cli("sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "local"), "--dry-run")
-    assert local.returncode == 0, local.stderr
-    assert "2 run(s) to do" in local.stdout and not (tmp_path / "local").exists()
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "local"), "--dry-run"]) == 0
+    assert "2 run(s) to do" in capsys.readouterr().out and not (tmp_path / "local").exists()
 
 
 @pytest.mark.slurm

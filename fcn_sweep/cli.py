@@ -149,16 +149,28 @@ def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_wandb_agent)
 
 
+def _store_url(given: str | None) -> str | None:
+    from .sweep.store import ENV
+
+    return given or os.environ.get(ENV) or None
+
+
 def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .sweep.runner import SweepOptions, run_sweep
     from .sweep.spec import SweepFileError
+    from .sweep.store import StoreError, without_password
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep sweep --help")
-    for name in ("workers", "count", "repeats", "pack"):
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be a non-negative integer, got {args.workers}")
+    for name in ("count", "repeats", "pack"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be a positive integer, got {value}")
+    store_url = _store_url(args.store)
+    if args.workers == 0 and not store_url:
+        raise UsageError("--workers 0 only creates a sweep for workers elsewhere; give it --store URL")
     gpus = _gpu_list(args.gpus)
     if gpus:
         resolve_device(f"cuda:{max(gpus)}")
@@ -177,17 +189,31 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
         wandb_mode=mode,
         progress=not args.quiet,
         pack=args.pack,
+        store=store_url,
+        name=args.name,
     )
     try:
-        directory = run_sweep(args.file, args.out, args.resume, opts)
-    except SweepFileError as e:
+        store, directory = run_sweep(args.file, args.out, args.resume, opts)
+    except (SweepFileError, StoreError) as e:
         raise UsageError(str(e)) from None
     from .sweep.status import render
-    from .sweep.store import Store
 
-    store = Store.in_dir(directory)
+    name = store.info.name
+    if opts.workers == 0:
+        pack = f" --pack {opts.pack}" if opts.pack > 1 else ""
+        print(f"sweep {name!r} is ready in {store.shown}; on each machine run:")
+        print(f"fcn-sweep worker {without_password(store.url)} --sweep {name}{pack} --out {directory}")
+        if store.url.password:
+            print("(the password is not shown: give it to workers by PGPASSWORD or ~/.pgpass)", file=sys.stderr)
+        store.close()
+        return 0
     print(render(store, top=5).split("\n\n")[0])
-    print(f"sweep dir: {directory}  (fcn-sweep status {directory}; fcn-sweep report {directory})")
+    if opts.store:
+        where = f"store {store.shown}, sweep {name}, run files in {directory}"
+        print(f"{where}  (fcn-sweep status --store URL --sweep {name}; fcn-sweep report --store URL --sweep {name})")
+    else:
+        print(f"sweep dir: {directory}  (fcn-sweep status {directory}; fcn-sweep report {directory})")
+    store.close()
     if mode == "offline":
         sync = f"wandb sync {directory}/runs/*/wandb/offline-run-*"
         print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: {sync}", file=sys.stderr)
@@ -195,23 +221,35 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
-    """`fcn-sweep sweep FILE --dry-run`: the runs to do and what they will cost on this machine."""
+    """`fcn-sweep sweep FILE --dry-run`: the runs to do and what they will cost on this machine;
+    a sweep that exists already (in --store, or the sweep directory) counts what it has done."""
+    from .sweep.runner import default_dir
     from .sweep.spec import SweepFileError, load_sweep
-    from .sweep.store import Store
+    from .sweep.store import FILE, Store, StoreError
 
     try:
         sweep = load_sweep(args.file) if args.file else None
     except SweepFileError as e:
         raise UsageError(str(e)) from None
-    directory = args.resume or args.out
-    existing = directory and os.path.isfile(os.path.join(directory, Store.FILE))
-    if sweep is None and not existing:
-        raise UsageError("give a sweep file (e.g. sweeps/smoke.yaml) or --resume DIR")
-    store = Store.in_dir(directory) if existing else None
-    sweep = sweep or store.get("sweep")
+    url = _store_url(args.store)
+    if not url:
+        directory = args.resume or args.out or (default_dir(Path(args.file), sweep) if sweep else None)
+        url = os.path.join(directory, FILE) if directory and os.path.isfile(os.path.join(directory, FILE)) else None
+    name = args.name or (str(sweep.get("name") or Path(args.file).stem) if sweep else None)
+    store = None
+    if url:
+        try:
+            store = Store(url)
+            store = Store(url, name) if name in store.sweep_names() else None
+        except StoreError as e:
+            raise UsageError(str(e)) from None
+    if sweep is None and store is None:
+        raise UsageError("give a sweep file (e.g. sweeps/smoke.yaml), or --resume DIR / --store URL --name NAME")
+    sweep = store.info.config if store is not None else sweep
     threads = max(1, (os.cpu_count() or 1) // workers)
     device = "cuda" if args.gpus else "cpu"
-    print(_estimate(sweep, store, args.repeats, args.count, device, threads, args.pack, workers, 1, "machine"))
+    text = _estimate(sweep, store, args.repeats or 1, args.count, device, threads, args.pack, workers, 1, "machine")
+    print(text + "\ndry run: nothing written or run")
     return 0
 
 
@@ -225,6 +263,69 @@ def _estimate(sweep, store, repeats, count, device, threads, pack, workers, per_
     cal = estimate.calibrate(plan.todo, device, threads, max(pack, other))
     estimates = [estimate.schedule(plan.todo, cal, workers, per_task, k) for k in (pack, other)]
     return estimate.render(plan, cal, estimates, unit)
+
+
+def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .sweep.runner import SweepOptions, run_workers
+    from .sweep.store import ENV, Store, StoreError
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep worker --help")
+    for name in ("workers", "pack", "threads"):
+        if (getattr(args, name) or 1) < 1:
+            raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    url = _store_url(args.store)
+    if not url:
+        raise UsageError(f"give the store: fcn-sweep worker postgresql://USER@HOST:PORT/DB (or set {ENV})")
+    gpus = _gpu_list(args.gpus)
+    if gpus:
+        resolve_device(f"cuda:{max(gpus)}")
+    try:
+        store = Store(url, args.sweep)
+        info = store.info
+        store.close()
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    from . import tracking
+
+    mode, _ = tracking.resolve_wandb_mode(args.wandb)
+    opts = SweepOptions(
+        workers=len(gpus) or args.workers,
+        gpus=gpus,
+        wandb_mode=mode,
+        progress=not args.quiet,
+        pack=args.pack,
+        threads=args.threads,
+    )
+    out = Path(args.out) if args.out else Path("sweeps-out") / info.name
+    out.mkdir(parents=True, exist_ok=True)
+    run_workers(url, info.name, out, opts)
+    return 0
+
+
+def _worker_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "worker",
+        allow_abbrev=False,
+        help="claim, train and record runs of a sweep in a shared store until it is done (any machine)",
+        description="Workers for a sweep created with fcn-sweep sweep FILE --store URL; start them on as many "
+        "machines as reach the store.",
+    )
+    p.add_argument("store", nargs="?", metavar="STORE", help="store URL (default: FCN_SWEEP_STORE)")
+    p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
+    p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
+    p.add_argument("--pack", type=int, default=1, metavar="K", help="runs of one shape trained at once (default: 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per worker (default: this machine's cores / workers; SLURM scripts pass their allocation)",
+    )
+    p.add_argument("--out", metavar="DIR", help="run directories go to DIR/runs (default: sweeps-out/<sweep name>)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.set_defaults(func=cmd_worker)
 
 
 def _gpu_list(text: str | None) -> tuple[int, ...]:
@@ -244,18 +345,35 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the sweep a W&B server would run, on this machine. Running it again resumes it.",
     )
     p.add_argument("file", nargs="?", metavar="FILE", help="sweep YAML, e.g. sweeps/smoke.yaml")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the CPU (default: 1); 0: only create the sweep, for fcn-sweep worker elsewhere",
+    )
     p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: FCN_SWEEP_STORE, else DIR/sweep.db)",
+    )
+    p.add_argument(
+        "--name",
+        "--sweep",
+        dest="name",
+        metavar="NAME",
+        help="the sweep's name in the store "
+        "(default: the file's name); --sweep NAME alone resumes that sweep of --store",
+    )
     p.add_argument("--count", type=int, help="run at most N runs in this invocation, then stop")
     p.add_argument("--out", metavar="DIR", help="sweep directory (default: sweeps-out/<sweep name>)")
     p.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR")
     p.add_argument(
         "--order",
         choices=("file", "random"),
-        default="file",
-        help="grid order: as enumerated, or shuffled with --seed (default: file)",
+        help="grid order: as enumerated, or shuffled with --seed (default: file; a resume keeps the stored one)",
     )
-    p.add_argument("--repeats", type=int, default=1, help="seeds per proposed config (default: 1)")
+    p.add_argument("--repeats", type=int, help="seeds per proposed config (default: 1; a resume keeps the stored)")
     p.add_argument(
         "--pack",
         type=int,
@@ -263,7 +381,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="each worker trains up to K pending runs of one shape at once (default: 1); see fcn-sweep bench",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --order random (default: 0)")
+    p.add_argument("--seed", type=int, help="seed of --order random (default: 0; a resume keeps the stored one)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
     p.add_argument(
@@ -274,21 +392,43 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def _open_store(args: argparse.Namespace, command: str):
+    """The store a status or report names: --store URL (or FCN_SWEEP_STORE), else DIR's sweep.db.
+    None when neither names one (report then reads DIR as a folder of run directories)."""
+    from .sweep.store import FILE, Store, StoreError
+
+    url = args.store or (None if args.dir else _store_url(None))
+    if url is None and args.dir and os.path.isfile(os.path.join(args.dir, FILE)):
+        url = os.path.join(args.dir, FILE)
+    if url is None:
+        return None
+    try:
+        store = Store(url, args.sweep)
+        store.info  # noqa: B018  (a store without sweeps fails here, not later)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    return store
+
+
 def cmd_status(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .sweep.status import render
-    from .sweep.store import Store
+    from .sweep.store import FILE
 
     if extra:
-        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep status DIR")
-    if not (os.path.isfile(os.path.join(args.dir, Store.FILE))):
-        raise UsageError(f"{args.dir} is not a sweep directory (no {Store.FILE})")
-    print(render(Store.in_dir(args.dir), top=args.top))
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep status DIR | --store URL")
+    store = _open_store(args, "status")
+    if store is None:
+        raise UsageError(f"{args.dir or '.'} is not a sweep directory (no {FILE}); or give --store URL")
+    print(render(store, top=args.top))
+    store.close()
     return 0
 
 
 def _status_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", allow_abbrev=False, help="table of a local sweep's runs and its leaderboard")
-    p.add_argument("dir", metavar="DIR", help="sweep directory")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="sweep directory")
+    p.add_argument("--store", metavar="URL", help="the sweep's store instead of DIR's (default: FCN_SWEEP_STORE)")
+    p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
     p.add_argument("--top", type=int, default=10, help="leaderboard length (default: 10)")
     p.set_defaults(func=cmd_status)
 
@@ -297,6 +437,7 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
     import time
 
     from .report import StudyError, build
+    from .report.load import store_source
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep report DIR [--out REPORT_DIR]")
@@ -304,8 +445,17 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
         raise UsageError("--top must be positive and --curves non-negative")
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else []  # noqa: E731
     t0 = time.perf_counter()
+    source, out = args.dir, args.out
+    if args.store or (not args.dir and _store_url(None)):
+        store = _open_store(args, "report")
+        name = store.info.name
+        source = store_source(store.url, name)
+        out = out or os.path.join("sweeps-out", name, "report")
+        store.close()
+    elif not args.dir:
+        raise UsageError("give a sweep directory, a folder of run directories, or --store URL")
     try:
-        report = build(args.dir, args.out, split(args.ablate) or None, split(args.runs), args.top, args.curves)
+        report = build(source, out, split(args.ablate) or None, split(args.runs), args.top, args.curves)
     except StudyError as e:
         raise UsageError(str(e)) from None
     print(f"{report.html}\n{report.summary}\n{len(report.figures)} figures in {report.out / 'figures'}")
@@ -321,8 +471,14 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
         description="Write report.html (self-contained, offline), summary.md and figures/*.png for a sweep "
         "directory or a folder of run directories.",
     )
-    p.add_argument("dir", metavar="DIR", help="sweep directory (with sweep.db) or a folder of run directories")
-    p.add_argument("--out", metavar="REPORT_DIR", help="where to write the report (default: DIR/report)")
+    p.add_argument(
+        "dir", nargs="?", metavar="DIR", help="sweep directory (with sweep.db) or a folder of run directories"
+    )
+    p.add_argument("--store", metavar="URL", help="report the sweep in this store (default: FCN_SWEEP_STORE)")
+    p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
+    p.add_argument(
+        "--out", metavar="REPORT_DIR", help="where to write the report (default: DIR/report, sweeps-out/NAME/report)"
+    )
     p.add_argument("--ablate", metavar="NAME[,NAME]", help="parameters to ablate (default: each swept one)")
     p.add_argument("--runs", metavar="ID[,ID]", help="runs whose curves to add (a full id or its unique ending)")
     p.add_argument("--top", type=int, default=10, help="leaderboard length (default: 10)")
@@ -362,32 +518,37 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .sweep.launch import slurm
+    from .sweep.store import without_password
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep slurm workers --help")
     if args.pack < 1:
         raise UsageError(f"--pack must be a positive integer, got {args.pack}")
     sb = _sbatch_options(args)
-    store, sweep = _open_sweep(args.store, args.sweep)
-    name = args.sweep or str(sweep.get("name") or "sweep")
-    out = Path(args.out or (args.store if "://" not in args.store else Path("sweeps-out") / name)).resolve()
+    store, store_arg = _open_sweep(args.store, args.sweep)
+    info = store.info
+    # Run files beside a SQLite store's sweep directory; for a shared store, where `fcn-sweep worker` puts them.
+    beside = Path(store_arg).parent if "://" not in store_arg else Path("sweeps-out") / info.name
+    out = Path(args.out or beside).resolve()
     per_task = sb.gpus_per_task or 1
     if args.dry_run:
         device = "cuda" if sb.gpus_per_task else "cpu"
         threads = min(sb.cpus_per_task, os.cpu_count() or 1)
-        print(_estimate(sweep, store, 1, None, device, threads, args.pack, sb.array * per_task, per_task, "task"))
+        print(_estimate(info.config, store, 1, None, device, threads, args.pack, sb.array * per_task, per_task, "task"))
         print(f"dry run: nothing written or submitted ({sb.array} task(s) of fcn-sweep worker would run)")
         return 0
     try:
         slurm.sbatch_path()
-        slurm.check_reachable(args.store, args.partition)
+        slurm.check_reachable(store_arg, args.partition)
     except slurm.LaunchError as e:
         raise UsageError(str(e)) from None
-    store_arg = args.store if "://" in args.store else str(Path(args.store).resolve())
-    job = slurm.WorkersJob(store_arg, args.sweep, out, args.pack)
+    store.close()
+    # A password never goes into the script: workers get it by PGPASSWORD (sbatch passes it on) or ~/.pgpass.
+    shown = without_password(store.url) if "://" in store_arg else store_arg
+    job = slurm.WorkersJob(shown, info.name, out, args.pack)
     logs = out / "slurm" / "logs"
     return _submit(slurm.render_workers(job, sb, logs), out / "slurm", logs, "workers", sb.array,
-                   f"fcn-sweep status {args.store}" + (f" --sweep {args.sweep}" if args.sweep else ""))  # fmt: skip
+                   f"fcn-sweep status --store {without_password(store.url)} --sweep {info.name}")  # fmt: skip
 
 
 def cmd_slurm_agents(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -431,15 +592,21 @@ def _sbatch_options(args: argparse.Namespace):
 
 
 def _open_sweep(store: str, name: str | None):
-    """The store and the sweep config it holds, or a UsageError naming what is missing."""
-    from .sweep.store import Store
+    """The store (a URL, a SQLite file, or a sweep directory holding one) opened on the sweep,
+    and its path or URL as workers take it; a UsageError naming what is missing."""
+    from .sweep.store import FILE, Store, StoreError
 
-    if "://" in store:
-        raise UsageError(f"{store}: PostgreSQL stores need the store package of branch pg")
-    if not os.path.isfile(os.path.join(store, Store.FILE)):
-        raise UsageError(f"{store} is not a sweep directory (no {Store.FILE}) nor a postgresql:// URL")
-    opened = Store.in_dir(store)
-    return opened, opened.get("sweep")
+    if "://" not in store:
+        path = Path(store) / FILE if Path(store).is_dir() else Path(store)
+        if not path.is_file():
+            raise UsageError(f"{store} is neither a store URL (postgresql://...) nor a sweep directory or SQLite file")
+        store = str(path.resolve())
+    try:
+        opened = Store(store, name)
+        opened.info  # noqa: B018  (a store without sweeps says so here)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    return opened, store
 
 
 def _submit(text: str, directory: Path, logs: Path, kind: str, tasks: int, watch: str) -> int:
@@ -518,6 +685,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _wandb_agent_parser,
     _sweep_parser,
+    _worker_parser,
     _status_parser,
     _report_parser,
     _bench_parser,

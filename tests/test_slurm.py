@@ -134,21 +134,22 @@ def test_a_store_the_nodes_cannot_reach_is_refused(monkeypatch):
             slurm.check_reachable(store, None)
 
 
-def make_sweep_dir(directory: Path, text: str = TINY_SWEEP) -> Path:
-    """A sweep directory with its grid planned and no run started, as `fcn-sweep worker` takes it."""
-    from fcn_sweep.config import RunConfig
-    from fcn_sweep.sweep.controller import Controller
-    from fcn_sweep.sweep.runner import SweepOptions, prepare
-    from fcn_sweep.sweep.store import Store
+def make_sweep(store: str, directory: Path, text: str = TINY_SWEEP) -> str:
+    """A sweep created in `store` (a URL, or a SQLite file in `directory`), its grid planned and no
+    run started, as `fcn-sweep sweep FILE --store STORE --workers 0` leaves it; returns its name."""
+    from fcn_sweep.sweep.runner import SweepOptions, run_sweep
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    sweep_file = directory.parent / "sweep.yaml"
+    directory.mkdir(parents=True, exist_ok=True)
+    sweep_file = directory / "sweep-file.yaml"
     sweep_file.write_text(text)
-    directory, sweep = prepare(str(sweep_file), str(directory), None, SweepOptions())
-    store = Store.in_dir(directory)
-    Controller(store, sweep, RunConfig()).plan()
-    store.set("closed", True)
-    store.close()
+    store_obj, _ = run_sweep(str(sweep_file), str(directory), None, SweepOptions(workers=0, store=store))
+    name = store_obj.info.name
+    store_obj.close()
+    return name
+
+
+def make_sweep_dir(directory: Path, text: str = TINY_SWEEP) -> Path:
+    make_sweep(str(directory / "sweep.db"), directory, text)
     return directory
 
 
@@ -166,7 +167,7 @@ def test_dry_run_sizes_the_sweep_and_submits_nothing(tmp_path, capsys):
     if cluster_up():
         assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
     # The local sweep's dry run: the same plan, nothing created.
-    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "local"), "--dry-run"]) == 0
+    assert main(["sweep", str(sweep_dir / "sweep-file.yaml"), "--out", str(tmp_path / "local"), "--dry-run"]) == 0
     assert "2 run(s) to do" in capsys.readouterr().out and not (tmp_path / "local").exists()
 
 

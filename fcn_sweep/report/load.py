@@ -1,5 +1,6 @@
-"""One table of runs from either source a study can come from: a sweep directory (its `sweep.db`) or
-a folder of run directories (`config.json`, `metrics.jsonl`, `summary.json` each).
+"""One table of runs from any source a study can come from: a sweep's store (a sweep directory's
+`sweep.db`, or a shared store named by URL) or a folder of run directories (`config.json`,
+`metrics.jsonl`, `summary.json` each).
 
 Both become the same `Study`: a list of `RunRecord`s plus the parameters that were swept. A
 parameter counts as swept when the runs differ in it; `seed` never does, because seeds are the
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig
-from ..sweep.store import STATES, Store
+from ..sweep.store import FILE, STATUSES, Store, StoreError, redact
 
 OBJECTIVE = "best_val_acc"  # the sweep objective as a run's summary holds it (max of val/acc)
 REPEAT_AXIS = "seed"
@@ -33,7 +34,7 @@ class StudyError(ValueError):
 class RunRecord:
     id: str
     group: int  # runs sharing `group` are seeds of one config
-    state: str  # finished | diverged | stopped | crashed | running | pending
+    state: str  # the run's status: finished | diverged | stopped | crashed | running | pending
     stop_reason: str | None
     config: RunConfig
     summary: dict[str, Any]
@@ -54,8 +55,23 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class StoreSource:
+    """A sweep in a store named by URL; shown (in the report too) with its password redacted."""
+
+    url: Any  # sqlalchemy URL
+    sweep: str
+
+    def __str__(self) -> str:
+        return f"{redact(self.url)} (sweep {self.sweep})"
+
+
+def store_source(url: Any, sweep: str) -> StoreSource:
+    return StoreSource(url, sweep)
+
+
+@dataclass(frozen=True)
 class Study:
-    source: Path
+    source: Path | StoreSource
     kind: str  # "sweep" | "run dirs"
     runs: list[RunRecord]
     swept: tuple[str, ...]
@@ -123,32 +139,37 @@ def swept_params(configs: list[RunConfig]) -> tuple[str, ...]:
 
 
 # --- the two sources ------------------------------------------------------------------------------
-def _find_run_dir(sweep_dir: Path, run_id: str, stored: str | None) -> Path | None:
-    """A store's run_dir may be relative to wherever the sweep was started; the sweep directory's
-    own layout (`runs/<id>`) is the reliable place, the stored path the fallback."""
-    candidates = [sweep_dir / "runs" / run_id]
+def _find_run_dir(sweep_dir: Path | None, run_id: str, stored: str | None) -> Path | None:
+    """A store's run_dir is a path on the host that trained the run; the sweep directory's own
+    layout (`runs/<id>`) is the reliable place on this host, the stored path the fallback (found
+    where it is reachable: this host, or a shared filesystem). None: the run is known from the
+    store alone."""
+    candidates = [sweep_dir / "runs" / run_id] if sweep_dir else []
     if stored:
-        candidates += [Path(stored), sweep_dir / stored]
+        candidates += [Path(stored)] + ([sweep_dir / stored] if sweep_dir else [])
     return next((p for p in candidates if p.is_dir()), None)
 
 
-def load_sweep_dir(directory: Path) -> Study:
-    store = Store.in_dir(directory)
+def load_store(store: Store, source: Path | StoreSource, sweep_dir: Path | None) -> Study:
     try:
         rows = store.runs()
         histories = store.histories(r.id for r in rows)
         counts = store.counts()
-        name = str((store.get("sweep") or {}).get("name") or "")
+        name = store.info.name
     finally:
         store.close()
     runs = [
         RunRecord(
-            id=r.id, group=r.proposal, state=r.state, stop_reason=r.stop_reason, config=r.config,
-            summary=r.summary, history=histories[r.id], run_dir=_find_run_dir(directory, r.id, r.run_dir),
+            id=r.id, group=r.proposal, state=r.status, stop_reason=r.stop_reason, config=r.config,
+            summary=r.summary, history=histories[r.id], run_dir=_find_run_dir(sweep_dir, r.id, r.run_dir),
         )
         for r in rows
     ]  # fmt: skip
-    return Study(directory, "sweep", runs, swept_params([r.config for r in runs]), counts, name)
+    return Study(source, "sweep", runs, swept_params([r.config for r in runs]), counts, name)
+
+
+def load_sweep_dir(directory: Path) -> Study:
+    return load_store(Store.in_dir(directory), directory, directory)
 
 
 def _read_json(path: Path) -> Any:
@@ -186,21 +207,30 @@ def load_run_dirs(directory: Path) -> Study:
         state = summary.get("status", "crashed")
         reason = None if summary else "no summary.json (crashed, or still running)"
         runs.append(RunRecord(path.name, group, state, reason, cfg, summary, history, path))
-    counts = {**dict.fromkeys(STATES, 0), **Counter(r.state for r in runs)}
+    counts = {**dict.fromkeys(STATUSES, 0), **Counter(r.state for r in runs)}
     return Study(directory, "run dirs", runs, swept_params([r.config for r in runs]), counts)
 
 
-def load(directory: str | Path) -> Study:
-    """The study in DIR: a sweep directory, or a folder whose subfolders are run directories."""
+def load(directory: str | Path | StoreSource) -> Study:
+    """The study in DIR: a sweep directory, or a folder whose subfolders are run directories; or
+    a sweep in a store (StoreSource)."""
+    if isinstance(directory, StoreSource):
+        try:
+            study = load_store(Store(directory.url, directory.sweep), directory, None)
+        except StoreError as e:
+            raise StudyError(str(e)) from None
+        if not study.runs:
+            raise StudyError(f"{directory} holds no runs yet")
+        return study
     d = Path(directory)
     if not d.is_dir():
         raise StudyError(f"{d} is not a directory")
-    if (d / Store.FILE).is_file():
+    if (d / FILE).is_file():
         study = load_sweep_dir(d)
     elif any((p / "config.json").is_file() for p in d.iterdir()):
         study = load_run_dirs(d)
     else:
-        raise StudyError(f"{d} is neither a sweep directory (no {Store.FILE}) nor a folder of run directories")
+        raise StudyError(f"{d} is neither a sweep directory (no {FILE}) nor a folder of run directories")
     if not study.runs:
         raise StudyError(f"{d} holds no runs yet")
     return study

@@ -7,8 +7,11 @@ costs about half a second for the whole grid. `--order random` shuffles the slot
 a partial grid is an unbiased sample. Random and bayes: proposals are asked for as workers need
 them (bayes sees every finished run's metric), up to `run_cap` if the file sets one.
 
+Whoever calls `plan` or `top_up` holds the store's sweep lock (`Store.exclusive`): any worker on
+any host may top up, and two never number proposals at once.
+
 Early termination: the engine's Hyperband (`stop_runs`) is fed each run's per-epoch history from
-the store. Workers ask after every epoch they log (worker.StoreTracker), so a run stops at the
+the store. Workers ask after every epoch they log (worker.HyperbandJudge), so a run stops at the
 bracket it fails; runs of other workers are flagged `should_stop` and their heartbeats pick it up.
 """
 
@@ -34,11 +37,11 @@ ENGINE_STATE = {
 
 
 class Controller:
-    def __init__(
-        self, store: Store, sweep: dict, base: RunConfig, repeats: int = 1, order: str = "file", seed: int = 0
-    ):
-        self.store, self.sweep, self.base = store, sweep, base
-        self.repeats, self.order, self.seed = repeats, order, seed
+    def __init__(self, store: Store, base: RunConfig | None = None):
+        info = store.info
+        self.store, self.sweep, self.base = store, info.config, base or RunConfig()
+        self.repeats, self.order, self.seed = info.repeats, info.order, info.seed
+        sweep = self.sweep
         self.method = sweep["method"]
         self.metric = sweep["metric"]["name"]
 
@@ -51,23 +54,23 @@ class Controller:
                 yield (new_run_id(), proposal * self.repeats + r, proposal, r, replace(cfg, seed=cfg.seed + r), params)
 
     def n_proposals(self) -> int:
-        return self.store.db.execute("SELECT COUNT(DISTINCT proposal) FROM runs").fetchone()[0]
+        return self.store.n_proposals()
 
     def cap(self) -> int | None:
         """How many proposals this sweep can ever have (None: unbounded)."""
         if self.method == "grid":
-            return self.store.get("grid_size")
+            return self.store.info.grid_size
         return self.sweep.get("run_cap")
 
     def plan(self) -> None:
         """Grid: store every slot once (on the first start of a sweep only)."""
-        if self.method != "grid" or self.store.get("grid_size") is not None:
+        if self.method != "grid" or self.store.info.grid_size is not None:
             return
         proposals = [params_of(r) for r in engine().next_runs(self.sweep, [], n=10**9) if r is not None]
         if self.order == "random":
             random.Random(self.seed).shuffle(proposals)
         self.store.add(self._rows(0, proposals))
-        self.store.set("grid_size", len(proposals))
+        self.store.set_grid_size(len(proposals))
 
     def top_up(self, want_pending: int) -> int:
         """Random/bayes: propose until `want_pending` slots are pending or the cap is reached.
@@ -93,7 +96,7 @@ class Controller:
     # --- the engine's view of the runs -------------------------------------------------------------
     def engine_runs(self):
         sweeps = engine()
-        rows = [r for r in self.store.runs() if r.state != "pending"]
+        rows = [r for r in self.store.runs() if r.status != "pending"]
         histories = self.store.histories(r.id for r in rows)
         out = []
         for r in rows:
@@ -102,7 +105,7 @@ class Controller:
             if not summary.get(self.metric) and history:
                 summary = {self.metric: history[-1].get(self.metric)}
             out.append(sweeps.SweepRun(
-                name=r.id, state=ENGINE_STATE[r.state], config={k: {"value": v} for k, v in r.params.items()},
+                name=r.id, state=ENGINE_STATE[r.status], config={k: {"value": v} for k, v in r.params.items()},
                 summary_metrics={k: v for k, v in summary.items() if v is not None}, history=history,
             ))  # fmt: skip
         return out

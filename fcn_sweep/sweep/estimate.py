@@ -50,13 +50,13 @@ class Plan:
 
 
 def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, base: RunConfig | None = None) -> Plan:
-    """The runs to do. `store`: an existing sweep's store (its done and pending runs count);
-    `count`: at most this many runs (the `--count` of a local sweep)."""
+    """The runs to do. `store`: the sweep's store when it exists already (its repeats, its done and
+    pending runs count); `count`: at most this many runs (the `--count` of a local sweep)."""
     base = base or RunConfig()
     method = sweep["method"]
-    if store is not None:
-        stored = store.get("options") or {}
-        repeats = stored.get("repeats", repeats)
+    info = store.info if store is not None else None
+    if info is not None:
+        repeats = info.repeats
     if method == "grid":
         proposals = [params_of(r) for r in engine().next_runs(sweep, [], n=10**9) if r is not None]
         cap: int | None = len(proposals)
@@ -80,7 +80,7 @@ def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, ba
     done = 0
     if store is not None:
         done, _ = store.slots()
-        if method == "grid" and store.get("grid_size") is not None:
+        if method == "grid" and info.grid_size is not None:
             runs = [r.config for r in store.runs(["pending", "running"])]
         else:
             runs = runs[done:]

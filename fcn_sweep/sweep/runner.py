@@ -1,142 +1,178 @@
-"""`fcn-sweep sweep FILE`: create or resume a sweep directory, start the workers, drive the controller.
+"""`fcn-sweep sweep FILE` creates or resumes a sweep and runs its workers on this machine;
+`fcn-sweep worker STORE` runs workers for a sweep that exists, on any machine that reaches the store.
 
-A sweep directory holds `sweep.yaml` (the file as given), `sweep.db` (the store) and `runs/<id>/`
-(one run directory per attempt, each with its offline W&B run). Running the same command again, or
-`--resume DIR`, continues where it stopped: runs whose heartbeat went silent are re-queued as
-crashed, interrupted runs were already re-queued by their worker, finished runs stay finished.
+The store is the sweep directory's own SQLite file `sweep.db` unless `--store URL` names another
+(PostgreSQL, for workers on many machines). A sweep directory (`--out`) holds `sweep.yaml` (the
+file as given) and `runs/<id>/` (one run directory per attempt, each with its offline W&B run);
+with a shared store each worker host writes its own run directories under its own `--out`, and
+the store records host and path for each. Running the same command again, or `--resume DIR`,
+continues where it stopped: runs whose heartbeat went silent are re-queued as crashed,
+interrupted runs were already re-queued by their worker, finished runs stay finished. Resuming
+with options other than the stored ones is refused, naming the difference.
 
-The parent process is the controller and the display; the workers are separate processes (spawned,
-not forked: torch and SQLite connections do not survive a fork well). Each worker gets an equal
+The parent process is the display and restarts workers that die; the workers are separate
+processes (spawned, not forked: torch and database connections do not survive a fork well) that
+claim, train and record, and between them propose and reap (see worker). Each worker gets an equal
 share of the CPU threads, or one GPU each when `--gpus` is given.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_exit
 from pathlib import Path
 
 import yaml
 
-from ..config import RunConfig
-from ..tracking import new_run_id
 from . import worker as worker_mod
 from .controller import Controller
 from .spec import SweepFileError, load_sweep
-from .store import Store
+from .store import FILE, Store, StoreError, redact
 
 TICK_S = 0.5
-STALE_S = 15.0  # a running run whose heartbeat is older than this has lost its worker
 MAX_WORKER_FAILURES = 3  # a worker that dies this often in a row has a cause a restart won't fix
 
 
 @dataclass(frozen=True)
 class SweepOptions:
-    workers: int = 1
+    workers: int = 1  # 0: only create (or resume) the sweep, for workers started elsewhere
     gpus: tuple[int, ...] = ()
     count: int | None = None
-    order: str = "file"  # file | random
-    repeats: int = 1
-    seed: int = 0
+    order: str | None = None  # file | random; None: as stored (a new sweep: file)
+    repeats: int | None = None  # None: as stored (a new sweep: 1)
+    seed: int | None = None  # None: as stored (a new sweep: 0)
     wandb_mode: str = "offline"
     progress: bool = True
     pack: int = 1  # runs of one shape a worker trains at once
+    store: str | None = None  # a store URL; None: the sweep directory's sweep.db
+    name: str | None = None  # the sweep's name in the store; None: the file's `name`, or its stem
 
 
 def default_dir(sweep_file: Path, sweep: dict) -> Path:
     return Path("sweeps-out") / str(sweep.get("name") or sweep_file.stem)
 
 
-def _stored_sweep(directory: Path) -> dict:
-    """The sweep config as the store holds it (sweep.yaml beside it is a copy for people)."""
-    store = Store.in_dir(directory)
+def check_options(store: Store, opts: SweepOptions) -> None:
+    """Refuse to resume a sweep with options other than those it was created with."""
+    info = store.info
+    stored = {"repeats": info.repeats, "order": info.order, "seed": info.seed}
+    given = {"repeats": opts.repeats, "order": opts.order, "seed": opts.seed}
+    diff = [f"--{k} {v} (stored: {stored[k]})" for k, v in given.items() if v is not None and v != stored[k]]
+    if diff:
+        raise SweepFileError(
+            f"sweep {info.name!r} in {store.shown} was created with other options: {', '.join(diff)}; "
+            "resume without them, or start a new sweep with --name"
+        )
+
+
+def _open_existing(url: str, name: str | None, opts: SweepOptions, sweep: dict | None, source: str) -> Store:
+    store = Store(url, name)
     try:
-        return store.get("sweep")
-    finally:
+        if sweep is not None and store.info.config != sweep:
+            raise SweepFileError(
+                f"{store.shown} already holds a different sweep named {store.info.name!r} than {source}; "
+                "pass --name NEW (or --out NEW_DIR) for a new one, or --resume it"
+            )
+        check_options(store, opts)
+    except (SweepFileError, StoreError):
         store.close()
+        raise
+    return store
 
 
-def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> tuple[Path, dict]:
-    """Validate everything, then create or reopen the sweep directory. Raises SweepFileError
-    before writing anything when the input is bad."""
+def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> tuple[Store, Path]:
+    """Validate everything, then create or reopen the sweep; returns its store and the directory
+    its run files go to. Raises SweepFileError or StoreError before writing anything when the
+    input is bad."""
+    sweep = load_sweep(sweep_file) if sweep_file else None
+    if opts.store:  # a shared store: the sweep is found by name, its run files go under --out
+        name = opts.name or (str(sweep.get("name") or Path(sweep_file).stem) if sweep else None)
+        if name is None:
+            raise SweepFileError("give a sweep file, or --sweep NAME to resume a sweep of the store")
+        store = Store(opts.store)  # reachable, and a known scheme, before anything else
+        held = store.sweep_names()
+        store.close()
+        directory = Path(out) if out else Path("sweeps-out") / name
+        if name in held:
+            return _open_existing(opts.store, name, opts, sweep, sweep_file or ""), directory
+        if sweep is None:
+            raise SweepFileError(
+                f"{redact_url(opts.store)} holds no sweep named {name!r} (it holds: {', '.join(held) or 'none'})"
+            )
+        return _create(opts.store, name, sweep, opts, directory, sweep_file), directory
     if resume:
         directory = Path(resume)
-        if not (directory / Store.FILE).is_file():
-            raise SweepFileError(f"{directory} is not a sweep directory (no {Store.FILE}); start one with a sweep file")
-        sweep = _stored_sweep(directory)
-        if sweep_file and load_sweep(sweep_file) != sweep:
-            raise SweepFileError(f"{directory} holds a different sweep than {sweep_file}")
-        return directory, sweep
-    if not sweep_file:
+        if not (directory / FILE).is_file():
+            raise SweepFileError(f"{directory} is not a sweep directory (no {FILE}); start one with a sweep file")
+        if sweep is not None:
+            stored = Store.in_dir(directory)
+            try:
+                if stored.info.config != sweep:
+                    raise SweepFileError(f"{directory} holds a different sweep than {sweep_file}")
+            finally:
+                stored.close()
+        return _open_existing(str(directory / FILE), None, opts, None, ""), directory
+    if sweep is None:
         raise SweepFileError("give a sweep file (e.g. sweeps/smoke.yaml) or --resume DIR")
-    sweep = load_sweep(sweep_file)
     directory = Path(out) if out else default_dir(Path(sweep_file), sweep)
-    if (directory / Store.FILE).is_file():
-        if _stored_sweep(directory) != sweep:
+    name = opts.name or str(sweep.get("name") or Path(sweep_file).stem)
+    if (directory / FILE).is_file():
+        store = Store.in_dir(directory)
+        different = store.sweep_id is not None and store.info.config != sweep
+        store.close()
+        if different:
             raise SweepFileError(f"{directory} already holds a different sweep; pass --out NEW_DIR or --resume it")
-        return directory, sweep
+        return _open_existing(str(directory / FILE), None, opts, sweep, sweep_file), directory
+    return _create(str(directory / FILE), name, sweep, opts, directory, sweep_file), directory
+
+
+def redact_url(url: str) -> str:
+    from .store import parse
+
+    return redact(parse(url))
+
+
+def _create(url: str, name: str, sweep: dict, opts: SweepOptions, directory: Path, sweep_file: str) -> Store:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
-    store = Store.in_dir(directory)
-    store.set("sweep", sweep)
-    store.set("options", {"order": opts.order, "repeats": opts.repeats, "seed": opts.seed})
-    store.close()
-    return directory, sweep
+    store = Store(url)
+    store.create_sweep(name, sweep, repeats=opts.repeats or 1, order=opts.order or "file", seed=opts.seed or 0)
+    return store
 
 
-def _gone(worker: str) -> bool:
-    """Whether a worker tag `name:pid@host` names a process of this host that no longer exists."""
-    _, _, where = worker.partition(":")
-    pid, _, host = where.partition("@")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # exists, under another user
-        pass
-    return False
+def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> tuple[Store, Path]:
+    """Create or resume the sweep, plan it (grid), and run `opts.workers` local workers until it is
+    done (none: only create it). Returns its store, open, and its directory."""
+    store, directory = prepare(sweep_file, out, resume, opts)
+    controller = Controller(store)
+    with store.exclusive():
+        controller.plan()
+        store.set_closed(controller.exhausted())
+    store.set_budget(opts.count)  # claims left for this invocation (None: no limit)
+    worker_mod.reap(store)  # on a resume: whatever was running when the last process died, and is silent
+    if opts.workers:
+        url = opts.store or str(directory / FILE)
+        run_workers(url, store.info.name, directory, opts)
+    return store, directory
 
 
-def reap(store: Store) -> list[str]:
-    """Re-queue running attempts whose worker is gone: a process of this host that no longer
-    exists, or any worker silent for STALE_S (another host, or a hung process)."""
-    now = time.time()
-    lost = [r.id for r in store.runs(["running"]) if _gone(r.worker or "") or (r.heartbeat or 0) < now - STALE_S]
-    if lost:
-        store.requeue(lost, [new_run_id() for _ in lost], "crashed", "lost")
-    return lost
-
-
-def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> Path:
-    began = time.time()
-    directory, sweep = prepare(sweep_file, out, resume, opts)
-    store = Store.in_dir(directory)
-    stored = store.get("options")
-    controller = Controller(
-        store, sweep, RunConfig(), repeats=stored["repeats"], order=stored["order"], seed=stored["seed"]
-    )
-    controller.plan()
-    store.set("budget", opts.count)  # claims left for this invocation (None: no limit)
-    store.set("closed", controller.exhausted())
-    reap(store)  # on a resume: whatever was running when the last process died, and is silent
-
+def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
+    """Run `opts.workers` worker processes on this machine until the sweep is done, with a live
+    display; restart one that dies (up to MAX_WORKER_FAILURES in a row). Records the invocation."""
+    store = Store(url, sweep)
+    began = store.now()
     interrupted = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // opts.workers)
     devices = [f"cuda:{g}" for g in opts.gpus] or ["cpu"] * opts.workers
     specs = [
-        worker_mod.WorkerSpec(f"w{i}", str(directory), dev, threads, opts.wandb_mode, str(directory.name), opts.pack)
+        worker_mod.WorkerSpec(f"w{i}", url, sweep, str(out), dev, threads, opts.wandb_mode, sweep, opts.pack)
         for i, dev in enumerate(devices)
     ]
     procs: dict[str, mp.Process] = {}
@@ -158,23 +194,19 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
                 for p in procs.values():  # workers got SIGINT from the terminal too; make sure
                     if p.is_alive() and p.pid:
                         os.kill(p.pid, signal.SIGTERM)
-            else:
-                # Enough pending proposals to fill every worker's pack (random/bayes propose on demand).
-                controller.top_up(want_pending=len(specs) * opts.pack)
-                store.set("closed", controller.exhausted())
             for name, p in list(procs.items()):
                 if not p.is_alive():
                     del procs[name]
-                    reap(store)
+                    worker_mod.reap(store)
                     failures[name] = failures.get(name, 0) + 1 if p.exitcode else 0
                     if failures[name] > MAX_WORKER_FAILURES:
                         print(
-                            f"fcn-sweep sweep: worker {name} died {failures[name]} times in a row "
+                            f"fcn-sweep: worker {name} died {failures[name]} times in a row "
                             f"(exit code {p.exitcode}); not restarting it",
                             file=sys.stderr,
                         )
                     # Replace a lost worker, and restart one that left while a lost run was re-queued.
-                    elif not interrupted.is_set() and store.counts()["pending"] and not store.budget_spent():
+                    elif not interrupted.is_set() and not worker_mod.sweep_done(store):
                         start(next(s for s in specs if s.name == name))
             display.update()
     finally:
@@ -182,10 +214,8 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         # For `fcn-sweep status`'s account of where the workers' time went.
-        invocation = {"started": began, "ended": time.time(), "workers": len(specs), "pack": opts.pack}
-        store.set("invocations", [*(store.get("invocations") or []), invocation])
-    store.close()
-    return directory
+        store.add_invocation(began, store.now(), len(specs), opts.pack)
+        store.close()
 
 
 class Display:
@@ -229,10 +259,8 @@ class Display:
             if r is None:
                 bar.set_description_str(f"{name}: idle", refresh=False)
             else:
-                last = self.store.db.execute(
-                    "SELECT data FROM metrics WHERE run_id = ? ORDER BY epoch DESC LIMIT 1", (r.id,)
-                ).fetchone()
-                val = f" val acc {json.loads(last['data'])['val/acc']:.4f}" if last else ""
+                last = self.store.last_epoch(r.id)
+                val = f" val acc {last['val/acc']:.4f}" if last else ""
                 bar.set_description_str(
                     f"{name}: {r.id} {r.config.arch} {r.config.optimizer} lr={r.config.lr:g} "
                     f"epoch {r.epoch}/{r.config.epochs}{val}",

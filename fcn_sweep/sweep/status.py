@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 
-from .store import DONE, Run, Store
+from .store import Store, StoredRun
 
 COLUMNS = (
     "id",
@@ -28,9 +27,9 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def run_row(r: Run) -> tuple[str, ...]:
+def run_row(r: StoredRun) -> tuple[str, ...]:
     c, s = r.config, r.summary
-    state = r.state + (f" ({r.stop_reason})" if r.stop_reason else "")
+    state = r.status + (f" ({r.stop_reason})" if r.stop_reason else "")
     return (
         r.id,
         state,
@@ -49,8 +48,8 @@ def run_row(r: Run) -> tuple[str, ...]:
 
 def leaderboard(store: Store, top: int = 10) -> list[dict]:
     """Configs ranked by mean best validation accuracy over their seeds (done attempts only)."""
-    done = [Run.from_row(row) for row in store.db.execute(f"SELECT * FROM runs WHERE {DONE}")]
-    by_proposal: dict[int, list[Run]] = defaultdict(list)
+    done = store.done_runs()
+    by_proposal: dict[int, list[StoredRun]] = defaultdict(list)
     for r in done:
         if r.summary.get("best_val_acc") is not None:
             by_proposal[r.proposal].append(r)
@@ -82,21 +81,19 @@ def time_accounting(store: Store) -> dict[str, float] | None:
     `start_idle` (the rest: worker start-up, warm-up, waiting for work, shutdown). A claim of a
     pack is counted once: its members share their epochs. Only claims made during a recorded
     invocation count (an invocation killed outright records nothing)."""
-    invocations = store.get("invocations") or []
+    invocations = store.invocations()
     if not invocations:
         return None
     worker = sum((i["ended"] - i["started"]) * i["workers"] for i in invocations)
     claims: dict[tuple, list[str]] = defaultdict(list)
     ended: dict[tuple, float] = defaultdict(float)
-    for row in store.db.execute("SELECT id, worker, started, ended FROM runs WHERE started IS NOT NULL"):
-        if not any(i["started"] <= row["started"] <= i["ended"] for i in invocations):
+    for run in store.runs():
+        if run.started is None or not any(i["started"] <= run.started <= i["ended"] for i in invocations):
             continue
-        key = (row["worker"], row["started"])
-        claims[key].append(row["id"])
-        ended[key] = max(ended[key], row["ended"] or row["started"])
-    epochs: dict[str, dict[int, float]] = defaultdict(dict)
-    for row in store.db.execute("SELECT run_id, epoch, data FROM metrics"):
-        epochs[row["run_id"]][row["epoch"]] = json.loads(row["data"]).get("time/epoch_s") or 0.0
+        key = (run.worker, run.started)
+        claims[key].append(run.id)
+        ended[key] = max(ended[key], run.ended or run.started)
+    epochs: dict[str, dict[int, float]] = defaultdict(dict, store.epoch_seconds())
     training = per_run = 0.0
     for key, ids in claims.items():
         shared: dict[int, float] = defaultdict(float)

@@ -3,10 +3,15 @@
 up to K pending runs of one shape (`packed.pack_key`) and trains them at once with `run_packed`;
 each is still its own run in the store, its own run directory and its own W&B run.
 
-A heartbeat thread marks the claimed runs alive twice a second and picks up stop requests
-(Hyperband); a worker that dies (SIGKILL, OOM) simply stops beating, and the controller re-queues
-its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason `interrupted`, so a resume
-runs them again) and the worker exits.
+No process is in charge of a sweep: every worker, on any host, also tops up the proposals of a
+random or bayes sweep when fewer than its pack are pending, and re-queues runs whose worker was
+lost, each under the store's sweep lock. A worker leaves when the sweep is done (nothing pending,
+nothing running, no proposal to come) or the claim budget of `--count` is spent.
+
+A heartbeat thread marks the claimed runs alive twice a second (on the database's clock) and picks
+up stop requests (Hyperband); a worker that dies (SIGKILL, OOM) simply stops beating, and whichever
+worker reaps next re-queues its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason
+`interrupted`, so a resume runs them again) and the worker exits.
 
 Costs paid once per worker, not per run: importing torch, loading the data of the runs pending at
 start, the first use of the BLAS and of W&B (~1 s of imports and the service start on the first `wandb.init`) happen in
@@ -30,19 +35,22 @@ from pathlib import Path
 
 from .. import tracking
 from ..config import RunConfig
-from ..packed import PACK_FIELDS
 from ..train import RunResult, Tracker
 from .controller import Controller
-from .store import Run, Store
+from .store import Store, StoredRun
 
 HEARTBEAT_S = 0.5
 IDLE_POLL_S = 0.25
+STALE_S = 15.0  # a running run whose heartbeat is older than this (database clock) has lost its worker
+REAP_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
     name: str
-    sweep_dir: str
+    store: str  # the store URL; it may hold a password, so it is never printed or put on a command line
+    sweep: str  # the sweep's name in the store
+    out: str  # run directories go to OUT/runs/<id> on this host
     device: str
     threads: int
     wandb_mode: str
@@ -51,22 +59,32 @@ class WorkerSpec:
 
 
 class StoreTracker(Tracker):
-    """Mirrors the run into the store: every epoch, then the outcome. After each epoch it also asks
-    the engine's Hyperband (when the sweep has `early_terminate`) whether running runs should stop:
-    deciding as each epoch lands, rather than on a timer, stops a run at the bracket it fails."""
+    """Mirrors the run into the store: every epoch, then the outcome. It records; it decides nothing."""
 
-    def __init__(self, store: Store, run: Run, controller: Controller, stop_reason: Callable[[], str]):
-        self.store, self.run, self.controller, self.stop_reason = store, run, controller, stop_reason
-        self.stop_requested = threading.Event()
+    def __init__(self, store: Store, run: StoredRun, stop_reason: Callable[[], str]):
+        self.store, self.run, self.stop_reason = store, run, stop_reason
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         self.store.log_epoch(self.run.id, tracking.jsonable(metrics))
-        if self.run.id in self.controller.early_stop():
-            self.stop_requested.set()
 
     def finish(self, result: RunResult) -> None:
         reason = self.stop_reason() if result.status == "stopped" else None
         self.store.finish(self.run.id, result.status, tracking.jsonable(result.summary()), reason)
+
+
+class HyperbandJudge(Tracker):
+    """The worker's early-termination decision, made as each epoch of its run lands (after the
+    StoreTracker recorded it): the engine's Hyperband judges every running run of the sweep, flags
+    those of other workers in the store, and stops this one at once when it fails its bracket.
+    Deciding per epoch rather than on a timer stops a run at the bracket it fails."""
+
+    def __init__(self, run: StoredRun, controller: Controller):
+        self.run, self.controller = run, controller
+        self.stop_requested = threading.Event()
+
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        if self.run.id in self.controller.early_stop():
+            self.stop_requested.set()
 
 
 class Heartbeat(threading.Thread):
@@ -84,9 +102,43 @@ class Heartbeat(threading.Thread):
                 self.stop_requested[run_id].set()
 
 
-def pack_key_of(config: dict) -> tuple:
-    """`packed.pack_key` of a config as the store holds it (JSON), without building a RunConfig."""
-    return tuple(str(config.get(name)) for name in PACK_FIELDS)
+def gone(run: StoredRun) -> bool:
+    """Whether the worker of a run was a process of this host that no longer exists. A worker of
+    another host is judged by its heartbeat alone: its pid means nothing here."""
+    _, _, where = (run.worker or "").partition(":")
+    pid = where.partition("@")[0]
+    if run.host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, under another user
+        pass
+    return False
+
+
+def reap(store: Store) -> list[str]:
+    """Re-queue the running attempts whose worker is lost (see Store.reap)."""
+    return store.reap(STALE_S, gone, tracking.new_run_id)
+
+
+def maintain(store: Store, controller: Controller, want_pending: int) -> None:
+    """A worker's share of running the sweep: propose (random/bayes) until `want_pending` are
+    pending, mark the sweep closed once no proposal can follow, under the sweep lock."""
+    with store.exclusive():
+        controller.top_up(want_pending)
+        if controller.exhausted() and not store.info.closed:
+            store.set_closed(True)
+
+
+def sweep_done(store: Store) -> bool:
+    """Nothing left for any worker: the claim budget is spent, or no proposal can follow and no
+    run is pending or running (a running one may still be lost and re-queued)."""
+    if store.budget_spent():
+        return True
+    counts = store.counts()
+    return store.info.closed and counts["pending"] == 0 and counts["running"] == 0
 
 
 def warm_up(device: str, wandb_mode: str) -> None:
@@ -113,19 +165,26 @@ def main(spec: WorkerSpec) -> None:
     interrupted = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: interrupted.set())
-    store = Store.in_dir(spec.sweep_dir)
-    controller = Controller(store, store.get("sweep"), RunConfig())
+    store = Store(spec.store, spec.sweep)
+    controller = Controller(store)
     data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))  # once per worker
     warm_up(spec.device, spec.wandb_mode)
     for subset in store.pending_subsets():  # the data the first claim will want, as part of warming up
         data_for(subset)
-    tag = f"{spec.name}:{os.getpid()}@{socket.gethostname()}"
+    host = socket.gethostname()
+    tag = f"{spec.name}:{os.getpid()}@{host}"
     wandb = WandbRuns(spec)
 
+    reaped_at = 0.0
     while not interrupted.is_set():
-        claimed = store.claim_many(tag, spec.pack, pack_key_of)
+        if time.monotonic() - reaped_at > REAP_EVERY_S:
+            reap(store)
+            reaped_at = time.monotonic()
+        if not store.info.closed:
+            maintain(store, controller, spec.pack)
+        claimed = store.claim_many(tag, spec.pack, host)
         if not claimed:
-            if store.get("closed") or store.budget_spent():
+            if sweep_done(store):
                 break
             time.sleep(IDLE_POLL_S)
             continue
@@ -171,7 +230,7 @@ def train_claim(
     spec: WorkerSpec,
     store: Store,
     controller: Controller,
-    claimed: list[Run],
+    claimed: list[StoredRun],
     data,
     interrupted: threading.Event,
     wandb: WandbRuns,
@@ -185,11 +244,13 @@ def train_claim(
     reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
     trackers, member_stops = [], []
     for r in claimed:
-        rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", r.id)
+        rundir = tracking.RunDir(Path(spec.out).resolve() / "runs", r.id)
         store.set_run_dir(r.id, str(rundir.path))
-        mirror = StoreTracker(store, r, controller, reason)
-        trackers.append(tracking.Trackers([rundir, *wandb.tracker(r.id, rundir), mirror]))
-        stops = (beat.stop_requested[r.id], mirror.stop_requested)
+        judge = HyperbandJudge(r, controller)
+        trackers.append(
+            tracking.Trackers([rundir, *wandb.tracker(r.id, rundir), StoreTracker(store, r, reason), judge])
+        )
+        stops = (beat.stop_requested[r.id], judge.stop_requested)
         member_stops.append(lambda stops=stops: any(e.is_set() for e in stops))
     try:
         if len(claimed) == 1:
@@ -200,12 +261,12 @@ def train_claim(
             run_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
         if interrupted.is_set():
             # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
-            again = [r.id for r in claimed if store.run(r.id).stop_reason == "interrupted"]
+            again = [r.id for r in claimed if store.get_run(r.id).stop_reason == "interrupted"]
             store.requeue(again, [tracking.new_run_id() for _ in again], "stopped", "interrupted")
     except Exception:  # a bug or an OOM in one config must not take the sweep down
         error = traceback.format_exc(limit=3)
         for r in claimed:
-            if store.run(r.id).state == "running":
+            if store.get_run(r.id).status == "running":
                 store.finish(r.id, "crashed", {"error": error}, "error")
     finally:
         beat.done.set()

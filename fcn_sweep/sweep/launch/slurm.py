@@ -139,7 +139,7 @@ export OMP_NUM_THREADS=$threads
 echo "task ${{SLURM_ARRAY_TASK_ID:-?}} of job ${{SLURM_ARRAY_JOB_ID:-?}} on $(hostname): $threads thread(s), \\
 GPUs ${{CUDA_VISIBLE_DEVICES:-none}}, restart ${{SLURM_RESTART_COUNT:-0}}"
 "${{fcn_sweep[@]}}" worker "$store"{sweep} --threads "$threads" "${{devices[@]}}" --pack {job.pack} \\
-    --out {q(job.out)} &
+    --out {q(job.out)} --quiet &
 worker=$!
 
 requeue=0
@@ -274,10 +274,10 @@ def check_reachable(store: str, partition: str | None) -> None:
     other than this one; or a PostgreSQL server that does not answer from here either."""
     hosts = node_hosts(partition)
     elsewhere = [h for h in hosts if not _is_this_host(h)]
-    if "://" not in store:
+    if "://" not in store or store.startswith("sqlite"):
         if elsewhere:
             raise LaunchError(
-                f"{store} is a SQLite sweep directory, which only this machine can share safely, but the job may run "
+                f"{store} is a SQLite store, which only this machine can share safely, but the job may run "
                 f"on {', '.join(elsewhere[:3])}; use a PostgreSQL store (postgresql://HOST/DB) that the nodes reach"
             )
         return

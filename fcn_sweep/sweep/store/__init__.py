@@ -1,0 +1,10 @@
+"""The sweep store: one interface (store.Store), SQLite and PostgreSQL behind it; all SQL lives in
+this package, and what differs between the two databases is said once, in dialects."""
+
+from .store import DONE, FILE, FINAL, STATUSES, Store, StoredRun, SweepInfo
+from .url import ENV, StoreError, parse, redact, redact_text, without_password
+
+__all__ = [
+    "DONE", "ENV", "FILE", "FINAL", "STATUSES", "Store", "StoreError", "StoredRun", "SweepInfo", "parse", "redact",
+    "redact_text", "without_password",
+]  # fmt: skip

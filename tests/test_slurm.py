@@ -15,7 +15,7 @@ import pytest
 
 from fcn_sweep.sweep.launch import slurm
 
-from .conftest import cli, needs_data
+from .conftest import REPO, cli, needs_data
 
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
 API_KEY = "0123456789abcdef0123456789abcdef01234567"  # shape of a W&B key; must never reach a file
@@ -187,3 +187,82 @@ def test_agents_array_on_slurm(tmp_path):
     wait_for_job(job)
     assert record.read_text().splitlines() == ["gpus= key=yes args=agent ent/proj/abc123"] * 4
     assert files_holding(tmp_path, API_KEY) == []
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL (scripts/postgres_local.sh) on a free loopback port, as the `postgres`
+    user when the tests run as root (PostgreSQL refuses root); its URL without the password, which
+    goes to PGPASSWORD as it would on a cluster. (Branch pg's conftest has the same server as a fixture.)"""
+    import socket
+    import tempfile
+
+    pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not pg_ctl:
+        pytest.skip("PostgreSQL is not installed (Debian: postgresql)")
+    as_server = (lambda cmd: ["runuser", "-u", "postgres", "--", *cmd]) if os.geteuid() == 0 else (lambda cmd: cmd)
+    root = Path(tempfile.mkdtemp(prefix="fcn-sweep-slurm-pg-"))  # not under pytest's root-only folder
+    root.chmod(0o777)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "postgres_local.sh"
+    url = subprocess.run(
+        as_server([str(script), str(root / "pg"), "--port", str(port)]), check=True, capture_output=True, text=True
+    ).stdout.strip()
+    os.environ["PGPASSWORD"] = (root / "pg" / "password").read_text().strip()
+    try:
+        yield url
+    finally:
+        del os.environ["PGPASSWORD"]
+        subprocess.run(as_server([str(pg_ctl[-1]), "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def running_tasks(job: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout
+    return sorted(out.split())
+
+
+@pytest.mark.slurm
+@needs_slurm
+@needs_data
+def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_url):
+    """sweeps/smoke.yaml on a 3-task array of workers and a PostgreSQL store. Mid-run, one task is
+    cancelled (scancel: TERM) and another gets the preemption warning (USR1): their runs end
+    `preempted` and are finished by other tasks, the warned task is requeued, and every slot of the
+    sweep ends finished exactly once, with nothing counted as crashed."""
+    from fcn_sweep.sweep.store import Store
+
+    name = make_sweep(postgres_url, tmp_path / "sweep", (REPO / "sweeps" / "smoke.yaml").read_text())
+    env = {"WANDB_MODE": "disabled"}
+    done = cli("slurm", "workers", postgres_url, "--sweep", name, "--array", "3", "--out", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[2].rstrip(":")
+    store = Store(postgres_url, name)
+    try:
+        deadline = time.monotonic() + 180
+        while len(store.runs(["running"])) < 2:  # both tasks that fit on the node are training
+            assert time.monotonic() < deadline, "no two runs in flight"
+            time.sleep(0.2)
+        cancelled, warned = running_tasks(job)[:2]
+        subprocess.run(["scancel", cancelled], check=True)
+        subprocess.run(["scancel", "--batch", "--signal=USR1", warned], check=True)
+        deadline = time.monotonic() + 300
+        while store.counts()["pending"] + store.counts()["running"]:
+            assert time.monotonic() < deadline, f"sweep not done: {store.counts()}"
+            time.sleep(0.5)
+        requeued = subprocess.run(["scontrol", "show", "job", warned], capture_output=True, text=True).stdout
+        runs = store.runs()
+        while running_tasks(job):  # the last workers see the sweep done and leave
+            assert time.monotonic() < deadline, "workers still running after the sweep is done"
+            time.sleep(0.5)
+    finally:
+        store.close()
+        subprocess.run(["scancel", job])  # the requeued task waits out SLURM's requeue delay; not needed now
+    assert "Restarts=1" in requeued
+    preempted = sorted(r.stop_reason for r in runs if r.status == "preempted")
+    assert "SIGTERM" in preempted and "SIGUSR1" in preempted, preempted
+    finished = sorted(r.slot for r in runs if r.status == "finished")
+    assert finished == list(range(8)), [(r.slot, r.status, r.stop_reason) for r in runs]
+    assert {r.status for r in runs} == {"finished", "preempted"}

@@ -253,7 +253,7 @@ def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     return 0
 
 
-def _estimate(sweep, store, repeats, count, device, threads, pack, workers, per_task, unit) -> str:
+def _estimate(sweep, store, repeats, count, device, threads, pack, workers, per_task, unit, at_once=None) -> str:
     """The dry run of a sweep (local or an array): plan, calibrate on `device`, schedule as asked
     and with the other packing (`--pack` as given, and 1 or 4)."""
     from .sweep import estimate
@@ -261,7 +261,7 @@ def _estimate(sweep, store, repeats, count, device, threads, pack, workers, per_
     plan = estimate.plan(sweep, repeats, count, store)
     other = 4 if pack == 1 else 1
     cal = estimate.calibrate(plan.todo, device, threads, max(pack, other))
-    estimates = [estimate.schedule(plan.todo, cal, workers, per_task, k) for k in (pack, other)]
+    estimates = [estimate.schedule(plan.todo, cal, workers, per_task, k, at_once) for k in (pack, other)]
     return estimate.render(plan, cal, estimates, unit)
 
 
@@ -534,7 +534,11 @@ def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.dry_run:
         device = "cuda" if sb.gpus_per_task else "cpu"
         threads = min(sb.cpus_per_task, os.cpu_count() or 1)
-        print(_estimate(info.config, store, 1, None, device, threads, args.pack, sb.array * per_task, per_task, "task"))
+        # CPU tasks: as many run at once as the partition's CPUs hold (GPUs: all, as asked).
+        cpus = None if sb.gpus_per_task else slurm.partition_cpus(args.partition)
+        at_once = cpus // sb.cpus_per_task if cpus else None
+        workers = sb.array * per_task
+        print(_estimate(info.config, store, 1, None, device, threads, args.pack, workers, per_task, "task", at_once))
         print(f"dry run: nothing written or submitted ({sb.array} task(s) of fcn-sweep worker would run)")
         return 0
     try:

@@ -117,12 +117,18 @@ def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
         (["--array", "2", "--cpus-per-task", "0"], "--cpus-per-task must be a positive integer"),
         (["--array", "2", "--no-such-flag"], "unexpected arguments --no-such-flag"),
     ]
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    cases.append((["--array", "2"], "sbatch is not on PATH"))
     for args, message in cases:
         assert main(["slurm", "workers", str(sweep_dir), *args]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    # A PostgreSQL that does not answer: refused before anything is written or submitted.
+    assert main(["slurm", "workers", "postgresql://me@127.0.0.1:1/sweeps", "--array", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the store" in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["slurm", "workers", str(sweep_dir), "--array", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1, err
     assert not (sweep_dir / "slurm").exists()
 
 
@@ -159,13 +165,14 @@ def test_dry_run_sizes_the_sweep_and_submits_nothing(tmp_path, capsys):
     from fcn_sweep.cli import main
 
     sweep_dir = make_sweep_dir(tmp_path / "sweep")
-    queue = subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout if cluster_up() else ""
+    jobs = lambda: set(subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split())  # noqa: E731
+    before = jobs() if cluster_up() else set()
     assert main(["slurm", "workers", str(sweep_dir), "--array", "3", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 run(s) to do" in out and "--pack 1: wall" in out and "--pack 4: wall" in out, out
     assert not (sweep_dir / "slurm").exists()
     if cluster_up():
-        assert subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout == queue
+        assert jobs() <= before  # no job submitted
     # The local sweep's dry run: the same plan, nothing created.
     assert main(["sweep", str(sweep_dir / "sweep-file.yaml"), "--out", str(tmp_path / "local"), "--dry-run"]) == 0
     assert "2 run(s) to do" in capsys.readouterr().out and not (tmp_path / "local").exists()

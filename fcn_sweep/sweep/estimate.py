@@ -9,7 +9,10 @@ Three steps, each a function that returns values (the caller prints `render`):
              machine's device, alone and packed `--pack K` at a time.
   schedule   longest runs first onto the workers that will run them (a task's GPUs, or one worker
              per task on its CPUs), each paying a worker's start-up once: the wall time of the last
-             worker, and the allocation (task-hours) the array holds.
+             worker, and the allocation (task-hours) the array holds. Only the tasks that fit on
+             the partition at once share the work: a task that starts later finds the sweep done.
+A worker's start-up (imports, warm-up, data) is this process's own, measured up to the end of
+calibration's warm-up: the dry run imports what a worker imports.
 
 An estimate, not a promise: Hyperband (`early_terminate`) only shortens runs, so with it the
 figures are an upper bound; a cluster node slower or faster than this machine scales them.
@@ -19,10 +22,12 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from ..config import RunConfig
 from ..packed import PACK_FIELDS, pack_key
@@ -31,7 +36,7 @@ from .spec import engine, params_of
 # The fields that set what one epoch costs (a pack's, too); epochs only multiplies it. The optimizer
 # changes an epoch's cost by little next to the network's shape.
 SHAPE_FIELDS = tuple(f for f in PACK_FIELDS if f != "epochs")
-WORKER_START_S = 5.0  # a worker's imports, data load and warm-up, paid once per worker process
+WORKER_START_S = 5.0  # a worker's start-up where this process's own age cannot be read (not Linux)
 SAMPLE_SEED = 0
 
 
@@ -89,7 +94,8 @@ def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, ba
         left = count if left is None else min(left, count)
     if left is not None:
         runs = [runs[i % len(runs)] for i in range(left)] if runs else []
-    return Plan(str(sweep.get("name") or "sweep"), method, cap, repeats, done, runs)
+    name = info.name if info is not None else str(sweep.get("name") or "sweep")
+    return Plan(name, method, cap, repeats, done, runs)
 
 
 def shape_of(cfg: RunConfig) -> tuple:
@@ -109,6 +115,7 @@ class Calibration:
     device: str
     threads: int
     pack: int
+    startup_s: float = WORKER_START_S  # a worker's imports, warm-up and data load
     seconds: dict[tuple, float] = field(default_factory=dict)  # shape -> s/epoch alone
     packed: dict[tuple, tuple[int, float]] = field(default_factory=dict)  # shape -> (members, s/epoch of the pack)
 
@@ -136,6 +143,8 @@ def calibrate(configs: Sequence[RunConfig], device: str, threads: int, pack: int
         cfg = replace(cfgs[0], epochs=1)
         if cfg.subset not in data:
             data[cfg.subset] = data_mod.load(device, cfg.subset)
+            if len(data) == 1:
+                cal.startup_s = process_age() or WORKER_START_S
         t0 = time.perf_counter()
         run(cfg, data=data[cfg.subset], device=device)
         cal.seconds[shape] = time.perf_counter() - t0
@@ -147,19 +156,33 @@ def calibrate(configs: Sequence[RunConfig], device: str, threads: int, pack: int
     return cal
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux), None where that cannot be read."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class Estimate:
     workers: int  # worker processes in all
     per_task: int  # workers in one task (1 for a local sweep)
+    at_once: int  # tasks that run at the same time
     pack: int
     wall_s: float
     task_hours: float
     busy_s: float  # training seconds summed over workers
 
 
-def schedule(todo: Sequence[RunConfig], cal: Calibration, workers: int, per_task: int, pack: int) -> Estimate:
-    """Longest jobs first onto the least-loaded worker (LPT). A job is one run, or with `pack` > 1
-    up to `pack` runs of one `pack_key`, costing the calibrated packed epoch."""
+def schedule(
+    todo: Sequence[RunConfig], cal: Calibration, workers: int, per_task: int, pack: int, at_once: int | None = None
+) -> Estimate:
+    """Longest jobs first onto the least-loaded worker (LPT) of the tasks that run at once (all,
+    unless `at_once` says fewer fit). A job is one run, or with `pack` > 1 up to `pack` runs of one
+    `pack_key`, costing the calibrated packed epoch."""
     jobs = []
     for cfgs in pack_groups(todo).values():
         shape, epochs = shape_of(cfgs[0]), cfgs[0].epochs
@@ -170,15 +193,19 @@ def schedule(todo: Sequence[RunConfig], cal: Calibration, workers: int, per_task
                 jobs.append(epochs * seconds * min(pack, len(cfgs) - start) / members)
         else:
             jobs += [epochs * cal.seconds[shape]] * len(cfgs)
-    loads = [0.0] * workers
+    n_tasks = workers // per_task
+    running = min(n_tasks, at_once or n_tasks)
+    loads = [0.0] * (running * per_task)
     heapq.heapify(loads)
     for job in sorted(jobs, reverse=True):
         heapq.heapreplace(loads, loads[0] + job)
     per_worker = sorted(loads, reverse=True)
     # Tasks end when their last worker does; the busiest workers fill the first tasks.
-    tasks = [per_worker[i : i + per_task] for i in range(0, workers, per_task)]
-    task_s = [WORKER_START_S + max(t) for t in tasks if max(t) > 0] or [0.0]
-    return Estimate(workers, per_task, pack, max(task_s), sum(task_s) / 3600, sum(jobs))
+    tasks = [per_worker[i : i + per_task] for i in range(0, len(per_worker), per_task)]
+    task_s = [cal.startup_s + max(t) for t in tasks]
+    late = n_tasks - running  # start as others end, find the sweep done, and leave: a start-up each
+    wall = max(task_s) + (cal.startup_s if late else 0.0)
+    return Estimate(workers, per_task, running, pack, wall, (sum(task_s) + late * cal.startup_s) / 3600, sum(jobs))
 
 
 def hms(seconds: float) -> str:
@@ -205,9 +232,11 @@ def render(p: Plan, cal: Calibration, estimates: Sequence[Estimate], unit: str =
         members, packed_s = cal.packed.get(shape, (0, 0.0))
         packed = f", {members} packed {packed_s:.2f} s/epoch" if members else ""
         lines.append(f"  {label}: {s:.2f} s/epoch{packed}")
+    lines.append(f"worker start-up {cal.startup_s:.1f} s (this process's own imports, warm-up and data load)")
     for e in estimates:
+        fit = f", {e.at_once} {unit}(s) at once" if e.at_once < e.workers // e.per_task else ""
         lines.append(
-            f"--pack {e.pack}: wall {hms(e.wall_s)} on {e.workers} worker(s) ({e.per_task} per {unit}), "
+            f"--pack {e.pack}: wall {hms(e.wall_s)} on {e.workers} worker(s) ({e.per_task} per {unit}{fit}), "
             f"{e.task_hours:.2f} {unit}-hours, {hms(e.busy_s)} of training"
         )
     if p.proposals is None:

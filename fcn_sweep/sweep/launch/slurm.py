@@ -239,6 +239,19 @@ def submit(script: Path) -> str:
     return done.stdout.strip().split(";")[0]
 
 
+def partition_cpus(partition: str | None) -> int | None:
+    """The CPUs of the partition (or the cluster), for how many CPU tasks fit at once; None where
+    sinfo cannot say (no cluster here: a dry run on a laptop)."""
+    cmd = ["sinfo", "-h", "-o", "%C", *(["-p", partition] if partition else [])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
+        totals = [int(line.split("/")[3]) for line in out]  # allocated/idle/other/total, a line per partition
+        # Without --partition, partitions may share nodes: the largest one, not their sum.
+        return max(totals, default=0) or None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
 # --- can the nodes reach the store? ---------------------------------------------------------------
 def node_hosts(partition: str | None) -> list[str]:
     """Host names of the nodes the job may run on."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from fcn_sweep.sweep.controller import Controller
 from fcn_sweep.sweep.store import Store
 
 from .claimer import claim_all
-from .conftest import cli, needs_data
+from .conftest import cli, fresh_database, needs_data
 
 COMMAND = ["${env}", "fcn-sweep", "train", "${args}"]
 
@@ -49,6 +50,35 @@ def sweep(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProc
     return cli("sweep", *args, "--quiet", "--wandb=disabled", cwd=cwd, timeout=timeout)
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where a sweep's store is: the sweep directory's own sweep.db (url None), or a PostgreSQL database."""
+
+    url: str | None
+
+    def args(self) -> list[str]:
+        return ["--store", self.url] if self.url else []
+
+    def open(self, out: Path) -> Store:
+        return Store(self.url) if self.url else Store.in_dir(out)
+
+    def ready(self, out: Path) -> bool:
+        return self.url is not None or (out / "sweep.db").exists()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request) -> Where:
+    if request.param == "sqlite":
+        return Where(None)
+    return Where(fresh_database(request.getfixturevalue("postgres_server")))
+
+
+def new_store(url: str | Path, name: str = "t", sweep: dict | None = None, **options) -> Store:
+    store = Store(url)
+    store.create_sweep(name, sweep or {"method": "grid"}, **options)
+    return store
+
+
 def finished_once(store: Store) -> dict[int, str]:
     """slot -> the id of its one finished attempt; fails if any slot finished twice."""
     done = [r for r in store.runs(["finished"])]
@@ -63,7 +93,7 @@ def assert_store_matches_run_dirs(store: Store) -> None:
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["best_val_acc"] == r.summary["best_val_acc"]
         lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        assert lines == store.history(r.id)
+        assert lines == store.histories([r.id])[r.id]
         assert RunConfig.from_file(run_dir) == r.config
 
 
@@ -109,23 +139,24 @@ def test_a_packed_sweep_gives_each_run_its_own_record_and_the_results_it_gets_al
     assert sorted(claims.values()) == [3, 3]
     by_slot = {r.slot: r for r in reference.runs(["finished"])}
     for r in runs:
-        assert history_mismatch(reference.history(by_slot[r.slot].id), store.history(r.id), TIGHT) == [], r.config
+        mine, alone_ = store.histories([r.id])[r.id], reference.histories([by_slot[r.slot].id])[by_slot[r.slot].id]
+        assert history_mismatch(alone_, mine, TIGHT) == [], r.config
     assert_store_matches_run_dirs(store)
     logged = [OfflineRun(next((Path(r.run_dir) / "wandb").glob("offline-run-*"))) for r in runs]
     assert len({w.run.run_id for w in logged}) == 6
     for r, w in zip(runs, logged, strict=True):
         assert w.run.run_id == r.id and w.config["optimizer"] == r.config.optimizer
-        assert [h["val/acc"] for h in w.history] == [m["val/acc"] for m in store.history(r.id)]
+        assert [h["val/acc"] for h in w.history] == [m["val/acc"] for m in store.histories([r.id])[r.id]]
         assert w.summary["best_val_acc"] == r.summary["best_val_acc"]
 
 
-def wait_for_store(db: Path, predicate, what: str, process: subprocess.Popen) -> None:
+def wait_for_store(where: Where, out: Path, predicate, what: str, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if db.exists():
-            store = Store(db)
+        if where.ready(out):
+            store = where.open(out)
             try:
-                if predicate(store):
+                if store.sweep_id is not None and predicate(store):
                     return
             finally:
                 store.close()
@@ -136,7 +167,9 @@ def wait_for_store(db: Path, predicate, what: str, process: subprocess.Popen) ->
 
 @needs_data
 @pytest.mark.parametrize("pack", ["1", "3"])
-def test_ctrl_c_stops_the_runs_in_flight_and_a_resume_finishes_each_once(tmp_path, pack):
+def test_ctrl_c_stops_the_runs_in_flight_and_a_resume_finishes_each_once(tmp_path, pack, where):
+    if where.url and pack == "1":
+        pytest.skip("the packed case covers PostgreSQL")
     path = sweep_file(
         tmp_path,
         parameters={"epochs": {"value": 6}, "subset": {"value": 2048}, "hidden": {"value": [64]},
@@ -144,20 +177,22 @@ def test_ctrl_c_stops_the_runs_in_flight_and_a_resume_finishes_each_once(tmp_pat
     )  # fmt: skip
     parent = subprocess.Popen(
         [sys.executable, "-m", "fcn_sweep", "sweep", str(path), "--pack", pack, "--out", "out", "--quiet",
-         "--wandb=disabled"],
+         "--wandb=disabled", *where.args()],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
-    db = tmp_path / "out" / "sweep.db"
-    wait_for_store(db, lambda s: any(r.epoch >= 1 for r in s.runs(["running"])), "a run to be mid-way", parent)
+    out = tmp_path / "out"
+    mid_way = lambda s: any(r.epoch >= 1 for r in s.runs(["running"]))  # noqa: E731
+    wait_for_store(where, out, mid_way, "a run to be mid-way", parent)
     os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     assert parent.wait(timeout=60) == 0, parent.stderr.read().decode()
-    store = Store(db)
+    store = where.open(out)
     interrupted = store.runs(["stopped"])
     assert interrupted and all(r.stop_reason == "interrupted" for r in interrupted)
     assert len(interrupted) == (3 if pack == "3" else 1)  # the whole pack was in flight
     assert store.counts()["running"] == 0 and store.counts()["pending"] == 3 - store.counts()["finished"]
 
-    proc = sweep("--resume", "out", "--pack", pack, cwd=tmp_path)
+    resume = ["--store", where.url, "--sweep", "tiny"] if where.url else ["--resume", "out"]
+    proc = sweep(*resume, "--pack", pack, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert len(finished_once(store)) == 3 == store.slots()[0]
     assert store.counts()["pending"] == store.counts()["running"] == 0
@@ -165,7 +200,7 @@ def test_ctrl_c_stops_the_runs_in_flight_and_a_resume_finishes_each_once(tmp_pat
 
 
 @needs_data
-def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tmp_path):
+def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tmp_path, where):
     path = sweep_file(
         tmp_path,
         parameters={"epochs": {"value": 5}, "subset": {"value": 2048}, "hidden": {"values": [[32], [64], [96]]},
@@ -173,27 +208,27 @@ def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tm
     )  # fmt: skip
     parent = subprocess.Popen(
         [sys.executable, "-m", "fcn_sweep", "sweep", str(path), "--workers", "2", "--out", "out", "--quiet",
-         "--wandb=disabled"],
+         "--wandb=disabled", *where.args()],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
-    db = tmp_path / "out" / "sweep.db"
-    wait_for = lambda predicate, what: wait_for_store(db, predicate, what, parent)  # noqa: E731
+    out = tmp_path / "out"
+    wait_for = lambda predicate, what: wait_for_store(where, out, predicate, what, parent)  # noqa: E731
 
     # 1. SIGKILL one worker in the middle of a run: the sweep re-queues the run and carries on.
     wait_for(lambda s: any(r.epoch >= 1 for r in s.runs(["running"])), "a run to be mid-way")
-    store = Store(db)
+    store = where.open(out)
     victim = next(r for r in store.runs(["running"]) if r.epoch >= 1)
     os.kill(int(victim.worker.split(":")[1].split("@")[0]), signal.SIGKILL)
-    wait_for(lambda s: s.run(victim.id).state == "crashed", "the killed run to be marked crashed")
+    wait_for(lambda s: s.get_run(victim.id).status == "crashed", "the killed run to be marked crashed")
     # 2. Kill the whole sweep (parent and workers) once something has finished; resume it.
     wait_for(lambda s: s.counts()["finished"] >= 2, "two finished runs")
     os.killpg(parent.pid, signal.SIGKILL)
     parent.wait(timeout=30)
     before = {r.id: r.summary for r in store.runs(["finished"])}
-    proc = sweep("--resume", "out", cwd=tmp_path)
+    proc = sweep(*(["--store", where.url, "--sweep", "tiny"] if where.url else ["--resume", "out"]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
-    store = Store(db)
+    store = where.open(out)
     finished = finished_once(store)
     assert len(finished) == 6 == store.slots()[0] == store.slots()[1]
     assert store.counts()["crashed"] >= 1 and store.counts()["running"] == 0 and store.counts()["pending"] == 0
@@ -204,7 +239,9 @@ def test_sigkilled_worker_and_killed_sweep_resume_without_losing_or_repeating(tm
 
 @needs_data
 @pytest.mark.parametrize("packed", [False, True], ids=["alone", "packed"])
-def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_path, packed):
+def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_path, packed, where):
+    if where.url and packed:
+        pytest.skip("the solo case covers PostgreSQL")
     # Alone: one worker, so the two good runs finish first and set the bar the bad run is judged
     # against at every bracket (epochs 1, 2, 4, 8, ...: the top half of the runs that reached it).
     # Packed: all three train in one pack and Hyperband must stop one member, not the pack. Either
@@ -215,17 +252,18 @@ def test_hyperband_decisions_reach_the_workers_and_those_runs_end_stopped(tmp_pa
         parameters={"epochs": {"value": 8}, "subset": {"value": 256}, "hidden": {"value": [64]},
                     "optimizer": {"value": "adam"}, "lr": {"values": [0.01, 0.003, 0.000001]}},
     )  # fmt: skip
-    proc = sweep(str(path), *(["--pack", "3"] if packed else ["--workers", "1"]), "--out", "out", cwd=tmp_path)
+    args = ["--pack", "3"] if packed else ["--workers", "1"]
+    proc = sweep(str(path), *args, "--out", "out", *where.args(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    store = Store.in_dir(tmp_path / "out")
+    store = where.open(tmp_path / "out")
     by_lr = {r.config.lr: r for r in store.runs()}
-    assert (by_lr[0.01].state, by_lr[0.01].summary["epochs_run"]) == ("finished", 8)
+    assert (by_lr[0.01].status, by_lr[0.01].summary["epochs_run"]) == ("finished", 8)
     if packed:
         assert len({r.started for r in store.runs()}) == 1  # claimed and trained as one pack
     else:
-        assert by_lr[0.003].state == "finished"
+        assert by_lr[0.003].status == "finished"
     stopped = by_lr[0.000001]
-    assert (stopped.state, stopped.stop_reason) == ("stopped", "hyperband")
+    assert (stopped.status, stopped.stop_reason) == ("stopped", "hyperband")
     assert stopped.summary["epochs_run"] == 1  # it fails the first bracket, and stops right there
     assert json.loads((Path(stopped.run_dir) / "summary.json").read_text())["status"] == "stopped"
     assert all(r.stop_reason == "hyperband" for r in store.runs(["stopped"]))
@@ -262,7 +300,8 @@ def test_bad_sweep_files_exit_2_before_anything_is_written(tmp_path, text, says)
 
 @pytest.mark.parametrize(
     ("args", "says"),
-    [(["--workers", "0"], "--workers must be a positive integer"), (["--resume", "nowhere"], "not a sweep directory"),
+    [(["--workers", "-1"], "--workers must be a non-negative integer"),
+     (["--resume", "nowhere"], "not a sweep directory"),
      (["--pack", "0"], "--pack must be a positive integer"),
      ([], "give a sweep file")],
 )  # fmt: skip
@@ -271,13 +310,13 @@ def test_bad_sweep_options_exit_2(tmp_path, args, says):
     assert proc.returncode == 2 and says in proc.stderr
 
 
-def test_workers_starting_at_the_same_moment_never_claim_the_same_run(tmp_path):
-    store = Store(tmp_path / "sweep.db")
+def test_workers_starting_at_the_same_moment_never_claim_the_same_run(store_url):
+    store = new_store(store_url)
     cfg = RunConfig()
     store.add((f"r{i}", i, i, 0, cfg, {}) for i in range(300))
     ctx = mp.get_context("spawn")
     out, start = ctx.Queue(), ctx.Barrier(4)
-    procs = [ctx.Process(target=claim_all, args=(str(tmp_path / "sweep.db"), f"w{i}", out, start)) for i in range(4)]
+    procs = [ctx.Process(target=claim_all, args=(store_url, f"w{i}", out, start)) for i in range(4)]
     for p in procs:
         p.start()
     claimed = [out.get(timeout=120) for _ in procs]
@@ -292,8 +331,8 @@ def test_random_order_is_a_seeded_permutation_of_the_engines_grid(tmp_path):
     grid = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "grid.yaml").read_text())
 
     def order(seed: int, how: str) -> list[dict]:
-        store = Store(tmp_path / f"{how}-{seed}.db")
-        Controller(store, grid, RunConfig(), order=how, seed=seed).plan()
+        store = new_store(tmp_path / f"{how}-{seed}-{time.monotonic_ns()}.db", sweep=grid, order=how, seed=seed)
+        Controller(store).plan()
         return [r.params for r in store.runs()]
 
     in_file, shuffled = order(0, "file"), order(0, "random")
@@ -305,31 +344,39 @@ def test_random_order_is_a_seeded_permutation_of_the_engines_grid(tmp_path):
 def test_the_claim_budget_is_spent_only_by_claims_and_absent_means_unlimited(tmp_path):
     # An unbounded sweep (bayes without run_cap, no --count) stores no budget: a worker that finds
     # nothing pending must wait for the controller, not decide the budget is spent (or crash on None).
-    store = Store(tmp_path / "sweep.db")
+    store = new_store(tmp_path / "sweep.db")
     store.add((f"r{i}", i, i, 0, RunConfig(), {}) for i in range(3))
-    store.set("budget", None)
+    store.set_budget(None)
     assert not store.budget_spent()
-    store.set("budget", 2)
-    assert store.claim("w") is not None and store.claim("w") is not None
-    assert store.budget_spent() and store.claim("w") is None
+    store.set_budget(2)
+    assert store.claim_many("w", 1) and store.claim_many("w", 1)
+    assert store.budget_spent() and store.claim_many("w", 1) == []
     assert store.counts()["pending"] == 1
 
 
 def test_time_accounting_counts_a_packs_shared_epochs_once(tmp_path):
-    from fcn_sweep.sweep.status import time_accounting, time_line
+    from sqlalchemy import update
 
-    store = Store(tmp_path / "sweep.db")
+    from fcn_sweep.sweep.status import time_accounting, time_line
+    from fcn_sweep.sweep.store.schema import runs
+
+    store = new_store(tmp_path / "sweep.db")
     assert time_accounting(store) is None  # no invocation on record yet
     store.add((f"r{i}", i, i, 0, RunConfig(epochs=2), {}) for i in range(3))
-    store.set("invocations", [{"started": 100.0, "ended": 110.0, "workers": 2, "pack": 2}])
+    store.add_invocation(100.0, 110.0, workers=2, pack=2)
+
+    def claimed(run_id: str, worker: str, started: float, ended: float) -> None:  # at a chosen time
+        with store.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(worker=worker, started=started, ended=ended))
+
     claim = {"w0": ["r0", "r1"], "w1": ["r2"]}  # a pack of two, and one run alone
     for worker, ids in claim.items():
         for i in ids:
-            store.db.execute("UPDATE runs SET worker = ?, started = 101.0, ended = 106.0 WHERE id = ?", (worker, i))
+            claimed(i, worker, 101.0, 106.0)
             for epoch, seconds in ((1, 2.0), (2, 2.0 if i != "r1" else 1.5)):
                 store.log_epoch(i, {"epoch": epoch, "time/epoch_s": seconds})
     store.add([("killed", 3, 3, 0, RunConfig(epochs=2), {})])  # claimed by an invocation killed outright
-    store.db.execute("UPDATE runs SET worker = 'w9', started = 50.0, ended = 60.0 WHERE id = 'killed'")
+    claimed("killed", "w9", 50.0, 60.0)
     store.log_epoch("killed", {"epoch": 1, "time/epoch_s": 9.0})
     t = time_accounting(store)
     assert t == {"worker": 20.0, "training": 8.0, "per_run": 2.0, "start_idle": 10.0, "runs": 3}
@@ -337,8 +384,9 @@ def test_time_accounting_counts_a_packs_shared_epochs_once(tmp_path):
 
 
 def test_workers_learn_which_data_the_pending_runs_need(tmp_path):
-    store = Store(tmp_path / "sweep.db")
-    store.add((f"r{i}", i, i, 0, RunConfig(subset=s), {}) for i, s in enumerate([512, 0, 512, 256]))
-    store.claim_many("w0", 1, lambda config: None)  # r0 (512) runs; the other 512 is still pending
-    store.db.execute("UPDATE runs SET state = 'finished' WHERE id = 'r3'")
+    store = new_store(tmp_path / "sweep.db")
+    store.add((f"r{i}", i, i, 0, RunConfig(subset=s), {}) for i, s in enumerate([512, 256, 0, 512]))
+    store.claim_many("w0", 1)  # r0 (512) runs; the other 512 is still pending
+    store.claim_many("w0", 1)
+    store.finish("r1", "finished", {})  # 256: no longer wanted
     assert store.pending_subsets() == [0, 512]

@@ -104,12 +104,18 @@ class Heartbeat(threading.Thread):
                 self.stop_requested[run_id].set()
 
 
+def this_host() -> str:
+    """The name a worker records as its host; FCN_SWEEP_HOST overrides it (where a cluster's nodes
+    share a name, or to try a second host on one machine)."""
+    return os.environ.get("FCN_SWEEP_HOST") or socket.gethostname()
+
+
 def gone(run: StoredRun) -> bool:
     """Whether the worker of a run was a process of this host that no longer exists. A worker of
     another host is judged by its heartbeat alone: its pid means nothing here."""
     _, _, where = (run.worker or "").partition(":")
     pid = where.partition("@")[0]
-    if run.host != socket.gethostname() or not pid.isdigit():
+    if run.host != this_host() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -193,7 +199,7 @@ def main(spec: WorkerSpec) -> None:
     warm_up(spec.device, spec.wandb_mode)
     for subset in store.pending_subsets():  # the data the first claim will want, as part of warming up
         data_for(subset)
-    host = socket.gethostname()
+    host = this_host()
     tag = f"{spec.name}:{os.getpid()}@{host}"
     wandb = WandbRuns(spec)
 

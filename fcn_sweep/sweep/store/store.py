@@ -21,7 +21,6 @@ from sqlalchemy import Connection, and_, delete, distinct, func, insert, inspect
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ...config import RunConfig
-from ...packed import pack_key
 from .dialects import DIALECTS
 from .schema import invocations, metadata, metrics, runs, sweeps
 from .url import StoreError, parse, redact
@@ -85,6 +84,8 @@ class SweepInfo:
 
 
 def _pack_key_text(cfg: RunConfig) -> str:
+    from ...packed import pack_key  # here, not at the top: it imports torch, which readers of a store never need
+
     return json.dumps(pack_key(cfg))
 
 
@@ -392,9 +393,6 @@ class Store:
                     out[r.run_id].append(json.loads(r.data))
         return out
 
-    def history(self, run_id: str) -> list[dict]:
-        return self.histories([run_id])[run_id]
-
     def last_epoch(self, run_id: str) -> dict | None:
         q = select(metrics.c.data).where(metrics.c.run_id == run_id).order_by(metrics.c.epoch.desc()).limit(1)
         with self._read() as conn:
@@ -423,7 +421,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         q = select(runs.c.status, func.count()).where(runs.c.sweep_id == self._sid).group_by(runs.c.status)
         with self._read() as conn:
-            return {**dict.fromkeys(STATUSES, 0), **dict(conn.execute(q).tuples().all())}
+            return {**dict.fromkeys(STATUSES, 0), **dict(conn.execute(q).all())}
 
     def n_proposals(self) -> int:
         q = select(func.count(distinct(runs.c.proposal))).where(runs.c.sweep_id == self._sid)

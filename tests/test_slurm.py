@@ -15,7 +15,7 @@ import pytest
 
 from fcn_sweep.sweep.launch import slurm
 
-from .conftest import REPO, cli, needs_data
+from .conftest import REPO, cli, fresh_database, needs_data
 
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
 API_KEY = "0123456789abcdef0123456789abcdef01234567"  # shape of a W&B key; must never reach a file
@@ -196,36 +196,6 @@ def test_agents_array_on_slurm(tmp_path):
     assert files_holding(tmp_path, API_KEY) == []
 
 
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL (scripts/postgres_local.sh) on a free loopback port, as the `postgres`
-    user when the tests run as root (PostgreSQL refuses root); its URL without the password, which
-    goes to PGPASSWORD as it would on a cluster. (Branch pg's conftest has the same server as a fixture.)"""
-    import socket
-    import tempfile
-
-    pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not pg_ctl:
-        pytest.skip("PostgreSQL is not installed (Debian: postgresql)")
-    as_server = (lambda cmd: ["runuser", "-u", "postgres", "--", *cmd]) if os.geteuid() == 0 else (lambda cmd: cmd)
-    root = Path(tempfile.mkdtemp(prefix="fcn-sweep-slurm-pg-"))  # not under pytest's root-only folder
-    root.chmod(0o777)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    script = Path(__file__).resolve().parents[1] / "scripts" / "postgres_local.sh"
-    url = subprocess.run(
-        as_server([str(script), str(root / "pg"), "--port", str(port)]), check=True, capture_output=True, text=True
-    ).stdout.strip()
-    os.environ["PGPASSWORD"] = (root / "pg" / "password").read_text().strip()
-    try:
-        yield url
-    finally:
-        del os.environ["PGPASSWORD"]
-        subprocess.run(as_server([str(pg_ctl[-1]), "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]))
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def running_tasks(job: str) -> list[str]:
     out = subprocess.run(["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout
     return sorted(out.split())
@@ -234,15 +204,19 @@ def running_tasks(job: str) -> list[str]:
 @pytest.mark.slurm
 @needs_slurm
 @needs_data
-def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_url):
+def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_server):
     """sweeps/smoke.yaml on a 3-task array of workers and a PostgreSQL store. Mid-run, one task is
     cancelled (scancel: TERM) and another gets the preemption warning (USR1): their runs end
     `preempted` and are finished by other tasks, the warned task is requeued, and every slot of the
     sweep ends finished exactly once, with nothing counted as crashed."""
+    from sqlalchemy.engine import make_url
+
     from fcn_sweep.sweep.store import Store
 
+    postgres_url = fresh_database(postgres_server)
     name = make_sweep(postgres_url, tmp_path / "sweep", (REPO / "sweeps" / "smoke.yaml").read_text())
-    env = {"WANDB_MODE": "disabled"}
+    # As on a cluster: the password reaches the tasks through the environment sbatch passes on, not the script.
+    env = {"WANDB_MODE": "disabled", "PGPASSWORD": make_url(postgres_url).password}
     done = cli("slurm", "workers", postgres_url, "--sweep", name, "--array", "3", "--out", str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr
     job = done.stdout.split()[2].rstrip(":")
@@ -273,3 +247,4 @@ def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_url
     finished = sorted(r.slot for r in runs if r.status == "finished")
     assert finished == list(range(8)), [(r.slot, r.status, r.stop_reason) for r in runs]
     assert {r.status for r in runs} == {"finished", "preempted"}
+    assert files_holding(tmp_path / "slurm", env["PGPASSWORD"]) == []  # the script and the task logs

@@ -188,6 +188,8 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     gpus = _gpu_list(args.gpus)
     if gpus:
         resolve_device(f"cuda:{max(gpus)}")
+    if args.dry_run:
+        return _sweep_dry_run(args, len(gpus) or args.workers)
     # The default directory is sweeps-out/<sweep name>: its nearest existing ancestor is what is checked.
     check_writable(args.resume or args.out or "sweeps-out", "--resume" if args.resume else "--out")
     from . import tracking
@@ -234,14 +236,59 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
+    """`fcn-sweep sweep FILE --dry-run`: the runs to do and what they will cost on this machine;
+    a sweep that exists already (in --store, or the sweep directory) counts what it has done."""
+    from .sweep.runner import default_dir
+    from .sweep.spec import SweepFileError, load_sweep
+    from .sweep.store import FILE, Store, StoreError
+
+    try:
+        sweep = load_sweep(args.file) if args.file else None
+    except SweepFileError as e:
+        raise UsageError(str(e)) from None
+    url = _store_url(args.store)
+    if not url:
+        directory = args.resume or args.out or (default_dir(Path(args.file), sweep) if sweep else None)
+        url = os.path.join(directory, FILE) if directory and os.path.isfile(os.path.join(directory, FILE)) else None
+    name = args.name or (str(sweep.get("name") or Path(args.file).stem) if sweep else None)
+    store = None
+    if url:
+        try:
+            store = Store(url)
+            store = Store(url, name) if name in store.sweep_names() else None
+        except StoreError as e:
+            raise UsageError(str(e)) from None
+    if sweep is None and store is None:
+        raise UsageError("give a sweep file (e.g. sweeps/smoke.yaml), or --resume DIR / --store URL --name NAME")
+    sweep = store.info.config if store is not None else sweep
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    device = "cuda" if args.gpus else "cpu"
+    text = _estimate(sweep, store, args.repeats or 1, args.count, device, threads, args.pack, workers, 1, "machine")
+    print(text + "\ndry run: nothing written or run")
+    return 0
+
+
+def _estimate(sweep, store, repeats, count, device, threads, pack, workers, per_task, unit, at_once=None) -> str:
+    """The dry run of a sweep (local or an array): plan, calibrate on `device`, schedule as asked
+    and with the other packing (`--pack` as given, and 1 or 4)."""
+    from .sweep import estimate
+
+    plan = estimate.plan(sweep, repeats, count, store)
+    other = 4 if pack == 1 else 1
+    cal = estimate.calibrate(plan.todo, device, threads, max(pack, other))
+    estimates = [estimate.schedule(plan.todo, cal, workers, per_task, k, at_once) for k in (pack, other)]
+    return estimate.render(plan, cal, estimates, unit)
+
+
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from .sweep.runner import SweepOptions, run_workers
     from .sweep.store import ENV, Store, StoreError
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep worker --help")
-    for name in ("workers", "pack"):
-        if getattr(args, name) < 1:
+    for name in ("workers", "pack", "threads"):
+        if (getattr(args, name) or 1) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     url = _store_url(args.store)
     if not url:
@@ -259,7 +306,12 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     mode, _ = tracking.resolve_wandb_mode(args.wandb)
     opts = SweepOptions(
-        workers=len(gpus) or args.workers, gpus=gpus, wandb_mode=mode, progress=not args.quiet, pack=args.pack
+        workers=len(gpus) or args.workers,
+        gpus=gpus,
+        wandb_mode=mode,
+        progress=not args.quiet,
+        pack=args.pack,
+        threads=args.threads,
     )
     out = Path(args.out) if args.out else Path("sweeps-out") / info.name
     out.mkdir(parents=True, exist_ok=True)
@@ -280,6 +332,12 @@ def _worker_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
     p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
     p.add_argument("--pack", type=int, default=1, metavar="K", help="runs of one shape trained at once (default: 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per worker (default: this machine's cores / workers; SLURM scripts pass their allocation)",
+    )
     p.add_argument("--out", metavar="DIR", help="run directories go to DIR/runs (default: sweeps-out/<sweep name>)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
@@ -342,6 +400,11 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of --order random (default: 0; a resume keeps the stored one)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no live progress")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs to do and the estimated wall time (one calibration epoch per shape); run nothing",
+    )
     p.set_defaults(func=cmd_sweep)
 
 
@@ -485,6 +548,175 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .sweep.launch import slurm
+    from .sweep.store import without_password
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep slurm workers --help")
+    if args.pack < 1:
+        raise UsageError(f"--pack must be a positive integer, got {args.pack}")
+    sb = _sbatch_options(args)
+    store, store_arg = _open_sweep(args.store, args.sweep)
+    info = store.info
+    # Run files beside a SQLite store's sweep directory; for a shared store, where `fcn-sweep worker` puts them.
+    beside = Path(store_arg).parent if "://" not in store_arg else Path("sweeps-out") / info.name
+    out = Path(args.out or beside).resolve()
+    per_task = sb.gpus_per_task or 1
+    if args.dry_run:
+        device = "cuda" if sb.gpus_per_task else "cpu"
+        threads = min(sb.cpus_per_task, os.cpu_count() or 1)
+        # CPU tasks: as many run at once as the partition's CPUs hold (GPUs: all, as asked).
+        cpus = None if sb.gpus_per_task else slurm.partition_cpus(args.partition)
+        at_once = cpus // sb.cpus_per_task if cpus else None
+        workers = sb.array * per_task
+        print(_estimate(info.config, store, 1, None, device, threads, args.pack, workers, per_task, "task", at_once))
+        print(f"dry run: nothing written or submitted ({sb.array} task(s) of fcn-sweep worker would run)")
+        return 0
+    try:
+        slurm.sbatch_path()
+        slurm.check_reachable(store_arg, args.partition)
+    except slurm.LaunchError as e:
+        raise UsageError(str(e)) from None
+    store.close()
+    # A password never goes into the script: workers get it by PGPASSWORD (sbatch passes it on) or ~/.pgpass.
+    shown = without_password(store.url) if "://" in store_arg else store_arg
+    job = slurm.WorkersJob(shown, info.name, out, args.pack)
+    logs = out / "slurm" / "logs"
+    return _submit(slurm.render_workers(job, sb, logs), out / "slurm", logs, "workers", sb.array,
+                   f"fcn-sweep status --store {without_password(store.url)} --sweep {info.name}")  # fmt: skip
+
+
+def cmd_slurm_agents(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .sweep.launch import slurm
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep slurm agents --help")
+    if args.sweep_id.count("/") != 2 or not all(args.sweep_id.split("/")):
+        raise UsageError(f"expected ENTITY/PROJECT/SWEEP_ID as `wandb sweep` prints it, got {args.sweep_id!r}")
+    for name in ("per_gpu", "count", "stagger"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "stagger" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    sb = _sbatch_options(args)
+    try:
+        slurm.sbatch_path()
+    except slurm.LaunchError as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out).resolve()
+    job = slurm.AgentsJob(args.sweep_id, out, args.per_gpu, args.count, args.stagger)
+    logs = out / "slurm" / "logs"
+    return _submit(slurm.render_agents(job, sb, logs), out / "slurm", logs, "agents", sb.array, "wandb sweep page")
+
+
+def _sbatch_options(args: argparse.Namespace):
+    from .sweep.launch import slurm
+
+    sb = slurm.Sbatch(
+        array=args.array,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_task=args.gpus_per_task,
+        time=args.time,
+        partition=args.partition,
+        extra=tuple(args.sbatch_arg),
+    )
+    try:
+        slurm.check_args(sb)
+    except slurm.LaunchError as e:
+        raise UsageError(str(e)) from None
+    return sb
+
+
+def _open_sweep(store: str, name: str | None):
+    """The store (a URL, a SQLite file, or a sweep directory holding one) opened on the sweep,
+    and its path or URL as workers take it; a UsageError naming what is missing."""
+    from .sweep.store import FILE, Store, StoreError
+
+    if "://" not in store:
+        path = Path(store) / FILE if Path(store).is_dir() else Path(store)
+        if not path.is_file():
+            raise UsageError(f"{store} is neither a store URL (postgresql://...) nor a sweep directory or SQLite file")
+        store = str(path.resolve())
+    try:
+        opened = Store(store, name)
+        opened.info  # noqa: B018  (a store without sweeps says so here)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    return opened, store
+
+
+def _submit(text: str, directory: Path, logs: Path, kind: str, tasks: int, watch: str) -> int:
+    from .sweep.launch import slurm
+
+    logs.mkdir(parents=True, exist_ok=True)
+    script = slurm.write_script(text, directory, kind)
+    try:
+        job = slurm.submit(script)
+    except slurm.LaunchError as e:
+        raise UsageError(str(e)) from None
+    print(f"submitted job {job}: {tasks} array task(s) of {kind}\nscript: {script}")
+    print(f"watch:  squeue -j {job}\n        {watch}\nlogs:   {logs}/{job}_*")
+    return 0
+
+
+def _slurm_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "slurm",
+        allow_abbrev=False,
+        help="submit a SLURM job array of sweep workers or of W&B agents",
+        description="Write a readable sbatch script (kept under OUT/slurm) and submit it with sbatch.",
+    )
+    kinds = p.add_subparsers(dest="kind", required=True)
+
+    def common(q: argparse.ArgumentParser, gpus_default: int) -> None:
+        q.add_argument("--array", type=int, required=True, metavar="N", help="array tasks")
+        q.add_argument(
+            "--gpus-per-task", type=int, default=gpus_default, metavar="G", help=f"(default: {gpus_default})"
+        )
+        q.add_argument("--cpus-per-task", type=int, default=1, metavar="C", help="(default: 1)")
+        q.add_argument("--time", metavar="T", help="each task's time limit, as sbatch takes it (e.g. 4:00:00)")
+        q.add_argument("--partition", metavar="P", help="SLURM partition (default: the cluster's default)")
+        q.add_argument(
+            "--sbatch-arg",
+            action="append",
+            default=[],
+            metavar="OPT",
+            help="another #SBATCH option, e.g. --sbatch-arg=--mem=8G (repeatable)",
+        )
+
+    w = kinds.add_parser(
+        "workers",
+        allow_abbrev=False,
+        help="tasks that each run `fcn-sweep worker STORE` until the sweep is done",
+        description="A job array of fcn-sweep workers on a store (PostgreSQL URL, or a sweep directory on a one-node "
+        "cluster). Preemption warnings (USR1) and scancel re-queue the runs in flight.",
+    )
+    w.add_argument("store", metavar="STORE", help="postgresql://USER@HOST:PORT/DB or a sweep directory")
+    w.add_argument("--sweep", metavar="NAME", help="the sweep in a store that holds several")
+    common(w, 0)
+    w.add_argument("--pack", type=int, default=1, metavar="K", help="runs of one shape a worker trains at once")
+    w.add_argument("--out", metavar="DIR", help="run directories and the script (default: the sweep's directory)")
+    w.add_argument(
+        "--dry-run", action="store_true", help="print the runs to do and the estimated hours; submit nothing"
+    )
+    w.set_defaults(func=cmd_slurm_workers)
+
+    a = kinds.add_parser(
+        "agents",
+        allow_abbrev=False,
+        help="tasks that each run M `wandb agent`s per GPU for a W&B sweep",
+        description="A job array of W&B agents for a sweep on W&B's server; the API key comes from the environment "
+        "at run time (WANDB_API_KEY or ~/.netrc), never from the script.",
+    )
+    a.add_argument("sweep_id", metavar="ENTITY/PROJECT/SWEEP_ID", help="as printed by `wandb sweep`")
+    common(a, 1)
+    a.add_argument("--per-gpu", type=int, default=1, metavar="M", help="agents per GPU (default: 1)")
+    a.add_argument("--count", type=int, help="runs per agent (default: until the sweep ends)")
+    a.add_argument("--stagger", type=int, default=2, metavar="S", help="seconds between agent starts (default: 2)")
+    a.add_argument("--out", default="runs", metavar="DIR", help="parent of the run directories (default: runs)")
+    a.set_defaults(func=cmd_slurm_agents)
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _wandb_agent_parser,
@@ -493,6 +725,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _status_parser,
     _report_parser,
     _bench_parser,
+    _slurm_parser,
 ]
 
 

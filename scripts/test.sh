@@ -23,6 +23,17 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 
+# A one-node SLURM cluster (Debian's slurm-wlm + munge), for the tests marked `slurm`; stopped again on exit.
+if ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
+# Where it cannot start (not root, a real cluster's slurm.conf), those tests skip.
+if command -v slurmctld >/dev/null && [ "$(id -u)" -eq 0 ] && scripts/slurm_local.sh; then
+    trap 'scripts/slurm_local.sh --stop' EXIT
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest -q "$@"

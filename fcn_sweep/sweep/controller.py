@@ -33,6 +33,7 @@ ENGINE_STATE = {
     "diverged": "failed",
     "stopped": "finished",
     "crashed": "crashed",
+    "preempted": "preempted",
 }
 
 

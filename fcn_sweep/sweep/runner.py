@@ -50,6 +50,7 @@ class SweepOptions:
     wandb_mode: str = "offline"
     progress: bool = True
     pack: int = 1  # runs of one shape a worker trains at once
+    threads: int | None = None  # torch threads per worker; None: this machine's cores shared among the workers
     store: str | None = None  # a store URL; None: the sweep directory's sweep.db
     name: str | None = None  # the sweep's name in the store; None: the file's `name`, or its stem
 
@@ -181,9 +182,17 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
     store = Store(url, sweep)
     began = store.now()
     interrupted = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: interrupted.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # The workers end their runs as the signal says (worker.Interrupt): Ctrl-C as interrupted, a
+    # scheduler's TERM or USR1 (SLURM) as preempted; the first signal is the one passed on.
+    forward: list[int] = []
+
+    def on_signal(signum: int, frame) -> None:
+        forward.append(signum)
+        interrupted.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     ctx = mp.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // opts.workers)
+    threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.workers)
     devices = [f"cuda:{g}" for g in opts.gpus] or ["cpu"] * opts.workers
     specs = [
         worker_mod.WorkerSpec(f"w{i}", url, sweep, str(out), dev, threads, opts.wandb_mode, sweep, opts.pack)
@@ -210,7 +219,7 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
             if interrupted.is_set():
                 for p in procs.values():  # workers got SIGINT from the terminal too; make sure
                     if p.is_alive() and p.pid:
-                        os.kill(p.pid, signal.SIGTERM)
+                        os.kill(p.pid, forward[0])
             for name, p in list(procs.items()):
                 if not p.is_alive():
                     del procs[name]

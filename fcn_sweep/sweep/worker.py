@@ -10,8 +10,10 @@ nothing running, no proposal to come) or the claim budget of `--count` is spent.
 
 A heartbeat thread marks the claimed runs alive twice a second (on the database's clock) and picks
 up stop requests (Hyperband); a worker that dies (SIGKILL, OOM) simply stops beating, and whichever
-worker reaps next re-queues its runs. SIGINT/SIGTERM end the runs in flight as `stopped` (reason
-`interrupted`, so a resume runs them again) and the worker exits.
+worker reaps next re-queues its runs. SIGINT (Ctrl-C) ends the runs in flight as `stopped` (reason
+`interrupted`); SIGTERM or SIGUSR1 (SLURM's scancel, or its warning before a time limit or a
+preemption) ends them as `preempted`, which no one counts as crashed. Either way each slot gets a
+fresh pending attempt at once, for this sweep's next worker, and the worker exits within a batch.
 
 Costs paid once per worker, not per run: importing torch, loading the data of the runs pending at
 start, the first use of the BLAS and of W&B (~1 s of imports and the service start on the first `wandb.init`) happen in
@@ -161,15 +163,35 @@ def warm_up(device: str, wandb_mode: str) -> None:
     solo.update.step()
 
 
+SIGNAL_CAUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "preempted", signal.SIGUSR1: "preempted"}
+
+
+class Interrupt(threading.Event):
+    """Set by the first of SIGINT, SIGTERM or SIGUSR1; `cause` says what the runs in flight end as:
+    a person's Ctrl-C interrupts them, a scheduler's signal preempts them."""
+
+    def __init__(self):
+        super().__init__()
+        self.cause, self.signal_name = "interrupted", ""
+
+    def install(self) -> None:
+        for sig in SIGNAL_CAUSES:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if not self.is_set():
+            self.cause, self.signal_name = SIGNAL_CAUSES[signum], signal.Signals(signum).name
+        self.set()
+
+
 def main(spec: WorkerSpec) -> None:
     import torch
 
     from .. import data as data_mod
 
     torch.set_num_threads(spec.threads)
-    interrupted = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: interrupted.set())
+    interrupted = Interrupt()
+    interrupted.install()
     store = Store(spec.store, spec.sweep)
     controller = Controller(store)
     data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))  # once per worker
@@ -237,7 +259,7 @@ def train_claim(
     controller: Controller,
     claimed: list[StoredRun],
     data,
-    interrupted: threading.Event,
+    interrupted: Interrupt,
     wandb: WandbRuns,
 ) -> None:
     """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
@@ -246,7 +268,7 @@ def train_claim(
 
     beat = Heartbeat(store, [r.id for r in claimed])
     beat.start()
-    reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
+    reason = lambda: interrupted.cause if interrupted.is_set() else "hyperband"  # noqa: E731
     trackers, member_stops = [], []
     for r in claimed:
         rundir = tracking.RunDirTracker(Path(spec.out).resolve() / "runs", r.id)
@@ -266,8 +288,12 @@ def train_claim(
             fit_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
         if interrupted.is_set():
             # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
-            again = [r.id for r in claimed if store.get_run(r.id).stop_reason == "interrupted"]
-            store.requeue(again, [tracking.new_run_id() for _ in again], "stopped", "interrupted")
+            again = [r.id for r in claimed if store.get_run(r.id).stop_reason == interrupted.cause]
+            new_ids = [tracking.new_run_id() for _ in again]
+            if interrupted.cause == "preempted":  # the signal, as the reason: scancel (TERM) or a warning (USR1)
+                store.requeue(again, new_ids, "preempted", interrupted.signal_name)
+            else:
+                store.requeue(again, new_ids, "stopped", "interrupted")
     except Exception:  # a bug or an OOM in one config must not take the sweep down
         error = traceback.format_exc(limit=3)
         for r in claimed:

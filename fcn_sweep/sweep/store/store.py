@@ -25,7 +25,9 @@ from .dialects import DIALECTS
 from .schema import invocations, metadata, metrics, runs, sweeps
 from .url import StoreError, parse, redact
 
-STATUSES = ("pending", "running", "finished", "diverged", "stopped", "crashed")
+# preempted: ended by a scheduler's signal (SLURM's scancel, a time limit's or a preemption's warning);
+# not final and not a failure: its slot always has a fresh pending attempt behind it.
+STATUSES = ("pending", "running", "finished", "diverged", "stopped", "crashed", "preempted")
 FINAL = ("finished", "diverged", "stopped")
 FILE = "sweep.db"  # a sweep directory's own SQLite store
 # A slot is done for good once an attempt ended in a final state, unless it was only interrupted

@@ -1,0 +1,1 @@
+"""How sweep workers start: local processes (sweep.runner) and SLURM job arrays (launch.slurm)."""

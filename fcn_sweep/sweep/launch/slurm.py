@@ -1,0 +1,313 @@
+"""SLURM job arrays: `fcn-sweep slurm workers` (offline, against a store) and `fcn-sweep slurm agents`
+(W&B's server-driven sweeps).
+
+Each command writes a plain sbatch script and submits it with `sbatch`. A generated script rather
+than a library such as submitit: submitit pickles a Python function into the job, so what runs on
+the node is opaque, needs submitit there, and cannot be read, edited or resubmitted by hand; a
+script with `#SBATCH` lines is what every cluster's documentation and support staff speak, and it
+keeps working without this package's help (`sbatch workers-....sbatch` again after an edit).
+
+The scripts name everything by absolute path (the interpreter, the store, the log folder), take
+their threads and GPUs from SLURM's variables at run time, and never hold a secret: the W&B API
+key reaches an agent through the environment sbatch exports or the ~/.netrc of `wandb login`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+SIGNAL_S = 120  # warning before a time limit or preemption: a worker needs seconds, W&B's upload more
+STAGGER_S = 2  # between agents starting, so a burst of agents does not reach W&B's server at one instant
+STAGGER_SLOTS = 30  # agent k waits (k mod this) x STAGGER_S: the burst is spread over at most a minute
+
+
+class LaunchError(ValueError):
+    """Input or a cluster that cannot take the job; one line, nothing written or submitted."""
+
+
+@dataclass(frozen=True)
+class Sbatch:
+    """The `#SBATCH` options both kinds of array share."""
+
+    array: int
+    cpus_per_task: int = 1
+    gpus_per_task: int = 0
+    time: str | None = None
+    partition: str | None = None
+    extra: tuple[str, ...] = ()  # --sbatch-arg values, as given
+    signal_s: int = SIGNAL_S
+
+    def lines(self, name: str, logs: Path, signal: str) -> str:
+        opts = [
+            f"--job-name={name}",
+            f"--array=0-{self.array - 1}",
+            f"--cpus-per-task={self.cpus_per_task}",
+            *([f"--gpus-per-task={self.gpus_per_task}"] if self.gpus_per_task else []),
+            *([f"--time={self.time}"] if self.time else []),
+            *([f"--partition={self.partition}"] if self.partition else []),
+            f"--output={logs}/%A_%a.out",
+            f"--signal=B:{signal}@{self.signal_s}",
+            "--requeue",
+            "--open-mode=append",
+            *self.extra,
+        ]
+        return "\n".join(f"#SBATCH {o}" for o in opts)
+
+
+@dataclass(frozen=True)
+class WorkersJob:
+    store: str  # a PostgreSQL URL or a sweep directory, as the worker takes it
+    sweep: str | None
+    out: Path  # run directories, and this job's script and logs under out/slurm
+    pack: int = 1
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class AgentsJob:
+    sweep_id: str  # ENTITY/PROJECT/SWEEP_ID
+    out: Path  # run directories (FCN_SWEEP_OUT), and this job's script and logs under out/slurm
+    per_gpu: int = 1
+    count: int | None = None
+    stagger_s: int = STAGGER_S
+    python: str = sys.executable
+
+
+def q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def check_args(sb: Sbatch) -> None:
+    for name in ("array", "cpus_per_task"):
+        if getattr(sb, name) < 1:
+            raise LaunchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(sb, name)}")
+    if sb.gpus_per_task < 0:
+        raise LaunchError(f"--gpus-per-task must be 0 or more, got {sb.gpus_per_task}")
+    for arg in sb.extra:
+        if not arg.startswith("-") or "\n" in arg:
+            raise LaunchError(f"--sbatch-arg {arg!r} is not one sbatch option; write it as --sbatch-arg=--mem=8G")
+
+
+def sbatch_path() -> str:
+    path = shutil.which("sbatch")
+    if path is None:
+        raise LaunchError("sbatch is not on PATH; run this on a SLURM login node (or scripts/slurm_local.sh here)")
+    return path
+
+
+def render_workers(job: WorkersJob, sb: Sbatch, logs: Path) -> str:
+    sweep = f" --sweep {q(job.sweep)}" if job.sweep else ""
+    if sb.gpus_per_task:
+        devices = """\
+# One worker process per GPU SLURM gave this task; inside the task CUDA numbers them from 0.
+n_gpus=$(tr ',' '\\n' <<<"${CUDA_VISIBLE_DEVICES:?SLURM gave this task no GPU}" | wc -l)
+devices=(--gpus "$(seq -s, 0 $((n_gpus - 1)))")"""
+    else:
+        devices = """\
+# One worker process on the CPUs SLURM gave this task.
+devices=(--workers 1)"""
+    return f"""\
+#!/usr/bin/env bash
+# fcn-sweep workers as a SLURM job array: {sb.array} task(s), each running `fcn-sweep worker`, which
+# claims runs of the sweep from the store, trains them and records them until the sweep has none left.
+# Written by `fcn-sweep slurm workers`; edit it and submit it again by hand with `sbatch THIS_FILE`.
+#
+# Preemption and time limits lose nothing. SLURM signals this script (USR1) {sb.signal_s} s before it
+# kills the task; the worker ends its runs in flight as `preempted` (each gets a fresh pending attempt
+# in the store) and exits within seconds, and the task requeues itself to continue later. `scancel`
+# sends TERM to the worker, with the same outcome for its runs; the task then ends. A node that dies
+# without a signal leaves its runs' heartbeats silent, and the next worker to look re-queues them.
+{sb.lines(f"fcn-sweep-{job.sweep or 'workers'}", logs, "USR1")}
+set -uo pipefail
+
+fcn_sweep=({q(job.python)} -m fcn_sweep)
+store={q(job.store)}
+# Threads and GPUs come from what SLURM allocated, not from the node's size.
+threads=${{SLURM_CPUS_PER_TASK:-1}}
+export OMP_NUM_THREADS=$threads
+{devices}
+
+echo "task ${{SLURM_ARRAY_TASK_ID:-?}} of job ${{SLURM_ARRAY_JOB_ID:-?}} on $(hostname): $threads thread(s), \\
+GPUs ${{CUDA_VISIBLE_DEVICES:-none}}, restart ${{SLURM_RESTART_COUNT:-0}}"
+"${{fcn_sweep[@]}}" worker "$store"{sweep} --threads "$threads" "${{devices[@]}}" --pack {job.pack} \\
+    --out {q(job.out)} --quiet &
+worker=$!
+
+requeue=0
+trap 'requeue=1; kill -USR1 "$worker" 2>/dev/null' USR1
+trap 'kill -TERM "$worker" 2>/dev/null' TERM
+
+# `wait` returns early whenever a trapped signal arrives: wait again until the worker has exited.
+while :; do
+    if wait "$worker"; then status=0; else status=$?; fi
+    kill -0 "$worker" 2>/dev/null || break
+done
+if [ "$requeue" = 1 ] && [ -n "${{SLURM_ARRAY_JOB_ID:-}}" ]; then
+    echo "preempted: requeueing task ${{SLURM_ARRAY_TASK_ID}}"
+    scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+fi
+exit "$status"
+"""
+
+
+def render_agents(job: AgentsJob, sb: Sbatch, logs: Path) -> str:
+    count = f" --count {job.count}" if job.count else ""
+    return f"""\
+#!/usr/bin/env bash
+# W&B agents as a SLURM job array: {sb.array} task(s), each running {job.per_gpu} `wandb agent`(s) on each of its
+# GPUs (on its CPUs when it has none) for the sweep {job.sweep_id}. The W&B server hands out the runs.
+# Written by `fcn-sweep slurm agents`; edit it and submit it again by hand with `sbatch THIS_FILE`.
+#
+# The API key never appears here: agents read WANDB_API_KEY from the environment sbatch passes on
+# from the submitting shell, or the ~/.netrc that `wandb login` writes.
+# Agents start {job.stagger_s} s apart (agent k of the array waits (k mod {STAGGER_SLOTS}) x {job.stagger_s} s), so a
+# whole array starting at once does not reach the server in one instant (wandb/wandb#8023).
+# A time limit, preemption or scancel: each agent and its run get TERM; the run ends as `stopped`.
+{sb.lines(f"wandb-agents-{job.sweep_id.rsplit('/', 1)[-1]}", logs, "TERM")}
+set -uo pipefail
+
+sweep_id={q(job.sweep_id)}
+per_gpu={job.per_gpu}
+stagger={job.stagger_s}
+logs={q(logs)}
+bindir={q(Path(job.python).parent)}
+# The agent binary from PATH, else this installation's; then this installation's bin first on PATH,
+# so that the sweep's `command:` (`${{env}} fcn-sweep train`) starts this installation's fcn-sweep.
+wandb=$(command -v wandb || echo "$bindir/wandb")
+export PATH="$bindir:$PATH"
+export FCN_SWEEP_OUT={q(job.out)}
+if [ -z "${{WANDB_API_KEY:-}}" ] && ! grep -qs api.wandb.ai ~/.netrc; then
+    echo "warning: no WANDB_API_KEY in the environment and no ~/.netrc entry; agents will not reach W&B" >&2
+fi
+
+task=${{SLURM_ARRAY_TASK_ID:-0}}
+IFS=, read -r -a gpus <<<"${{CUDA_VISIBLE_DEVICES:-cpu}}"
+pids=()
+stop_all() {{
+    # Each agent leads its own process group (setsid), so the run it is training gets the signal too.
+    for pid in "${{pids[@]}}"; do kill -TERM -- "-$pid" 2>/dev/null; done
+}}
+trap stop_all TERM INT
+
+k=$((task * ${{#gpus[@]}} * per_gpu))
+for gpu in "${{gpus[@]}}"; do
+    for ((m = 1; m <= per_gpu; m++)); do
+        visible=$gpu; [ "$gpu" != cpu ] || visible=""
+        delay=$(((k % {STAGGER_SLOTS}) * stagger))
+        log="$logs/${{SLURM_ARRAY_JOB_ID:-local}}_$task-agent-$gpu-$m.log"
+        # shellcheck disable=SC2016  # $1 and $@ are the inner shell's: the delay, then the agent command
+        CUDA_VISIBLE_DEVICES=$visible setsid bash -c 'sleep "$1"; shift; exec "$@"' _ "$delay" \\
+            "$wandb" agent{count} "$sweep_id" >"$log" 2>&1 &
+        pids+=("$!")
+        echo "agent $gpu/$m: in $delay s, pid $! -> $log"
+        k=$((k + 1))
+    done
+done
+# `wait` returns early when TERM arrives; wait again until every agent has exited.
+while [ -n "$(jobs -r)" ]; do wait; done
+"""
+
+
+def write_script(text: str, directory: Path, kind: str) -> Path:
+    """A new file each time (kind-YYYYmmdd-HHMMSS.sbatch), so a script a user edited is never replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = directory / f"{kind}-{stamp}.sbatch"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{kind}-{stamp}-{n}.sbatch"
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def submit(script: Path) -> str:
+    """The job id sbatch assigns."""
+    done = subprocess.run([sbatch_path(), "--parsable", str(script)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LaunchError(f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip().split(";")[0]
+
+
+def partition_cpus(partition: str | None) -> int | None:
+    """The CPUs of the partition (or the cluster), for how many CPU tasks fit at once; None where
+    sinfo cannot say (no cluster here: a dry run on a laptop)."""
+    cmd = ["sinfo", "-h", "-o", "%C", *(["-p", partition] if partition else [])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.split()
+        totals = [int(line.split("/")[3]) for line in out]  # allocated/idle/other/total, a line per partition
+        # Without --partition, partitions may share nodes: the largest one, not their sum.
+        return max(totals, default=0) or None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+# --- can the nodes reach the store? ---------------------------------------------------------------
+def node_hosts(partition: str | None) -> list[str]:
+    """Host names of the nodes the job may run on."""
+    cmd = ["sinfo", "-h", "-N", "-o", "%n", *(["-p", partition] if partition else [])]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise LaunchError(f"cannot list the cluster's nodes with sinfo: {e}") from None
+    hosts = sorted(set(done.stdout.split()))
+    if done.returncode != 0 or not hosts:
+        where = f"partition {partition}" if partition else "the cluster"
+        raise LaunchError(f"sinfo lists no nodes in {where}: {done.stderr.strip() or 'check --partition'}")
+    return hosts
+
+
+def _is_this_host(host: str) -> bool:
+    names = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn(), "localhost"}
+    return host in names or host.split(".")[0] in names
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_reachable(store: str, partition: str | None) -> None:
+    """Fail before submitting when the nodes cannot reach the store: a sweep directory (SQLite,
+    one machine's file locks) or a PostgreSQL on this machine's loopback or Unix socket, with nodes
+    other than this one; or a PostgreSQL server that does not answer from here either."""
+    hosts = node_hosts(partition)
+    elsewhere = [h for h in hosts if not _is_this_host(h)]
+    if "://" not in store or store.startswith("sqlite"):
+        if elsewhere:
+            raise LaunchError(
+                f"{store} is a SQLite store, which only this machine can share safely, but the job may run "
+                f"on {', '.join(elsewhere[:3])}; use a PostgreSQL store (postgresql://HOST/DB) that the nodes reach"
+            )
+        return
+    url = urlsplit(store)
+    if not url.scheme.startswith("postgres"):
+        raise LaunchError(f"store {store!r}: expected postgresql://USER@HOST:PORT/DB or a sweep directory")
+    socket_dir = parse_qs(url.query).get("host", [""])[0]
+    host = url.hostname or ""
+    if not host or socket_dir.startswith("/") or _loopback(host):
+        if elsewhere:
+            raise LaunchError(
+                f"store {store} is on this machine's {'loopback' if host else 'Unix socket'}, which the nodes "
+                f"({', '.join(elsewhere[:3])}) cannot reach; give the server's host name (and listen_addresses) instead"
+            )
+        if not host or socket_dir.startswith("/"):
+            return
+    try:
+        socket.create_connection((host, url.port or 5432), timeout=5).close()
+    except OSError as e:
+        raise LaunchError(f"store {store}: no PostgreSQL answers at {host}:{url.port or 5432} ({e})") from None

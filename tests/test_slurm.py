@@ -1,0 +1,250 @@
+"""`fcn-sweep slurm workers|agents` and `--dry-run`: the scripts they write, what those scripts start,
+and what a job array does on a real (one-node) SLURM cluster. Tests marked `slurm` need
+scripts/slurm_local.sh's cluster and skip without it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fcn_sweep.sweep.launch import slurm
+
+from .conftest import REPO, cli, fresh_database, needs_data
+
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+API_KEY = "0123456789abcdef0123456789abcdef01234567"  # shape of a W&B key; must never reach a file
+
+# Two runs of one small shape: a calibration epoch takes a fraction of a second.
+TINY_SWEEP = """\
+name: tiny
+method: grid
+metric: {name: val/acc, goal: maximize}
+parameters:
+  epochs: {value: 2}
+  subset: {value: 1024}
+  batch_size: {value: 64}
+  hidden: {value: [32]}
+  optimizer: {values: [adam, sgd]}
+"""
+
+
+def cluster_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    done = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    return done.returncode == 0 and any(s.startswith(("idle", "mix", "alloc")) for s in done.stdout.split())
+
+
+needs_slurm = pytest.mark.skipif(not cluster_up(), reason="no SLURM cluster up (scripts/slurm_local.sh starts one)")
+
+
+def wait_for_job(job: str, timeout: float = 120) -> None:
+    """Until no task of the job is pending or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout
+        if not out.strip():
+            return
+        time.sleep(0.5)
+    subprocess.run(["scancel", job])
+    pytest.fail(f"job {job} still in the queue after {timeout} s")
+
+
+def fake_wandb(bindir: Path, record: Path) -> None:
+    """A `wandb` that records, per call, the GPUs it sees, whether it got the API key, and its arguments."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    (bindir / "wandb").write_text(
+        f'#!/usr/bin/env bash\necho "gpus=${{CUDA_VISIBLE_DEVICES}} key=${{WANDB_API_KEY:+yes}} args=$*" >> {record}\n'
+    )
+    (bindir / "wandb").chmod(0o755)
+
+
+def files_holding(root: Path, text: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and text in p.read_text(errors="replace")]
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_workers_script_passes_shellcheck(tmp_path, gpus):
+    sb = slurm.Sbatch(array=3, gpus_per_task=gpus, time="1:00:00", partition="gpu", extra=("--mem=4G",))
+    job = slurm.WorkersJob("postgresql://me@db.example:5432/sweeps", "smoke", tmp_path / "out it's", pack=4)
+    script = tmp_path / "w.sbatch"
+    script.write_text(slurm.render_workers(job, sb, tmp_path / "logs"))
+    done = subprocess.run([SHELLCHECK, "--severity=info", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def test_agents_script_starts_the_agents_on_the_tasks_gpus(tmp_path):
+    """One task with GPUs 2,3 and --per-gpu 2: four agents, two on each GPU, each with the key from
+    the environment, and the key in no file."""
+    record = tmp_path / "agents.txt"
+    fake_wandb(tmp_path / "bin", record)
+    sb = slurm.Sbatch(array=2, gpus_per_task=2)
+    out = tmp_path / "out"
+    text = slurm.render_agents(slurm.AgentsJob("ent/proj/abc123", out, per_gpu=2, stagger_s=0), sb, out / "logs")
+    script = tmp_path / "agents.sbatch"
+    script.write_text(text)
+    (out / "logs").mkdir(parents=True)
+    assert subprocess.run([SHELLCHECK, "--severity=info", script], capture_output=True).returncode == 0
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "SLURM_ARRAY_TASK_ID": "1",
+        "SLURM_ARRAY_JOB_ID": "77",
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "WANDB_API_KEY": API_KEY,
+    }
+    subprocess.run(["bash", script], env=env, check=True, capture_output=True, timeout=60)
+    calls = sorted(record.read_text().splitlines())
+    assert (
+        calls == ["gpus=2 key=yes args=agent ent/proj/abc123"] * 2 + ["gpus=3 key=yes args=agent ent/proj/abc123"] * 2
+    )
+    assert files_holding(tmp_path, API_KEY) == []
+
+
+def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
+    from fcn_sweep.cli import main
+
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    cases = [
+        (["--array", "0"], "--array must be a positive integer"),
+        (["--array", "2", "--sbatch-arg=mem=4G"], "is not one sbatch option"),
+        (["--array", "2", "--cpus-per-task", "0"], "--cpus-per-task must be a positive integer"),
+        (["--array", "2", "--no-such-flag"], "unexpected arguments --no-such-flag"),
+    ]
+    for args, message in cases:
+        assert main(["slurm", "workers", str(sweep_dir), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    # A PostgreSQL that does not answer: refused before anything is written or submitted.
+    assert main(["slurm", "workers", "postgresql://me@127.0.0.1:1/sweeps", "--array", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the store" in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["slurm", "workers", str(sweep_dir), "--array", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1, err
+    assert not (sweep_dir / "slurm").exists()
+
+
+def test_a_store_the_nodes_cannot_reach_is_refused(monkeypatch):
+    """Loopback, a Unix socket or a SQLite directory, with nodes other than this machine."""
+    monkeypatch.setattr(slurm, "node_hosts", lambda partition: ["gpu001", "gpu002"])
+    for store in ("postgresql://me@localhost/sweeps", "postgresql://me@127.0.0.1:5433/s", "postgresql:///s", "/x"):
+        with pytest.raises(slurm.LaunchError, match="gpu001"):
+            slurm.check_reachable(store, None)
+
+
+def make_sweep(store: str, directory: Path, text: str = TINY_SWEEP) -> str:
+    """A sweep created in `store` (a URL, or a SQLite file in `directory`), its grid planned and no
+    run started, as `fcn-sweep sweep FILE --store STORE --workers 0` leaves it; returns its name."""
+    from fcn_sweep.sweep.runner import SweepOptions, run_sweep
+
+    directory.mkdir(parents=True, exist_ok=True)
+    sweep_file = directory / "sweep-file.yaml"
+    sweep_file.write_text(text)
+    store_obj, _ = run_sweep(str(sweep_file), str(directory), None, SweepOptions(workers=0, store=store))
+    name = store_obj.info.name
+    store_obj.close()
+    return name
+
+
+def make_sweep_dir(directory: Path, text: str = TINY_SWEEP) -> Path:
+    make_sweep(str(directory / "sweep.db"), directory, text)
+    return directory
+
+
+@needs_data
+def test_dry_run_sizes_the_sweep_and_submits_nothing(tmp_path, capsys):
+    """In this process (the imports are paid already): the array's plan and the local sweep's."""
+    from fcn_sweep.cli import main
+
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    jobs = lambda: set(subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split())  # noqa: E731
+    before = jobs() if cluster_up() else set()
+    assert main(["slurm", "workers", str(sweep_dir), "--array", "3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) to do" in out and "--pack 1: wall" in out and "--pack 4: wall" in out, out
+    assert not (sweep_dir / "slurm").exists()
+    if cluster_up():
+        assert jobs() <= before  # no job submitted
+    # The local sweep's dry run: the same plan, nothing created.
+    assert main(["sweep", str(sweep_dir / "sweep-file.yaml"), "--out", str(tmp_path / "local"), "--dry-run"]) == 0
+    assert "2 run(s) to do" in capsys.readouterr().out and not (tmp_path / "local").exists()
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_agents_array_on_slurm(tmp_path):
+    """`fcn-sweep slurm agents --array 2 --per-gpu 2` on the cluster (no GPUs): 4 agents in all."""
+    record = tmp_path / "agents.txt"
+    fake_wandb(tmp_path / "bin", record)
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "WANDB_API_KEY": API_KEY}
+    done = cli(
+        "slurm", "agents", "ent/proj/abc123", "--array", "2", "--gpus-per-task", "0", "--per-gpu", "2",
+        "--stagger", "0", "--out", str(tmp_path / "runs"), env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[2].rstrip(":")
+    wait_for_job(job)
+    assert record.read_text().splitlines() == ["gpus= key=yes args=agent ent/proj/abc123"] * 4
+    assert files_holding(tmp_path, API_KEY) == []
+
+
+def running_tasks(job: str) -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"], capture_output=True, text=True).stdout
+    return sorted(out.split())
+
+
+@pytest.mark.slurm
+@needs_slurm
+@needs_data
+def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_server):
+    """sweeps/smoke.yaml on a 3-task array of workers and a PostgreSQL store. Mid-run, one task is
+    cancelled (scancel: TERM) and another gets the preemption warning (USR1): their runs end
+    `preempted` and are finished by other tasks, the warned task is requeued, and every slot of the
+    sweep ends finished exactly once, with nothing counted as crashed."""
+    from sqlalchemy.engine import make_url
+
+    from fcn_sweep.sweep.store import Store
+
+    postgres_url = fresh_database(postgres_server)
+    name = make_sweep(postgres_url, tmp_path / "sweep", (REPO / "sweeps" / "smoke.yaml").read_text())
+    # As on a cluster: the password reaches the tasks through the environment sbatch passes on, not the script.
+    env = {"WANDB_MODE": "disabled", "PGPASSWORD": make_url(postgres_url).password}
+    done = cli("slurm", "workers", postgres_url, "--sweep", name, "--array", "3", "--out", str(tmp_path), env=env)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[2].rstrip(":")
+    store = Store(postgres_url, name)
+    try:
+        deadline = time.monotonic() + 180
+        while len(store.runs(["running"])) < 2:  # both tasks that fit on the node are training
+            assert time.monotonic() < deadline, "no two runs in flight"
+            time.sleep(0.2)
+        cancelled, warned = running_tasks(job)[:2]
+        subprocess.run(["scancel", cancelled], check=True)
+        subprocess.run(["scancel", "--batch", "--signal=USR1", warned], check=True)
+        deadline = time.monotonic() + 300
+        while store.counts()["pending"] + store.counts()["running"]:
+            assert time.monotonic() < deadline, f"sweep not done: {store.counts()}"
+            time.sleep(0.5)
+        requeued = subprocess.run(["scontrol", "show", "job", warned], capture_output=True, text=True).stdout
+        runs = store.runs()
+        while running_tasks(job):  # the last workers see the sweep done and leave
+            assert time.monotonic() < deadline, "workers still running after the sweep is done"
+            time.sleep(0.5)
+    finally:
+        store.close()
+        subprocess.run(["scancel", job])  # the requeued task waits out SLURM's requeue delay; not needed now
+    assert "Restarts=1" in requeued
+    preempted = sorted(r.stop_reason for r in runs if r.status == "preempted")
+    assert "SIGTERM" in preempted and "SIGUSR1" in preempted, preempted
+    finished = sorted(r.slot for r in runs if r.status == "finished")
+    assert finished == list(range(8)), [(r.slot, r.status, r.stop_reason) for r in runs]
+    assert {r.status for r in runs} == {"finished", "preempted"}
+    assert files_holding(tmp_path / "slurm", env["PGPASSWORD"]) == []  # the script and the task logs

@@ -341,6 +341,7 @@ def test_ablation_pairs_runs_equal_in_everything_else(tmp_path):
 
 def test_diagnostics_count_and_list_what_did_not_finish(tmp_path):
     store = Store.in_dir(tmp_path)
+    store.create_sweep("diag", {"method": "grid"})
     configs = [RunConfig(lr=lr) for lr in (0.001, 0.01, 0.1, 1.0, 10.0)]
     store.add((f"id{k}", k, k, 0, cfg, {"lr": cfg.lr}) for k, cfg in enumerate(configs))
     fine = {"best_val_acc": 0.8, "test_acc_at_best": 0.79, "best_epoch": 2, "params": 10}

@@ -12,12 +12,15 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .load import RunRecord, Study, is_numeric, levels
+
+if TYPE_CHECKING:
+    from . import evidence, next_sweep
 
 # The states a reader must hear about: a run that did not simply finish.
 PROBLEM_STATES = ("diverged", "stopped", "crashed")
@@ -95,6 +98,12 @@ class Importance:
     measure: str  # "r" | "η"
     log: bool  # r was taken against log10 of the value
     marginal: list[Level]  # mean objective per value, over every run that has it
+    interval: tuple[float, float] | None = None  # 5th-95th percentile over bootstrap resamples of the runs
+    members: tuple[str, ...] = ()  # an aliased group (evidence.py): the parameters it stands for
+
+    def value(self, run: RunRecord) -> Any:
+        """The run's value on this row's axis: a group's is its members' values joined."""
+        return " / ".join(_fmt(run.value(p)) for p in self.members) if self.members else run.value(self.name)
 
 
 def log_spaced(values: list[Any]) -> bool:
@@ -332,19 +341,30 @@ class Results:
     diagnostics: Diagnostics
     curves: list[RunRecord]
     curve_labels: list[str]
+    evidence: evidence.Evidence | None = None
+    next_sweep: next_sweep.NextSweep | None = None
 
 
 def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 10, curves: int = 4) -> Results:
-    picked = curve_runs(study, curves, named)
-    keys = differing(study, picked)
+    from . import evidence as ev
+    from . import next_sweep as nx
+
+    entries = configs(study)
+    # the parameter that matters most first: that is the ablation a reader wants to see
     imp = importance(study)
     rank = {i.name: k for k, i in enumerate(imp)}
-    return Results(
-        leaderboard=leaderboard(study, top),
-        importance=imp,
-        # the parameter that matters most first: that is the ablation a reader wants to see
-        ablations=[ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))],
+    ablations = [ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))]
+    found = ev.assess(study, entries, ablations)
+    # a run that trained badly is shown, whether or not it ranks
+    picked = curve_runs(study, curves, [*named, *(f.run for f in found.health if f.kind == "collapsed")])
+    keys = differing(study, picked)
+    results = Results(
+        leaderboard=entries[:top],
+        importance=ev.importance(study, imp, found.aliases),
+        ablations=ablations,
         diagnostics=diagnostics(study),
         curves=picked,
-        curve_labels=[run_label(r, keys) for r in picked],
+        curve_labels=[run_label(r, keys) + "".join(f" [{f.kind}]" for f in found.flags(r)) for r in picked],
+        evidence=found,
     )
+    return replace(results, next_sweep=nx.plan(study, results))

@@ -115,7 +115,7 @@ def draw_marginals(imp: list[an.Importance], runs: list[RunRecord]) -> plt.Figur
     for ax, i in zip(axs.flat, imp, strict=False):
         xs = range(len(i.marginal))
         for k, level in enumerate(i.marginal):
-            pts = [r.objective for r in runs if r.value(i.name) == level.value]
+            pts = [r.objective for r in runs if i.value(r) == level.value]
             ax.scatter(k + rng.uniform(-0.12, 0.12, len(pts)), pts, s=10, color="0.6", zorder=1)
         ax.errorbar(xs, [lv.val.mean for lv in i.marginal], yerr=[lv.val.std for lv in i.marginal],
                     fmt="o-", color="#3b75af", capsize=4, lw=1.5, zorder=2)  # fmt: skip

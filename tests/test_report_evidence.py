@@ -273,3 +273,28 @@ def test_the_init_study_names_init_and_batch_norm_not_seed_noise(tmp_path):
     assert init[1] < 0
     assert next(i for i in results.importance if i.name == "init").interval[0] > 0
     assert {i.name for i in results.importance} == {"init", "batch_norm"}
+
+
+def test_the_init_study_lists_its_seeds_and_the_report_counts_them_as_repeats(tmp_path):
+    """Seeds as a sweep parameter (W&B has no --repeats): 18 slots, which the report reads as six
+    configs of three seeds each, the same table as from the run directories."""
+    from fcn_sweep.sweep.controller import Controller
+    from fcn_sweep.sweep.store import Store
+
+    spec = load_sweep(REPO / "sweeps" / "init-study.yaml")
+    store = Store.in_dir(tmp_path)
+    Controller(store, spec, RunConfig()).plan()
+    rows = store.runs()
+    assert len(rows) == 18 and {r.config.seed for r in rows} == {0, 1, 2}
+    fixed = {(r.config.hidden, r.config.activation, r.config.optimizer, r.config.lr, r.config.dropout,
+              r.config.epochs) for r in rows}  # fmt: skip
+    assert fixed == {((1024, 256), "relu", "adam", 1.0e-3, 0.2, 30)}
+    for r in rows:
+        acc = 0.85 + 0.01 * r.config.batch_norm - 0.05 * (r.config.init == "normal") + 0.001 * r.config.seed
+        store.finish(r.id, "finished", {"best_val_acc": acc, "test_acc_at_best": acc, "best_epoch": 1, "params": 1})
+    store.close()
+    study = load(tmp_path)
+    assert study.swept == ("batch_norm", "init")
+    entries = analysis.configs(study)
+    assert len(entries) == 6 and all(e.val.n == 3 for e in entries)
+    assert entries[-1].values == {"batch_norm": "false", "init": "normal"}

@@ -84,12 +84,30 @@ def plan(study: Study, results: an.Results) -> NextSweep | None:
     return NextSweep(sweep, crossed_order, repeats, configs, why)
 
 
+def _flow(value: Any) -> str:
+    """One value as YAML on one line: floats as PyYAML writes them (1.0e-05, never 1e-5, which it
+    would read back as a string), lists in brackets."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("...\n").strip()
+
+
 def render(nxt: NextSweep, study: Study) -> str:
-    header = [
+    """The sweep file in the style of sweeps/*.yaml: what it is for in the comments, flat parameters."""
+    sw = nxt.sweep
+    lines = [
         f"# The next sweep for {study.name}, written by fcn-sweep report: {', '.join(nxt.why)}.",
-        f"# {nxt.configs} configs x {nxt.repeats} seeds = {nxt.runs} runs; every other parameter is fixed at the",
-        "# best config's value.",
-        f"#   Locally: fcn-sweep sweep {FILE}     On W&B: wandb sweep {FILE}",
+        f"# {nxt.configs} configs x {nxt.repeats} seeds = {nxt.runs} runs; every other parameter is fixed at the "
+        "best config's value.",
+        f"#   Locally: fcn-sweep sweep {FILE}   On W&B: wandb sweep {FILE}   (from the report folder)",
+        f"project: {sw['project']}",
+        f"name: {_flow(sw['name'])}",
+        f"method: {sw['method']}",
+        "metric:",
+        *(f"  {k}: {_flow(v)}" for k, v in sw["metric"].items()),
+        "command:",
+        *(f"  - {_flow(c)}" for c in sw["command"]),
+        "parameters:",
     ]
-    body = yaml.safe_dump(nxt.sweep, sort_keys=False, default_flow_style=None, width=120)
-    return "\n".join(header) + "\n" + body
+    for name, spec in sw["parameters"].items():
+        ((key, value),) = spec.items()
+        lines += [f"  {name}:", f"    {key}: {_flow(value)}"]
+    return "\n".join(lines) + "\n"

@@ -132,6 +132,27 @@ def test_a_random_search_over_a_continuous_rate_is_not_aliasing(tmp_path):
     assert evidence.aliases(study, analysis.configs(study)) == []
 
 
+# --- run health -----------------------------------------------------------------------------------
+def test_run_health_flags_collapse_plateau_and_overfitting_and_spares_a_healthy_run(tmp_path):
+    rng = random.Random(3)
+    shapes = {
+        "healthy": curve(0.89, rng, peak_epoch=25),
+        "collapsed": curve(0.78, rng, peak_epoch=1, end=0.44),
+        "plateaued": curve(0.88, rng, peak_epoch=3, overfit=0.0),
+        # train pulls ahead by 0.15 over 30 epochs: 0.06 at the best epoch (12), 0.15 at the end
+        "overfit": curve(0.87, rng, peak_epoch=12, overfit=0.15),
+    }
+    for k, (name, history) in enumerate(shapes.items()):
+        write_run(tmp_path, name, RunConfig(lr=0.001 * (k + 1)), history)
+    flags = evidence.health(load(tmp_path).done)
+    assert {(f.run.id, f.kind) for f in flags} == {("collapsed", "collapsed"), ("plateaued", "plateaued"),
+                                                  ("overfit", "overfit")}  # fmt: skip
+    detail = {f.kind: f.detail for f in flags}
+    assert detail["collapsed"] == "val acc 0.7800 at epoch 1, 0.4400 at epoch 30"
+    assert detail["plateaued"].startswith("within 0.005 of its best from epoch 3 of 30")
+    assert detail["overfit"] == "train - val acc gap 0.0600 at its best epoch 12, 0.1500 at epoch 30"
+
+
 # --- the issue's study, end to end ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def issue_report(tmp_path_factory):
@@ -270,7 +291,7 @@ def test_the_init_study_names_init_and_batch_norm_not_seed_noise(tmp_path):
     assert found.aliases == [] and found.noise.source == "seeds" and "Confounded" not in md
     # init matters beyond seed noise: normal (N(0, 1) weights) trails in every batch-norm setting
     init = found.ablations["init"].interval["normal"]
-    assert init[1] < 0
+    assert init[1] < 0 and found.ablations["batch_norm"].interval["true"][0] > 0
     assert next(i for i in results.importance if i.name == "init").interval[0] > 0
     assert {i.name for i in results.importance} == {"init", "batch_norm"}
 

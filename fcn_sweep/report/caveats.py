@@ -29,7 +29,8 @@ def aliasing(alias: ev.Alias, runs: int) -> str:
     return (
         f"Confounded: {_and(alias.params)} are aliased in the {_n(runs, 'run')} that count: their values "
         f"change together ({' / '.join(alias.params)}: {shown}{more}), so their effects cannot be told "
-        "apart. Importance is given for them together, and none of them can be ablated alone."
+        f"apart. Importance is given for them together, and {'neither' if len(alias.params) == 2 else 'none of them'} "
+        "can be ablated alone."
     )
 
 
@@ -159,7 +160,9 @@ def ablation_intervals(ab: an.Ablation, found: ev.Evidence | None) -> str:
     parts = [f"{an._fmt(v)} [{lo:+.4f}, {hi:+.4f}]" for v, c in ci.items() if c is not None for lo, hi in [c]]
     if not parts:
         return ""
-    return (
-        f" 95% interval on the mean Δ (t over the {_n(len(ab.rows), 'matched setting')}; from the seed noise "
-        f"where only one): {'; '.join(parts)}. {NEAR} marks a row's Δ inside its seed noise."
+    how = (
+        f"Student's t over the {len(ab.rows)} matched settings"
+        if len(ab.rows) > 1
+        else "from the seed noise, as there is one matched setting"
     )
+    return f" 95% interval on the mean Δ ({how}): {'; '.join(parts)}."

@@ -313,12 +313,14 @@ def health(runs: list[RunRecord]) -> list[Flag]:
         reached = next(e for e, y in val if y >= best - PLATEAU_TOL)
         if not collapsed and len(val) >= PLATEAU_MIN_EPOCHS and reached <= val[0][0] + PLATEAU_SHARE * len(val):
             flags.append(Flag(r, "plateaued", f"within {PLATEAU_TOL} of its best from epoch {reached} of {le}"))
+        # Train acc is averaged over an epoch while the net learns, so early gaps are negative; what
+        # counts is how far train pulled ahead after val acc stopped improving.
         train = dict(_series(r, "train/acc"))
-        gaps = [(e, train[e] - y) for e, y in val if e in train]
-        if len(gaps) >= 3:
-            (e0, g0), (e1, g1) = min(gaps, key=lambda x: x[1]), gaps[-1]
+        if be in train and le in train:
+            g0, g1 = max(0.0, train[be] - best), train[le] - last
             if g1 - g0 >= OVERFIT_GAP:
-                flags.append(Flag(r, "overfit", f"train - val acc gap {g0:.4f} at epoch {e0}, {g1:.4f} at epoch {e1}"))
+                text = f"train - val acc gap {g0:.4f} at its best epoch {be}, {g1:.4f} at epoch {le}"
+                flags.append(Flag(r, "overfit", text))
     return flags
 
 

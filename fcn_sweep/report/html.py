@@ -251,7 +251,8 @@ class Page:
             f"value of <b>{escape(ab.param)}</b> side by side (best validation accuracy, mean ± std over "
             f"seeds; the best of the row in bold). Δ is the difference from {vals[0]}; the last row gives "
             f"how often each value was best and the mean Δ."
-            f"{escape(caveats.ablation_intervals(ab, self.results.evidence))}</p>"
+            f"{escape(caveats.ablation_intervals(ab, self.results.evidence))} {caveats.NEAR} marks a row's Δ "
+            "inside the seed noise (95%).</p>"
         )
         return title + intro + table(header, rows) + self.figure(f"ablation-{ab.param}")
 
@@ -298,7 +299,7 @@ class Page:
             "<p class='note'>Run health, from each run's curves: <b>collapsed</b>, val acc ended "
             f"{ev.COLLAPSE} or more below its best; <b>plateaued</b>, within {ev.PLATEAU_TOL} of its best in "
             f"the first quarter of its epochs; <b>overfit</b>, the train − val accuracy gap grew by "
-            f"{ev.OVERFIT_GAP} or more.</p>"
+            f"{ev.OVERFIT_GAP} or more after its best epoch.</p>"
         )
         return "<h3>Run health</h3>" + note + table(["run", "flag", "what happened", "status", "config"], rows)
 

@@ -166,6 +166,9 @@ def test_the_issues_study_reports_aliasing_collapse_noise_and_the_next_sweep(iss
     top = headline(md)
     assert "**Confounded:** batch_norm, dropout and init are aliased in the 6 runs that count" in top
     assert "none of them can be ablated alone" in top
+    # and what each ablation would need held fixed
+    assert "**No ablation of init:** no two configs differ in init alone; dropout must be held fixed and is not." in top
+    assert "**No ablation of dropout:** no two configs differ in dropout alone; batch_norm and init must be held" in top
     # importance for the group, with an interval, never split between its members
     assert re.search(r"Parameter importance \(random forest; 90% bootstrap interval\): "
                      r"batch_norm \+ dropout \+ init \(1\.00 \[1\.00, 1\.00\], aliased\)\.", top)  # fmt: skip

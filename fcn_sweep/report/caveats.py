@@ -110,8 +110,7 @@ def summary(study: Study, results: an.Results) -> list[str]:
     if found is None:
         return []
     out = [aliasing(a, len(study.done)) for a in found.aliases]
-    aliased = {p for a in found.aliases for p in a.params}
-    out += [blocked(p, others) for p, others in found.blocked.items() if p not in aliased]
+    out += [blocked(p, others) for p, others in found.blocked.items()]
     if len(an.configs(study)) > 1:
         out.append(noise(found.noise, len(an.configs(study))))
     if (h := health(found.health)) is not None:

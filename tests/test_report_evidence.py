@@ -182,8 +182,9 @@ def test_the_issues_study_reports_aliasing_collapse_noise_and_the_next_sweep(iss
     assert "| run-5 | collapsed | val acc 0.7800 at epoch 1, 0.4400 at epoch 30 | finished |" in health
 
     # one seed: ranks within the late-epoch jitter are not evidence, and repeats would settle the top
-    m = re.search(r"\*\*One seed per config:\*\* ranks closer than a typical seed spread are not evidence\. .*? that "
-                  r"spread is about (0\.\d{4}); (\d) configs? of 5 within it of the best \(marked ≈\)\. "
+    m = re.search(r"\*\*One seed per config:\*\* ranks closer than a typical seed spread are not evidence\. .*? "
+                  r"that spread is about (0\.\d{4}); (\d) of the other 5 configs within the noise of the best "
+                  r"\(marked ≈\)\. "
                   r"#1 leads #2 by 0\.0019: about (\d+) seeds per config \(--repeats \3\) would settle the top\.",
                   top)  # fmt: skip
     assert m, top

@@ -59,7 +59,7 @@ def _settle(nz: ev.Noise) -> str:
 
 
 def noise(nz: ev.Noise, configs: int) -> str:
-    within = f"{_n(len(nz.within), 'config')} of {configs - 1} within it of the best (marked {NEAR})"
+    within = f"{len(nz.within)} of the other {configs - 1} configs within the noise of the best (marked {NEAR})"
     if nz.source == "seeds":
         return (
             f"Seed noise: best val acc varies by {nz.spread:.4f} between seeds of one config (pooled standard "

@@ -5,7 +5,7 @@ Adam, batch 64) for the same number of steps:
 
 - naive: the loop most tutorials write: torchvision's FashionMNIST with ToTensor and Normalize
   per sample, a shuffling DataLoader, nn.Sequential, torch.optim.Adam and `loss.item()` each step;
-- project: this package's `train_epoch` on its device-resident data;
+- project: this package's solo training (`train.Solo`) on its device-resident data;
 - floor: the matrix multiplies alone, forward and backward, of every layer (no gradient for the
   input images, which no implementation computes), into preallocated outputs: what any
   implementation of this step must pay on this device;
@@ -35,11 +35,10 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from . import packed as packed_mod
 from .config import RunConfig
-from .model import build_fcn, use_generator
 from .optim import Update
-from .train import generators, seed_everything, train_epoch
+from .packed import Pack
+from .train import Solo
 
 TRAIN_SIZE = 50_000  # one epoch of the project's training split
 
@@ -70,7 +69,7 @@ def _torchvision_root(data_dir: str | None) -> Path:
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for name, path in data_mod.locate(data_dir).items():
-        (raw / name).write_bytes(data_mod._read_bytes(path))
+        (raw / name).write_bytes(data_mod.read_bytes(path))
     return root
 
 
@@ -113,20 +112,17 @@ def _first(split: data_mod.Split, n: int) -> data_mod.Split:
 
 
 def project_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> Callable[[], float]:
-    seed_everything(cfg.seed)
-    shuffle, masks = generators(cfg.seed, data.device)
-    model = use_generator(build_fcn(cfg).to(data.device), masks)
-    opt = Update(model.parameters(), cfg)
+    solo = Solo(cfg, data.device)
     split = _first(data.train, steps * cfg.batch_size)
-    return lambda: _timed(data.device, lambda: train_epoch(model, opt, split, cfg, shuffle))
+    return lambda: _timed(data.device, lambda: solo.train_epoch(split, lambda: False))
 
 
 def packed_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, k: int) -> Callable[[], float]:
     """Seconds for `steps` steps of K configs (K seeds of `cfg`), divided by K."""
     cfgs = [replace(cfg, seed=seed) for seed in range(k)]
-    pack = packed_mod._setup(cfgs, [None] * k, data)
+    pack = Pack(cfgs, data.device)
     split = _first(data.train, steps * cfg.batch_size)
-    return lambda: _timed(data.device, lambda: packed_mod._train_epoch(pack, split, lambda: False)) / k
+    return lambda: _timed(data.device, lambda: pack.train_epoch(split, lambda: False)) / k
 
 
 # --- floor ---------------------------------------------------------------------------------------
@@ -223,21 +219,3 @@ def bench(
         f"{torch.get_num_threads()} CPU threads"
     )
     return report(times, steps, pack, cfg, epochs, header)
-
-
-def cmd_bench(args, overrides) -> int:
-    from .cli import UsageError, resolve_device
-
-    if overrides:
-        raise UsageError(f"unexpected arguments {' '.join(overrides)}")
-    device = resolve_device(args.device)
-    try:
-        hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    try:
-        lines = bench(device, args.steps, args.repeats, args.pack, hidden, args.epochs, args.data_dir)
-    except data_mod.DataError as e:
-        raise UsageError(str(e)) from None
-    print("\n".join(lines))
-    return 0

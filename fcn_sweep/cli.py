@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from .config import ConfigError, RunConfig
+from .device import DeviceError, resolve_device
 
 EXIT_USAGE = 2
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -18,25 +19,6 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 class UsageError(Exception):
     """Input the user can fix; main() prints it on one line and exits with code 2."""
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return device
 
 
 def config_from(config_file: str | None, overrides: Sequence[str], sweep: dict | None = None) -> RunConfig:
@@ -65,7 +47,7 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     mode, why = tracking.resolve_wandb_mode(args.wandb)
 
     from . import data as data_mod
-    from .train import run
+    from .train import fit
 
     try:
         data = data_mod.load(device, cfg.subset, args.data_dir)
@@ -73,14 +55,14 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         raise UsageError(str(e)) from None
     stop = stop_on_signals()
     # Under `wandb agent`, the sweep's run id names the run directory too.
-    rundir = tracking.RunDir(args.out, os.environ.get("WANDB_RUN_ID") or None)
+    rundir = tracking.RunDirTracker(args.out, os.environ.get("WANDB_RUN_ID") or None)
     trackers: list[tracking.Tracker] = [rundir]
     if mode != "disabled":
-        wb = tracking.WandbRun(rundir, mode, project=args.project, group=args.group)
+        wb = tracking.WandbTracker(rundir, mode, project=args.project, group=args.group)
         trackers.append(wb)
-    trackers.append(tracking.Progress(enabled=not args.quiet))
+    trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
-    result = run(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
+    result = fit(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
 
     s = result.summary()
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
@@ -289,6 +271,25 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from . import data as data_mod
+    from .bench import bench
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}")
+    device = resolve_device(args.device)
+    try:
+        hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        lines = bench(device, args.steps, args.repeats, args.pack, hidden, args.epochs, args.data_dir)
+    except data_mod.DataError as e:
+        raise UsageError(str(e)) from None
+    print("\n".join(lines))
+    return 0
+
+
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     def positive(text: str) -> int:
         if not text.isdigit() or int(text) < 1:
@@ -310,11 +311,6 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", default="1024,256", help="hidden widths (default: 1024,256)")
     p.add_argument("--epochs", type=positive, default=20, help="epochs per config for configs/hour (default: 20)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
-
-    def cmd_bench(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-        from .bench import cmd_bench
-
-        return cmd_bench(args, overrides)
 
     p.set_defaults(func=cmd_bench)
 
@@ -342,6 +338,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         return args.func(args, extra)
-    except (ConfigError, UsageError) as e:
+    except (ConfigError, DeviceError, UsageError) as e:
         print(f"fcn-sweep {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -38,7 +38,6 @@ CHECKSUMS: dict[str, tuple[str, str]] = {
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 VAL_SIZE = 10_000
 SPLIT_SEED = 20_170_828  # Fashion-MNIST's release date; any fixed value would do
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FIX = "install Debian's dataset-fashion-mnist, or pass --data-dir DIR holding the four FashionMNIST IDX files"
 
 
@@ -64,7 +63,7 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
     """The decompressed content of an IDX file, checked against its published md5."""
     name = path.name.removesuffix(".gz")
     gz_md5, raw_md5 = CHECKSUMS[name]
@@ -137,7 +136,7 @@ def load_arrays(data_dir: str | None = None) -> dict[str, np.ndarray]:
         ("test_y", "t10k-labels-idx1-ubyte"),
     ):
         try:
-            a = parse_idx(_read_bytes(paths[name]))
+            a = parse_idx(read_bytes(paths[name]))
         except ValueError as e:
             raise DataError(f"{paths[name]}: {e}; {FIX}") from None
         arrays[key] = a.reshape(len(a), -1) if key.endswith("_x") else a.astype(np.int64)

@@ -8,11 +8,11 @@ name would hold (`GROUPS`), and its step calls the multi-tensor kernel torch's o
 (`_fused_*` for SGD, Adam and AdamW; RMSprop has no fused kernel and takes torch's `foreach`
 sequence) with the same arguments, so the arithmetic is torch's, bit for bit
 (tests/test_optim.py). Why not torch's optimizer objects: `step()`'s Python (per-parameter state
-lookups, grouping tensors by device, hooks, profiler records) cost 0.3-0.7 ms a call on this
-project's CPU, 6-10% of a 784-1024-256-10 step at batch 64, paid once per member per step in a
-pack (packed.py); and constructing the first one imports `torch._dynamo`, 1.5 s of every
-process's start (each `wandb agent` run is a process). torch's CPU default, a Python loop over
-parameters, would cost more still.
+lookups, grouping tensors by device, hooks, profiler records) is a visible share of a small
+network's step, paid once per member per step in a pack (packed.py); and constructing the first
+one imports `torch._dynamo`, a cost in every process's start (each `wandb agent` run is a
+process). torch's CPU default, a Python loop over parameters, would cost more still. README,
+Speed, has the figures.
 
 The lr schedule is a factor of the configured lr per completed epoch (`SCHEDULES`); cosine is
 the closed form torch documents for CosineAnnealingLR (eta_min 0, T_max = epochs), stepped once

@@ -1,8 +1,8 @@
 """Packed training: K configs of one shape trained at once, each as if it ran alone.
 
 A sweep trains thousands of small networks, and one of them leaves most of an accelerator idle:
-at batch 64 a 784-1024-256-10 step is a few small matrix multiplies and a long tail of tiny
-kernels and Python. Horizontally fused training (Wang et al., MLSys 2021) stacks the weights of K
+a small network's step is a few small matrix multiplies and a long tail of tiny kernels and
+Python. Horizontally fused training (Wang et al., MLSys 2021) stacks the weights of K
 models into (K, out, in) tensors and runs every layer as one batched matrix multiply, so the
 fixed cost per step is paid once for K models.
 
@@ -11,23 +11,22 @@ activation, batch size, epochs and training subset (`PACK_FIELDS`). Everything e
 member: seed (so init, shuffle order and dropout masks), dropout rates, init, optimizer, lr,
 momentum, weight decay, schedule and label smoothing.
 
-Equivalence with `train.run` is the contract: each member draws the same initial weights (its
-model is built by `build_fcn` under its seed, then stacked), the same shuffle order and the same
-dropout masks (the same generators, drawn in the same order and sizes, see `train.generators`),
-and normalises with its own batch statistics. Its optimizer and lr schedule are `run`'s
-(`optim.Update`: torch's own kernel, called directly) over views of its slice of the stacked
-tensors and of the stacked moments. Slice k of a stacked tensor is contiguous, so the
-fused kernels update a member in one pass over memory.
+Equivalence with `train.fit` is the contract: each member starts where it would alone
+(`train.init_model`: the same initial weights, shuffle order and dropout-mask generator), draws
+its masks in the same order and sizes, and normalises with its own batch statistics. Its
+optimizer and lr schedule are `fit`'s (`optim.Update`: torch's own kernel, called directly) over
+views of its slice of the stacked tensors and of the stacked moments. Slice k of a stacked tensor
+is contiguous, so the fused kernels update a member in one pass over memory. The epochs, metrics,
+best-epoch rule and endings are `train.lifecycle`'s, the same code a solo run goes through.
 
 One kernel call per member, not one elementwise update over the whole stack with per-member
-hyperparameters as (K, 1, 1) tensors: an Adam step written as tensor operations takes about nine
-passes over parameters, gradients and moments where the fused kernel takes one, and a pack of 8
-784-1024-256-10 nets (140 MB of them) does not fit in cache, so the stacked version measured 4.5x
-slower than K fused calls on this project's CPU. K calls cost a few microseconds each.
+hyperparameters as (K, 1, 1) tensors: an Adam step written as tensor operations makes several
+passes over parameters, gradients and moments where the fused kernel makes one, and a pack's
+state does not fit in cache, so K fused calls are the faster way (README, Speed).
 
-What differs is the order of some floating-point sums (a batched
-matrix multiply against a plain one), so the metrics agree to float tolerance; each tracker
-receives what `run` would send it, best weights included as a plain `build_fcn` state dict.
+What differs is the order of some floating-point sums (a batched matrix multiply against a plain
+one), so the metrics agree to float tolerance (tests/test_packed.py states the contract); each
+tracker receives what `fit` would send it, best weights included as a plain `build_fcn` state dict.
 
 A member whose loss turns NaN leaves the pack at the end of that epoch: NaN cannot leak into the
 others, since every operation is per member (batched products, per-channel batch norm, per-member
@@ -37,10 +36,10 @@ losses and optimizers), and dropping it stops paying for its compute.
 from __future__ import annotations
 
 import itertools
-import math
-import time
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +47,10 @@ from torch import nn
 
 from . import data as data_mod
 from .config import RunConfig
-from .model import ACTIVATIONS, build_fcn, dropout_threshold, keep_mask, param_count
+from .model import ACTIVATIONS, dropout_threshold, keep_mask, param_count
 from .optim import Update, zero_moments
-from .train import EVAL_BATCH, RunResult, Tracker, generators, seed_everything
+from .tracking.tracker import Tracker
+from .train import EVAL_BATCH, FitResult, init_model, lifecycle
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
 PACK_FIELDS = ("hidden", "activation", "batch_norm", "batch_size", "epochs", "subset")
@@ -58,18 +58,11 @@ PACK_FIELDS = ("hidden", "activation", "batch_norm", "batch_size", "epochs", "su
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm1d's defaults, which build_fcn keeps
 
 
-def pack_key(cfg: RunConfig) -> tuple:
-    return tuple(getattr(cfg, name) for name in PACK_FIELDS)
-
-
-def pack_groups(cfgs: Sequence[RunConfig], max_size: int = 0) -> list[list[int]]:
-    """Indices into `cfgs`, grouped by `pack_key` in first-seen order, at most `max_size` per group
-    (0: no limit). Each group is one `run_packed` call."""
-    groups: dict[tuple, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        groups.setdefault(pack_key(cfg), []).append(i)
-    size = max_size or len(cfgs) or 1
-    return [g[s : s + size] for g in groups.values() for s in range(0, len(g), size)]
+def pack_key(config: RunConfig | Mapping[str, Any]) -> str:
+    """Equal for configs that can share a pack. Takes a RunConfig or a config as a dict (the JSON a
+    sweep's store holds), so a worker can group pending runs without building their configs."""
+    values = config.to_dict() if isinstance(config, RunConfig) else config
+    return json.dumps([values.get(name) for name in PACK_FIELDS])
 
 
 # --- the pack ------------------------------------------------------------------------------------
@@ -77,10 +70,7 @@ def pack_groups(cfgs: Sequence[RunConfig], max_size: int = 0) -> list[list[int]]
 
 @dataclass
 class _Member:
-    index: int  # position in run_packed's arguments
     cfg: RunConfig
-    tracker: Tracker
-    result: RunResult
     shuffle: torch.Generator
     masks: torch.Generator
     keys: list[tuple[str, str]]  # state-dict prefix of each Linear and of the BatchNorm after it ("" if none)
@@ -101,13 +91,27 @@ def _module_keys(model: nn.Sequential) -> list[tuple[str, str]]:
     return list(itertools.zip_longest(linears, norms, fillvalue=""))
 
 
-class _Pack:
-    """The stacked tensors of the live members; index k on the first axis is `members[k]`."""
+def check_packable(cfgs: Sequence[RunConfig]) -> None:
+    if not cfgs:
+        raise ValueError("a pack needs at least one config")
+    if len({pack_key(c) for c in cfgs}) > 1:
+        raise ValueError(f"configs differ in some of {', '.join(PACK_FIELDS)}; pack only configs of one pack_key")
 
-    def __init__(self, members: list[_Member], models: list[nn.Sequential], device: torch.device):
-        cfg = members[0].cfg
+
+class Pack:
+    """The stacked tensors of the live members; index k on the first axis is `members[k]`. A
+    `train.Trainer`: `train.lifecycle` runs the epochs."""
+
+    def __init__(self, cfgs: Sequence[RunConfig], device: torch.device):
+        check_packable(cfgs)
+        members, models = [], []
+        for cfg in cfgs:
+            model, shuffle, masks = init_model(cfg, device)
+            members.append(_Member(cfg, shuffle, masks, _module_keys(model)))
+            models.append(model)
+        self.param_counts = [param_count(m) for m in models]
         self.members, self.device, self.steps = members, device, 0
-        self.batch_norm, self.act = cfg.batch_norm, ACTIVATIONS[cfg.activation]()
+        self.batch_norm, self.act = cfgs[0].batch_norm, ACTIVATIONS[cfgs[0].activation]()
 
         def stack(kind: type[nn.Module], read: Callable[[nn.Module], torch.Tensor]) -> list[torch.Tensor]:
             layers = [[m for m in model if isinstance(m, kind)] for model in models]
@@ -128,6 +132,13 @@ class _Pack:
     @property
     def params(self) -> list[torch.Tensor]:
         return [*self.weights, *self.biases, *self.gammas, *self.betas]
+
+    def lrs(self) -> list[float]:
+        return [m.update.lr for m in self.members]
+
+    def set_epoch(self, done: int) -> None:
+        for m in self.members:
+            m.update.set_epoch(done)
 
     def _attach(self) -> None:
         """Per-member views, optimizers and constants, after setup or after members left."""
@@ -230,7 +241,7 @@ class _Pack:
             correct += (logits.argmax(2) == y).sum(1)
         return [s / len(split) for s in loss_sum.tolist()], [c / len(split) for c in correct.tolist()]
 
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+    def state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights as the state dict of its own `build_fcn(cfg)`, on the CPU."""
         out = {}
 
@@ -245,118 +256,42 @@ class _Pack:
                 out[f"{norm}.num_batches_tracked"] = torch.tensor(self.steps)
         return out
 
-
-def _setup(cfgs: Sequence[RunConfig], trackers: Sequence[Tracker], data: data_mod.FashionMNIST) -> _Pack:
-    _check(cfgs)
-    members, models = [], []
-    for index, (cfg, tracker) in enumerate(zip(cfgs, trackers, strict=True)):
-        seed_everything(cfg.seed)  # the init that run() draws
-        model = build_fcn(cfg)
-        shuffle, masks = generators(cfg.seed, data.device)
-        result = RunResult(cfg, "finished", param_count(model))
-        members.append(_Member(index, cfg, tracker or Tracker(), result, shuffle, masks, _module_keys(model)))
-        models.append(model)
-    return _Pack(members, models, data.device)
-
-
-def _check(cfgs: Sequence[RunConfig]) -> None:
-    if not cfgs:
-        raise ValueError("run_packed needs at least one config")
-    if len({pack_key(c) for c in cfgs}) > 1:
-        raise ValueError(f"configs differ in some of {', '.join(PACK_FIELDS)}; group them with pack_groups")
+    def train_epoch(self, split: data_mod.Split, should_stop: Callable[[], bool]) -> list[tuple[float, float]] | None:
+        """Per member (loss, accuracy) over one epoch, or None if stopped part-way; as train.train_epoch."""
+        k, n = len(self.members), len(split)
+        batch_size = self.members[0].cfg.batch_size
+        perms = torch.stack([torch.randperm(n, generator=m.shuffle) for m in self.members]).to(self.device)
+        loss_sum = torch.zeros(k, device=self.device)
+        correct = torch.zeros(k, device=self.device, dtype=torch.long)
+        seen = 0
+        for start in data_mod.batch_starts(n, batch_size):
+            if should_stop():
+                return None
+            idx = perms[:, start : start + batch_size]
+            flat = idx.reshape(-1)  # index_select: a quarter of the time of x[idx]
+            x = split.x.index_select(0, flat).view(k, -1, split.x.shape[1])
+            self.train_step(x, split.y[idx], loss_sum, correct)
+            seen += idx.shape[1]
+        return [(s / seen, c / seen) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
 
 
-def _train_epoch(pack: _Pack, split: data_mod.Split, should_stop: Callable[[], bool]):
-    """Per member (loss, accuracy) over one epoch, or None if stopped part-way; as train_epoch."""
-    k, n = len(pack.members), len(split)
-    batch_size = pack.members[0].cfg.batch_size
-    perms = torch.stack([torch.randperm(n, generator=m.shuffle) for m in pack.members]).to(pack.device)
-    loss_sum = torch.zeros(k, device=pack.device)
-    correct = torch.zeros(k, device=pack.device, dtype=torch.long)
-    seen = 0
-    for start in data_mod.batch_starts(n, batch_size):
-        if should_stop():
-            return None
-        idx = perms[:, start : start + batch_size]
-        flat = idx.reshape(-1)  # index_select: a quarter of the time of x[idx]
-        pack.train_step(split.x.index_select(0, flat).view(k, -1, split.x.shape[1]), split.y[idx], loss_sum, correct)
-        seen += idx.shape[1]
-    return [(s / seen, c / seen) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
-
-
-def run_packed(
+def fit_packed(
     cfgs: Sequence[RunConfig],
     trackers: Sequence[Tracker | None] | None = None,
     data: data_mod.FashionMNIST | None = None,
     device: str | torch.device = "cpu",
     should_stop: Callable[[], bool] = lambda: False,
     member_stops: Sequence[Callable[[], bool]] | None = None,
-) -> list[RunResult]:
-    """Train `cfgs` (all of one `pack_key`) at once; to each tracker and in each result, what `run`
+) -> list[FitResult]:
+    """Train `cfgs` (all of one `pack_key`) at once; to each tracker and in each result, what `fit`
     would give that config alone. Results come back in the order of `cfgs`.
 
     A member whose training loss turns NaN or infinite ends as `diverged` after that epoch, as with
-    `run`, and leaves the pack; `should_stop()` ends every member still training as `stopped`,
+    `fit`, and leaves the pack; `should_stop()` ends every member still training as `stopped`,
     dropping the epoch in flight. `member_stops[i]()` turning true (Hyperband stopping one run of a
     sweep) ends member i alone as `stopped` at the end of the epoch: the epoch in flight is shared
     by the whole pack, so finishing it costs that member nothing and keeps its result."""
-    _check(cfgs)
+    check_packable(cfgs)
     data = data or data_mod.load(device, cfgs[0].subset)
-    pack = _setup(cfgs, trackers or [None] * len(cfgs), data)
-    everyone = list(pack.members)
-    for m in everyone:
-        m.tracker.start(m.cfg, {"params": m.result.params, "device": str(data.device), "train_size": len(data.train)})
-
-    for epoch in range(1, cfgs[0].epochs + 1):
-        t0 = time.perf_counter()
-        lrs = [m.update.lr for m in pack.members]
-        trained = _train_epoch(pack, data.train, should_stop)
-        if trained is None:
-            for m in pack.members:
-                m.result.status = "stopped"
-            break
-        train_s = time.perf_counter() - t0
-        for m in pack.members:
-            m.update.set_epoch(epoch)
-        (val_loss, val_acc), (test_loss, test_acc) = pack.evaluate(data.val), pack.evaluate(data.test)
-        survivors = []
-        for k, m in enumerate(pack.members):
-            metrics = {
-                "epoch": epoch,
-                "train/loss": trained[k][0],
-                "train/acc": trained[k][1],
-                "val/loss": val_loss[k],
-                "val/acc": val_acc[k],
-                "test/loss": test_loss[k],
-                "test/acc": test_acc[k],
-                "lr": lrs[k],
-                "time/epoch_s": time.perf_counter() - t0,
-                "time/samples_per_s": len(data.train) / train_s,
-            }
-            m.result.history.append(metrics)
-            m.tracker.log_epoch(metrics)
-            if not math.isfinite(trained[k][0]):
-                m.result.status = "diverged"
-                m.tracker.finish(m.result)
-                continue
-            if not m.result.best_epoch or val_acc[k] > m.result.best["val/acc"]:
-                m.result.best_epoch = epoch
-                m.result.best_state = pack.member_state(k)
-            if member_stops is not None and member_stops[m.index]():
-                m.result.status = "stopped"
-                m.tracker.finish(m.result)
-                continue
-            survivors.append(k)
-        if not survivors:
-            pack.members = []
-            break
-        if len(survivors) < len(pack.members):
-            pack.keep(survivors)
-        if should_stop():
-            for m in pack.members:
-                m.result.status = "stopped"
-            break
-
-    for m in pack.members:
-        m.tracker.finish(m.result)
-    return [m.result for m in everyone]
+    pack = Pack(cfgs, data.device)
+    return lifecycle(pack, cfgs, trackers or [None] * len(cfgs), data, should_stop, member_stops)

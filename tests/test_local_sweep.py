@@ -94,8 +94,10 @@ def test_a_packed_sweep_gives_each_run_its_own_record_and_the_results_it_gets_al
 
     path = sweep_file(tmp_path, parameters={
         "epochs": {"value": 2}, "subset": {"value": 512}, "hidden": {"values": [[32], [48, 16]]},
-        "optimizer": {"values": ["adam", "sgd", "rmsprop"]}, "lr": {"value": 0.005},
+        "optimizer": {"values": ["adam", "sgd", "rmsprop"]}, "lr": {"value": 0.001},
     })  # fmt: skip
+    # A learning rate at which every optimizer trains smoothly: at 0.005 RMSprop without batch norm blows up
+    # (val loss 6), and a ReLU kink's one-ulp difference then grows past any tolerance (tests/test_packed.py).
     packed = cli("sweep", str(path), "--pack", "4", "--out", "packed", "--quiet", "--wandb=offline", cwd=tmp_path)
     assert packed.returncode == 0, packed.stderr
     alone = sweep(str(path), "--out", "alone", cwd=tmp_path)

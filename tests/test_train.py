@@ -7,8 +7,8 @@ import torch
 
 from fcn_sweep.config import INITS, OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn, load_model
-from fcn_sweep.tracking import RunDir, Trackers
-from fcn_sweep.train import METRIC_KEYS, Tracker, evaluate, run, seed_everything
+from fcn_sweep.tracking import RunDirTracker, Tracker, Trackers
+from fcn_sweep.train import METRIC_KEYS, evaluate, fit, seed_everything
 
 # A learning rate each optimizer trains well with on the tiny subset.
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
@@ -34,8 +34,8 @@ def test_smoke_matrix_every_optimizer_init_and_batch_norm(fashion, tiny, tmp_pat
     )
     seed_everything(cfg.seed)
     before = evaluate(build_fcn(cfg), fashion.val)[0]
-    rundir = RunDir(tmp_path)
-    result = run(cfg, rundir, data=fashion)
+    rundir = RunDirTracker(tmp_path)
+    result = fit(cfg, rundir, data=fashion)
 
     after = result.history[-1]
     assert result.status == "finished"
@@ -50,14 +50,14 @@ def test_smoke_matrix_every_optimizer_init_and_batch_norm(fashion, tiny, tmp_pat
 
 def test_same_config_and_seed_give_identical_metrics(fashion, tiny):
     cfg = replace(tiny, dropout=0.3, batch_norm=True)
-    assert timeless(run(cfg, data=fashion).history) == timeless(run(cfg, data=fashion).history)
-    assert timeless(run(replace(cfg, seed=1), data=fashion).history) != timeless(run(cfg, data=fashion).history)
+    assert timeless(fit(cfg, data=fashion).history) == timeless(fit(cfg, data=fashion).history)
+    assert timeless(fit(replace(cfg, seed=1), data=fashion).history) != timeless(fit(cfg, data=fashion).history)
 
 
 def test_the_kept_model_is_the_best_validation_epoch(fashion, tiny, tmp_path):
     cfg = replace(tiny, epochs=4, optimizer="sgd", lr=0.2, momentum=0.99)  # noisy on purpose
-    rundir = RunDir(tmp_path)
-    result = run(cfg, rundir, data=fashion)
+    rundir = RunDirTracker(tmp_path)
+    result = fit(cfg, rundir, data=fashion)
     best = max(result.history, key=lambda m: m["val/acc"])
     summary = json.loads((rundir.path / "summary.json").read_text())
     assert summary["best_epoch"] == best["epoch"] == result.best_epoch
@@ -71,8 +71,8 @@ def test_the_kept_model_is_the_best_validation_epoch(fashion, tiny, tmp_path):
 
 def test_a_diverging_run_ends_as_diverged_with_its_metrics(fashion, tiny, tmp_path):
     cfg = replace(tiny, epochs=3, optimizer="sgd", lr=1.0e4, momentum=0.99, init="normal", init_std=10.0)
-    rundir = RunDir(tmp_path)
-    result = run(cfg, rundir, data=fashion)
+    rundir = RunDirTracker(tmp_path)
+    result = fit(cfg, rundir, data=fashion)
     assert result.status == "diverged"
     assert not math.isfinite(result.history[-1]["train/loss"])
     summary = json.loads((rundir.path / "summary.json").read_text())
@@ -88,29 +88,29 @@ def test_stopping_mid_run_keeps_the_best_model(fashion, tiny, tmp_path):
             events.append(metrics["epoch"])
 
     cfg = replace(tiny, epochs=5)
-    rundir = RunDir(tmp_path)
-    result = run(cfg, Trackers([rundir, Count()]), data=fashion, should_stop=lambda: len(events) >= 2)
+    rundir = RunDirTracker(tmp_path)
+    result = fit(cfg, Trackers([rundir, Count()]), data=fashion, should_stop=lambda: len(events) >= 2)
     assert result.status == "stopped" and events == [1, 2]
     assert json.loads((rundir.path / "summary.json").read_text())["status"] == "stopped"
     assert (rundir.path / "model.safetensors").exists()
 
 
 def test_stop_before_the_first_epoch_ends_writes_no_model(fashion, tiny, tmp_path):
-    rundir = RunDir(tmp_path)
-    result = run(tiny, rundir, data=fashion, should_stop=lambda: True)
+    rundir = RunDirTracker(tmp_path)
+    result = fit(tiny, rundir, data=fashion, should_stop=lambda: True)
     assert result.status == "stopped" and result.history == [] and result.best_epoch == 0
     assert not (rundir.path / "model.safetensors").exists()
     assert json.loads((rundir.path / "summary.json").read_text())["best_val_acc"] is None
 
 
 def test_learning_rate_schedule_is_logged_per_epoch(fashion, tiny):
-    result = run(replace(tiny, epochs=4, schedule="cosine", lr=0.01), data=fashion)
+    result = fit(replace(tiny, epochs=4, schedule="cosine", lr=0.01), data=fashion)
     lrs = [m["lr"] for m in result.history]
     assert lrs[0] == pytest.approx(0.01) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.01 * 0.2
 
 
 def test_training_improves_over_epochs(fashion, tiny):
-    history = run(replace(tiny, epochs=3), data=fashion).history
+    history = fit(replace(tiny, epochs=3), data=fashion).history
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     assert torch.tensor([m["val/acc"] for m in history]).max() > 0.7
 
@@ -129,6 +129,6 @@ def test_the_study_config_reaches_a_normal_fcn_accuracy():
             "--lr=0.001",
         ]
     )
-    result = run(cfg)
+    result = fit(cfg)
     assert result.status == "finished"
     assert result.best["test/acc"] >= 0.885

@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import formatting
+from . import binning, fidelity
+from .fidelity import Basis
 from .load import RunRecord, Study, is_numeric, levels
 
 if TYPE_CHECKING:
     from . import evidence, next_sweep
 
-# The states a reader must hear about: a run that did not simply finish.
+# The states a reader must hear about: a run that did not simply finish. A run Hyperband stopped
+# did what the sweep asked of it and is reported apart (see `diagnostics`).
 PROBLEM_STATES = ("diverged", "stopped", "crashed")
+HYPERBAND = "hyperband"  # the stop reason the sweep's workers record for a Hyperband stop
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,16 @@ def leaderboard(study: Study, top: int = 10) -> list[Entry]:
 # --- parameter importance -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Level:
-    value: Any
+    value: Any  # the parameter's value (axis value); for a bin of a continuous parameter, None
     val: Stat
+    span: binning.Bin | None = None  # the bin's lowest and highest value
+
+    @property
+    def label(self) -> str:
+        return formatting.span(self.span.lo, self.span.hi) if self.span else formatting.value(self.value)
+
+    def holds(self, v: Any) -> bool:
+        return self.span.holds(v) if self.span else v == self.value
 
 
 @dataclass(frozen=True)
@@ -97,18 +110,24 @@ class Importance:
     correlation: float | None  # Pearson r, or η for a category of more than two values
     measure: str  # "r" | "η"
     log: bool  # r was taken against log10 of the value
-    marginal: list[Level]  # mean objective per value, over every run that has it
+    marginal: list[Level]  # mean score per value (or per bin of values), over every run that has it
     interval: tuple[float, float] | None = None  # 5th-95th percentile over bootstrap resamples of the runs
     members: tuple[str, ...] = ()  # an aliased group (evidence.py): the parameters it stands for
 
+    @property
+    def binned(self) -> bool:
+        return any(lv.span for lv in self.marginal)
+
     def value(self, run: RunRecord) -> Any:
         """The run's value on this row's axis: a group's is its members' values joined."""
-        return " / ".join(_fmt(run.value(p)) for p in self.members) if self.members else run.value(self.name)
+        if self.members:
+            return " / ".join(formatting.value(run.value(p)) for p in self.members)
+        return run.value(self.name)
 
 
-def log_spaced(values: list[Any]) -> bool:
+def log_spaced(study: Study, name: str) -> bool:
     """Learning rates and weight decays are searched in decades; correlate against the exponent."""
-    return is_numeric(values) and min(values) > 0 and max(values) / min(values) >= 10
+    return binning.log_scale(study, name, levels(study, name))
 
 
 def encode(study: Study, name: str, runs: list[RunRecord]) -> tuple[np.ndarray, bool]:
@@ -116,7 +135,7 @@ def encode(study: Study, name: str, runs: list[RunRecord]) -> tuple[np.ndarray, 
     in display order (false < true). Trees only need the order; r then reads as 'later is better'."""
     order = levels(study, name)
     if is_numeric(order):
-        log = log_spaced(order)
+        log = log_spaced(study, name)
         xs = np.array([float(r.value(name)) for r in runs])
         return (np.log10(xs) if log else xs), log
     index = {v: i for i, v in enumerate(order)}
@@ -138,16 +157,31 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def importance(study: Study, seed: int = 0) -> list[Importance]:
-    """Per swept parameter: random-forest importance for the objective (what W&B's importance panel
-    shows), its correlation with the objective, and the marginal mean objective per value; most
-    important first."""
+def marginal(study: Study, name: str, runs: list[RunRecord], scores: list[float]) -> list[Level]:
+    """Mean score per value of the parameter; per bin of values when it has more than a reader can
+    take in (a continuous parameter of a random or Bayesian sweep)."""
+    values = [r.value(name) for r in runs]
+    found = binning.bins(values, binning.log_scale(study, name, values)) if is_numeric(values) else None
+    if found is None:
+        return [Level(v, Stat.of([s for r, s in zip(runs, scores, strict=True) if r.value(name) == v]))
+                for v in levels(study, name, runs)]  # fmt: skip
+    pairs = list(zip(values, scores, strict=True))
+    # each value in the first bin that holds it: the spans do not overlap, so that is the only one
+    return [Level(None, Stat.of([s for v, s in pairs if b.holds(v)]), b) for b in found]
+
+
+def importance(study: Study, basis: Basis | None = None, seed: int = 0) -> list[Importance]:
+    """Per swept parameter: random-forest importance for the score (what W&B's importance panel
+    shows), its correlation with the score, and the marginal mean score per value; most important
+    first. The runs and their scores are the basis's (default: the runs that reached their full
+    budget, by best val acc: see fidelity.py)."""
     from sklearn.ensemble import RandomForestRegressor
 
-    runs = study.done
+    basis = basis or fidelity.full_budget(study)
+    runs = basis.runs
     if not study.swept or len(runs) < 2:
         return []
-    y = np.array([r.objective for r in runs])
+    y = np.array(basis.scores, dtype=float)
     encoded = {p: encode(study, p, runs) for p in study.swept}
     X = np.column_stack([encoded[p][0] for p in study.swept])
     if y.std() > 0:
@@ -159,7 +193,6 @@ def importance(study: Study, seed: int = 0) -> list[Importance]:
     for p, w in zip(study.swept, weights, strict=True):
         x, log = encoded[p]
         categorical = not is_numeric(levels(study, p)) and len(set(x)) > 2
-        marginal = [Level(v, Stat.of([r.objective for r in runs if r.value(p) == v])) for v in levels(study, p, runs)]
         out.append(
             Importance(
                 name=p,
@@ -167,7 +200,7 @@ def importance(study: Study, seed: int = 0) -> list[Importance]:
                 correlation=correlation_ratio(x, y) if categorical else pearson(x, y),
                 measure="η" if categorical else "r",
                 log=log,
-                marginal=marginal,
+                marginal=marginal(study, p, runs, basis.scores),
             )
         )
     return sorted(out, key=lambda i: -i.importance)
@@ -239,11 +272,18 @@ class Problem:
 @dataclass(frozen=True)
 class Diagnostics:
     counts: dict[str, int]  # every attempt by state, as the source holds them
-    problems: list[Problem]
+    problems: list[Problem]  # diverged, crashed, or stopped for a reason other than Hyperband
+    hyperband: list[Problem]  # stopped by Hyperband: by design, not a problem
+    stop_epochs: dict[int, int]  # Hyperband stops by the number of epochs the run had trained
+    brackets: list[int]  # the sweep's Hyperband brackets (epochs), where known
+
+
+def hyperband_stopped(r: RunRecord) -> bool:
+    return r.state == "stopped" and r.stop_reason == HYPERBAND
 
 
 def diagnostics(study: Study) -> Diagnostics:
-    problems = []
+    problems, stops = [], []
     for r in study.runs:
         if r.state not in PROBLEM_STATES:
             continue
@@ -253,8 +293,14 @@ def diagnostics(study: Study) -> Diagnostics:
             "stopped": f"stopped ({r.stop_reason or 'reason not recorded'})",
             "crashed": f"{r.stop_reason or 'crashed'}" + (f": {error[-1]}" if error else ""),
         }[r.state]
-        problems.append(Problem(r, {p: r.value(p) for p in study.swept}, len(r.history), detail))
-    return Diagnostics(dict(study.counts), problems)
+        (stops if hyperband_stopped(r) else problems).append(
+            Problem(r, {p: r.value(p) for p in study.swept}, len(r.history), detail)
+        )
+    longest = max((r.config.epochs for r in study.runs), default=0)
+    return Diagnostics(
+        dict(study.counts), problems, stops, fidelity.stop_epochs([p.run for p in stops]),
+        fidelity.brackets(study, longest),
+    )  # fmt: skip
 
 
 # --- curves ---------------------------------------------------------------------------------------
@@ -280,7 +326,7 @@ def short_id(run_id: str) -> str:
 
 
 def run_label(run: RunRecord, keys: list[str]) -> str:
-    return short_id(run.id) + (": " + ", ".join(f"{k}={run.value(k)}" for k in keys) if keys else "")
+    return short_id(run.id) + (": " + ", ".join(f"{k}={formatting.value(run.value(k))}" for k in keys) if keys else "")
 
 
 # --- parallel coordinates -------------------------------------------------------------------------
@@ -296,10 +342,6 @@ class Axis:
 MAX_TICKS = 8  # above this many distinct numbers, labelling each one clutters the axis
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def parallel_axes(study: Study) -> tuple[list[Axis], list[RunRecord]]:
     """One axis per swept parameter and one for the objective, over the runs that count. Categories
     become ordinal axes labelled with their values; log-spaced numbers a log10 axis labelled with
@@ -309,13 +351,13 @@ def parallel_axes(study: Study) -> tuple[list[Axis], list[RunRecord]]:
     for p in study.swept:
         order = levels(study, p, runs)
         if is_numeric(order):
-            log = log_spaced(order)
+            log = log_spaced(study, p)
             f = math.log10 if log else float
             ticks = [f(v) for v in order] if len(order) <= MAX_TICKS or log else None
-            text = [_fmt(v) for v in order] if len(order) <= MAX_TICKS else None
+            text = [formatting.value(v) for v in order] if len(order) <= MAX_TICKS else None
             if log and text is None:  # many log-spaced values: label the decades
                 decades = range(math.floor(min(ticks)), math.ceil(max(ticks)) + 1)
-                ticks, text = [float(d) for d in decades], [f"{10.0**d:g}" for d in decades]
+                ticks, text = [float(d) for d in decades], [formatting.sig(10.0**d) for d in decades]
             axes.append(Axis(p, p + (" (log)" if log else ""), [f(r.value(p)) for r in runs], ticks, text))
         else:
             index = {v: i for i, v in enumerate(order)}
@@ -336,7 +378,10 @@ def parallel_axes(study: Study) -> tuple[list[Axis], list[RunRecord]]:
 @dataclass(frozen=True)
 class Results:
     leaderboard: list[Entry]
-    importance: list[Importance]
+    importance: list[Importance]  # over `basis`: the runs that reached their full budget
+    basis: Basis
+    early: list[Importance]  # over `early_basis`: every run at the first bracket (when runs were cut short)
+    early_basis: Basis | None
     ablations: list[Ablation]
     diagnostics: Diagnostics
     curves: list[RunRecord]
@@ -350,9 +395,10 @@ def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 
     from . import next_sweep as nx
 
     entries = configs(study)
-    # the parameter that matters most first: that is the ablation a reader wants to see
-    imp = importance(study)
+    basis, early_basis = fidelity.bases(study)
+    imp = importance(study, basis)
     rank = {i.name: k for k, i in enumerate(imp)}
+    # the parameter that matters most first: that is the ablation a reader wants to see
     ablations = [ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))]
     found = ev.assess(study, entries, ablations)
     # a run that trained badly is shown, whether or not it ranks
@@ -360,7 +406,11 @@ def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 
     keys = differing(study, picked)
     results = Results(
         leaderboard=entries[:top],
-        importance=ev.importance(study, imp, found.aliases),
+        # aliased groups and intervals on the same runs and scores as each forest: its basis's
+        importance=ev.importance(study, imp, found.aliases, basis),
+        basis=basis,
+        early=ev.importance(study, importance(study, early_basis), found.aliases, early_basis) if early_basis else [],
+        early_basis=early_basis,
         ablations=ablations,
         diagnostics=diagnostics(study),
         curves=picked,

@@ -3,7 +3,12 @@ figure pasted into a write-up carries its own explanation."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+from .. import formatting
 from . import analysis as an
+from . import binning
+from .fidelity import Basis, truncated
 from .load import RunRecord, Study
 
 
@@ -13,8 +18,10 @@ def _n(k: int, word: str) -> str:
 
 def parallel(study: Study, runs: list[RunRecord]) -> str:
     groups = len({r.group for r in runs})
+    cut = len(truncated(study))
+    early = f"; {_n(cut, 'run')} stopped early, scored by the best of fewer epochs" if cut else ""
     return (
-        f"Each line is one run that ended with a score ({_n(len(runs), 'run')} of {_n(groups, 'config')}); "
+        f"Each line is one run that ended with a score ({_n(len(runs), 'run')} of {_n(groups, 'config')}{early}); "
         f"one axis per swept parameter ({', '.join(study.swept)}) and the objective, best validation "
         "accuracy, which also colours the line (yellow best, purple worst). Categories sit on ordinal "
         "axes in the order shown, architectures as their widths (e.g. 1024-256); log-spaced numbers on a "
@@ -23,12 +30,16 @@ def parallel(study: Study, runs: list[RunRecord]) -> str:
     )
 
 
-def importance(imp: list[an.Importance]) -> str:
+def rests_on(basis: Basis) -> str:
+    return f"Rests on {basis.describe}."
+
+
+def importance(imp: list[an.Importance], basis: Basis) -> str:
     top = imp[0]
     return (
-        "Left: how much of the variation in best validation accuracy each swept parameter explains, as "
-        f"the impurity importance of a random forest fitted to {_n(sum(lv.val.n for lv in top.marginal), 'run')} "
-        "(importances sum to 1). Right: correlation with the objective — Pearson r against the value "
+        f"{rests_on(basis)} Left: how much of the variation in {basis.name} each swept parameter explains, as "
+        f"the impurity importance of a random forest fitted to those {_n(len(basis.runs), 'run')} "
+        f"(importances sum to 1). Right: correlation with {basis.name} — Pearson r against the value "
         "(against log10 of it for log-spaced numbers; for two-valued categories against their position, "
         "so positive means the second value shown scores higher), or the correlation ratio η (0 to 1, "
         f"unsigned) for categories of three or more values. Most important here: {top.name} "
@@ -38,11 +49,19 @@ def importance(imp: list[an.Importance]) -> str:
     )
 
 
-def marginals(imp: list[an.Importance]) -> str:
+def marginals(imp: list[an.Importance], basis: Basis) -> str:
+    binned = [i.name for i in imp if i.binned]
+    bins = (
+        f" Parameters with more than {binning.MAX_LEVELS} distinct values ({', '.join(binned)}) are drawn "
+        "against the value itself, each run a grey dot, with the mean per bin (quantile bins; equal widths of "
+        "log10 for log-spaced values) at the bin's centre and a line across the values the bin holds."
+        if binned
+        else ""
+    )
     return (
-        "Mean best validation accuracy for each value of each swept parameter (blue, bars ±1 standard "
+        f"{rests_on(basis)} Mean {basis.name} for each value of each swept parameter (blue, bars ±1 standard "
         "deviation over the runs with that value), whatever the other parameters were; grey dots are the "
-        "individual runs. A marginal mixes all settings of the other parameters; the ablation tables "
+        f"individual runs.{bins} A marginal mixes all settings of the other parameters; the ablation tables "
         "hold them fixed."
     )
 
@@ -58,11 +77,28 @@ def curves(runs: list[RunRecord], labels: list[str]) -> str:
 def ablation(ab: an.Ablation) -> str:
     best = max(ab.wins, key=ab.wins.get)
     deltas = "; ".join(
-        f"{an._fmt(v)} {s.mean:+.4f} ± {s.std:.4f}" for v, s in ab.mean_delta.items() if v != ab.reference and s
+        f"{formatting.value(v)} {s.mean:+.4f} ± {s.std:.4f}"
+        for v, s in ab.mean_delta.items()
+        if v != ab.reference and s
     )
     return (
         f"Best validation accuracy (mean over seeds) for each value of {ab.param}, with every other swept "
         f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), the red line their mean. "
-        f"{an._fmt(best)} scores best in {ab.wins[best]} of {len(ab.rows)}; mean difference from "
-        f"{an._fmt(ab.reference)}: {deltas or 'n/a'}."
+        f"{formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}; mean difference from "
+        f"{formatting.value(ab.reference)}: {deltas or 'n/a'}."
     )
+
+
+def stop_lines(d: an.Diagnostics) -> list[str]:
+    """Runs Hyperband stopped (by design) and runs that went wrong, as two separate sentences."""
+    out = []
+    if d.hyperband:
+        at = ", ".join(f"{n} after {_n(e, 'epoch')}" for e, n in d.stop_epochs.items())
+        brackets = f"; brackets at epochs {', '.join(map(str, d.brackets))}" if d.brackets else ""
+        out.append(f"Stopped by Hyperband, by design: {len(d.hyperband)} ({at}{brackets}).")
+    kinds = ", ".join(f"{state} {n}" for state, n in Counter(p.run.state for p in d.problems).items())
+    out.append(
+        f"Problems (diverged, crashed, or stopped for another reason): {len(d.problems)}"
+        + (f" ({kinds})." if kinds else ".")
+    )
+    return out

@@ -6,6 +6,7 @@ numbers come from evidence.py; the same sentences open both summaries, so the tw
 
 from __future__ import annotations
 
+from .. import formatting
 from . import analysis as an
 from . import evidence as ev
 from .load import Study
@@ -24,7 +25,7 @@ def _and(names: list[str] | tuple[str, ...]) -> str:
 
 
 def aliasing(alias: ev.Alias, runs: int) -> str:
-    shown = "; ".join(" / ".join(map(an._fmt, c)) for c in alias.combos[:SHOWN])
+    shown = "; ".join(" / ".join(map(formatting.value, c)) for c in alias.combos[:SHOWN])
     more = f"; … ({len(alias.combos)} in all)" if len(alias.combos) > SHOWN else ""
     return (
         f"Confounded: {_and(alias.params)} are aliased in the {_n(runs, 'run')} that count: their values "
@@ -156,7 +157,7 @@ def ablation_intervals(ab: an.Ablation, found: ev.Evidence | None) -> str:
     if found is None or ab.param not in found.ablations:
         return ""
     ci = found.ablations[ab.param].interval
-    parts = [f"{an._fmt(v)} [{lo:+.4f}, {hi:+.4f}]" for v, c in ci.items() if c is not None for lo, hi in [c]]
+    parts = [f"{formatting.value(v)} [{lo:+.4f}, {hi:+.4f}]" for v, c in ci.items() if c is not None for lo, hi in [c]]
     if not parts:
         return ""
     how = (

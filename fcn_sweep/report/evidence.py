@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import formatting
 from . import analysis as an
+from .fidelity import Basis
 from .load import RunRecord, Study, is_numeric, levels
 
 # A continuous draw (random or bayes search) gives every config its own value of a number; that it
@@ -136,15 +138,18 @@ def _forest(X: np.ndarray, y: np.ndarray, trees: int, seed: int) -> np.ndarray:
     return RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=1).fit(X, y).feature_importances_
 
 
-def importance(study: Study, imp: list[an.Importance], found: list[Alias], seed: int = 0) -> list[an.Importance]:
+def importance(
+    study: Study, imp: list[an.Importance], found: list[Alias], basis: Basis, seed: int = 0
+) -> list[an.Importance]:
     """The forest refitted with one column per aliased group (so its importance is not split between
-    members at random), each importance with a bootstrap interval over the runs."""
-    runs = study.done
+    members at random), each importance with a bootstrap interval over the runs. The runs and scores
+    are the basis's, those `imp` was computed on."""
+    runs = basis.runs
     if not imp:
         return imp
     grouped = {p for a in found for p in a.params}
     groups = [a.params for a in found] + [(i.name,) for i in imp if i.name not in grouped]
-    y = np.array([r.objective for r in runs])
+    y = np.array(basis.scores, dtype=float)
     X = _columns(study, runs, groups)
     point = _forest(X, y, 300, seed) if found else None
     rng = np.random.default_rng(seed)
@@ -168,7 +173,9 @@ def importance(study: Study, imp: list[an.Importance], found: list[Alias], seed:
         )
         index = {c: i for i, c in enumerate(combos)}
         codes = np.array([float(index[tuple(r.value(p) for p in g)]) for r in runs])
-        marginal = [an.Level(" / ".join(map(an._fmt, c)), an.Stat.of(y[codes == index[c]].tolist())) for c in combos]
+        marginal = [
+            an.Level(" / ".join(map(formatting.value, c)), an.Stat.of(y[codes == index[c]].tolist())) for c in combos
+        ]
         out.append(
             an.Importance(
                 name=" + ".join(g),

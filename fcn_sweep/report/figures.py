@@ -18,9 +18,12 @@ matplotlib.use("Agg")  # before pyplot: headless machines and CI have no display
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from .. import formatting
 from . import analysis as an
-from . import captions
+from . import binning, captions
+from .fidelity import Basis
 from .load import RunRecord, Study
 
 DPI = 110
@@ -85,7 +88,7 @@ def draw_parallel(axes: list[an.Axis], runs: list[RunRecord]) -> plt.Figure | No
     return fig
 
 
-def draw_importance(imp: list[an.Importance]) -> plt.Figure | None:
+def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
     if not imp:
         return None
     names = [i.name for i in imp][::-1]
@@ -100,7 +103,7 @@ def draw_importance(imp: list[an.Importance]) -> plt.Figure | None:
     a2.barh(names, corr, color=["#2ca02c" if c >= 0 else "#d62728" for c in corr])
     a2.axvline(0, color="0.3", lw=0.8)
     a2.set_xlim(-1, 1)
-    a2.set_xlabel("correlation with best val acc (r; η for categories of 3+ values)")
+    a2.set_xlabel(f"correlation with {basis.name} (r; η for categories of 3+ values)")
     for y, i in enumerate(imp[::-1]):
         text = "n/a" if i.correlation is None else f"{i.measure}={i.correlation:+.2f}"
         a2.text(0.02 if (i.correlation or 0) < 0 else -0.02, y, text, va="center",
@@ -109,7 +112,35 @@ def draw_importance(imp: list[an.Importance]) -> plt.Figure | None:
     return fig
 
 
-def draw_marginals(imp: list[an.Importance], runs: list[RunRecord]) -> plt.Figure | None:
+def _levels_panel(ax, i: an.Importance, values: list, scores: list[float], rng: np.random.Generator) -> None:
+    """A category (or a few numbers) per tick: the runs as jittered dots, the means joined."""
+    xs = range(len(i.marginal))
+    for k, level in enumerate(i.marginal):
+        pts = [s for v, s in zip(values, scores, strict=True) if level.holds(v)]
+        ax.scatter(k + rng.uniform(-0.12, 0.12, len(pts)), pts, s=10, color="0.6", zorder=1)
+    ax.errorbar(xs, [lv.val.mean for lv in i.marginal], yerr=[lv.val.std for lv in i.marginal],
+                fmt="o-", color="#3b75af", capsize=4, lw=1.5, zorder=2)  # fmt: skip
+    ax.set_xticks(list(xs), [lv.label for lv in i.marginal], rotation=20 if len(i.marginal) > 4 else 0)
+    ax.set_xlim(-0.5, len(i.marginal) - 0.5)
+
+
+def _binned_panel(ax, i: an.Importance, values: list, scores: list[float]) -> None:
+    """A continuous parameter: every run at its own value, and each bin's mean across the bin's values."""
+    ax.scatter(values, scores, s=10, color="0.6", zorder=1)
+    centres = [binning.centre(lv.span, i.log) for lv in i.marginal]
+    ax.errorbar(
+        centres, [lv.val.mean for lv in i.marginal], yerr=[lv.val.std for lv in i.marginal],
+        xerr=[[c - lv.span.lo for c, lv in zip(centres, i.marginal, strict=True)],
+              [lv.span.hi - c for c, lv in zip(centres, i.marginal, strict=True)]],
+        fmt="o-", color="#3b75af", capsize=3, lw=1.5, zorder=2,
+    )  # fmt: skip
+    if i.log:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: formatting.sig(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def draw_marginals(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
     if not imp:
         return None
     cols = min(3, len(imp))
@@ -117,17 +148,14 @@ def draw_marginals(imp: list[an.Importance], runs: list[RunRecord]) -> plt.Figur
     fig, axs = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)  # jitter only, so that equal scores do not hide each other
     for ax, i in zip(axs.flat, imp, strict=False):
-        xs = range(len(i.marginal))
-        for k, level in enumerate(i.marginal):
-            pts = [r.objective for r in runs if i.value(r) == level.value]
-            ax.scatter(k + rng.uniform(-0.12, 0.12, len(pts)), pts, s=10, color="0.6", zorder=1)
-        ax.errorbar(xs, [lv.val.mean for lv in i.marginal], yerr=[lv.val.std for lv in i.marginal],
-                    fmt="o-", color="#3b75af", capsize=4, lw=1.5, zorder=2)  # fmt: skip
-        ax.set_xticks(list(xs), [an._fmt(lv.value) for lv in i.marginal], rotation=20 if len(i.marginal) > 4 else 0)
+        values = [i.value(r) for r in basis.runs]  # an aliased group's: its members' values joined
+        if i.binned:
+            _binned_panel(ax, i, values, basis.scores)
+        else:
+            _levels_panel(ax, i, values, basis.scores, rng)
         ax.set_title(f"{i.name}  (importance {i.importance:.2f})", fontsize=9)
-        ax.set_xlim(-0.5, len(i.marginal) - 0.5)
     for ax in axs[:, 0]:
-        ax.set_ylabel("best val acc")
+        ax.set_ylabel(basis.name)
     for ax in list(axs.flat)[len(imp) :]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -149,7 +177,7 @@ def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
         for v in ab.levels
     ]
     ax.plot(xs, means, "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
-    ax.set_xticks(list(xs), [an._fmt(v) for v in ab.levels])
+    ax.set_xticks(list(xs), [formatting.value(v) for v in ab.levels])
     ax.set_xlabel(ab.param)
     ax.set_ylabel("best val acc (mean over seeds)")
     ax.legend(loc="best", fontsize=8)
@@ -196,14 +224,21 @@ def render(study: Study, results: an.Results, out: Path) -> dict[str, Figure]:
     """Every figure of the report, saved under `out`, by name."""
     _style()
     out.mkdir(parents=True, exist_ok=True)
-    runs, imp = study.done, results.importance
+    imp, basis = results.importance, results.basis
+    early, eb = results.early, results.early_basis
     axes, pruns = an.parallel_axes(study)
+    at = f" at epoch {eb.epoch}" if eb else ""
     figs = [
         save(draw_parallel(axes, pruns), out, "parallel", "Parallel coordinates",
              lambda: captions.parallel(study, pruns)),
-        save(draw_importance(imp), out, "importance", "Parameter importance", lambda: captions.importance(imp)),
-        save(draw_marginals(imp, runs), out, "marginals", "Marginal effect of each parameter",
-             lambda: captions.marginals(imp)),
+        save(draw_importance(imp, basis), out, "importance", "Parameter importance",
+             lambda: captions.importance(imp, basis)),
+        save(draw_marginals(imp, basis), out, "marginals", "Marginal effect of each parameter",
+             lambda: captions.marginals(imp, basis)),
+        save(draw_importance(early, eb) if eb else None, out, "importance-early", f"Parameter importance{at}",
+             lambda: captions.importance(early, eb)),
+        save(draw_marginals(early, eb) if eb else None, out, "marginals-early", f"Marginal effect{at}",
+             lambda: captions.marginals(early, eb)),
         save(draw_curves(results.curves, results.curve_labels), out, "curves", "Learning curves",
              lambda: captions.curves(results.curves, results.curve_labels)),
     ]  # fmt: skip

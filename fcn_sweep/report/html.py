@@ -12,10 +12,10 @@ import datetime
 import os
 from html import escape
 from pathlib import Path
-from typing import Any
 
+from ..formatting import metric, pm, value
 from . import analysis as an
-from . import caveats
+from . import captions, caveats
 from . import evidence as ev
 from .figures import CMAP, Figure
 from .load import RunRecord, Study, levels
@@ -43,16 +43,6 @@ figcaption { max-width: 1100px; margin-top: 4px; }
 .state-diverged, .state-crashed, .flag-collapsed { color: #c62828; } .flag-plateaued, .flag-overfit { color: #b26a00; }
 .caveat { color: #8a4b00; }
 """
-
-
-def _f(v: Any) -> str:
-    return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def pm(s: an.Stat | None, digits: int = 4) -> str:
-    if s is None:
-        return "–"
-    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f}" if s.n > 1 else f"{s.mean:.{digits}f}"
 
 
 def signed(d: float | None, near: bool = False) -> str:
@@ -119,16 +109,18 @@ class Page:
         ]
         if r.leaderboard:
             b = r.leaderboard[0]
-            cfg = ", ".join(f"{escape(k)}={escape(_f(v))}" for k, v in b.values.items())
+            cfg = ", ".join(f"{escape(k)}={escape(value(v))}" for k, v in b.values.items())
             items.append(
                 f"Best config: {cfg or '(the only one)'} — val acc {pm(b.val)}, test acc {pm(b.test)} "
                 f"over {b.val.n} seed{'s' if b.val.n > 1 else ''}."
             )
         if r.importance:
             i = r.importance[0]
-            items.append(f"Most important parameter: <b>{escape(i.name)}</b> (importance {i.importance:.2f}).")
-        problems = sum(r.diagnostics.counts.get(k, 0) for k in an.PROBLEM_STATES)
-        items.append(f"Diverged, stopped or crashed: {problems}.")
+            items.append(
+                f"Most important parameter: <b>{escape(i.name)}</b> (importance {i.importance:.2f}, over "
+                f"{escape(r.basis.describe)})."
+            )
+        items += [escape(line) for line in captions.stop_lines(r.diagnostics)]
         items += [f"<span class='caveat'>{escape(c)}</span>" for c in caveats.summary(s, r)]
         return "<ul class='headline'>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
 
@@ -178,7 +170,7 @@ class Page:
                   "params", "status", "runs"]  # fmt: skip
         nz = self.results.evidence.noise
         rows = [
-            [num(str(k)), *(escape(_f(e.values[p])) for p in self.study.swept), num(str(e.val.n)), num(pm(e.val)),
+            [num(str(k)), *(escape(value(e.values[p])) for p in self.study.swept), num(str(e.val.n)), num(pm(e.val)),
              num(escape(caveats.versus_best(nz, board[0], e))),
              num(pm(e.test)), num(pm(e.best_epoch, 1)), num(f"{e.n_params:,}" if e.n_params else "–"),
              ", ".join(f"<span class='state-{escape(s)}'>{escape(s)}</span>" + (f" ×{c}" if c > 1 else "")
@@ -194,24 +186,33 @@ class Page:
         return note + table(header, rows, ["best"] + [""] * (len(rows) - 1))
 
     def importance(self) -> str:
-        imp = self.results.importance
+        r = self.results
+        out = self.importance_table(r.importance, r.basis, "")
+        if r.early_basis is not None:
+            out += f"<h3>At the first bracket: epoch {r.early_basis.epoch}</h3>"
+            out += self.importance_table(r.early, r.early_basis, "-early")
+        return out
+
+    def importance_table(self, imp: list[an.Importance], basis: an.Basis, suffix: str) -> str:
+        note = f"<p class='note'>Over {escape(basis.describe)}.</p>"
         if not imp:
-            return "<p class='note'>Needs at least one swept parameter and two runs with a score.</p>"
+            return note + "<p class='note'>Needs at least one swept parameter and two such runs with a score.</p>"
         rows = []
         for i in imp:
             corr = (
                 "–" if i.correlation is None else f"{i.measure} = {i.correlation:+.2f}" + (" (log10)" if i.log else "")
             )
-            marg = "<br>".join(f"{escape(_f(lv.value))}: {pm(lv.val)} <span class='note'>(n={lv.val.n})</span>"
+            marg = "<br>".join(f"{escape(lv.label)}: {pm(lv.val)} <span class='note'>(n={lv.val.n})</span>"
                                for lv in i.marginal)  # fmt: skip
             bar = f"<span class='bar' style='width:{i.importance * 120:.0f}px'></span>{i.importance:.3f}"
             if i.interval:
                 bar += f" <span class='note'>[{i.interval[0]:.2f}, {i.interval[1]:.2f}]</span>"
             name = f"<b>{escape(i.name)}</b>" + (" <span class='caveat'>(aliased)</span>" if i.members else "")
             rows.append([name, num(bar), num(corr), marg])
-        head = ["parameter", "importance (random forest)", "correlation with val acc", "mean val acc per value"]
-        note = f"<p class='note'>{escape(caveats.importance_note(imp))}</p>"
-        return note + table(head, rows) + self.figure("importance") + self.figure("marginals")
+        head = ["parameter", "importance (random forest)", f"correlation with {basis.name}",
+                f"mean {basis.name} per value (or bin of values)"]  # fmt: skip
+        note += f"<p class='note'>{escape(caveats.importance_note(imp))}</p>"
+        return note + table(head, rows) + self.figure(f"importance{suffix}") + self.figure(f"marginals{suffix}")
 
     def ablations(self) -> str:
         if not self.results.ablations:
@@ -225,7 +226,7 @@ class Page:
             text = caveats.blocked(ab.param, why) if why is not None else "No two runs differ in this parameter alone."
             return title + f"<p class='caveat'>{escape(text)} Nothing to set side by side.</p>"
         others = list(ab.rows[0].context)
-        vals = [escape(_f(v)) for v in ab.levels]
+        vals = [escape(value(v)) for v in ab.levels]
         header = [*map(escape, others), *(f"{v}<br><span class='note'>val acc</span>" for v in vals),
                   *(f"Δ {v}<br><span class='note'>vs {vals[0]}</span>" for v in vals[1:]), "runs"]  # fmt: skip
         rows = []
@@ -237,11 +238,11 @@ class Page:
                 for v in ab.levels
             ]
             runs = "; ".join(
-                f"{escape(_f(v))}: " + " ".join(self.link(self.study.run(i)) for i in row.runs[v])
+                f"{escape(value(v))}: " + " ".join(self.link(self.study.run(i)) for i in row.runs[v])
                 for v in ab.levels
                 if v in row.runs
             )
-            rows.append([*(escape(_f(row.context[p])) for p in others), *cells,
+            rows.append([*(escape(value(row.context[p])) for p in others), *cells,
                          *(signed(row.delta.get(v), near.get(v, False)) for v in ab.levels[1:]), runs])  # fmt: skip
         rows.append([*(["<b>mean Δ</b>"] + [""] * (len(others) - 1) if others else []),
                      *(num(f"wins {ab.wins[v]}") for v in ab.levels),
@@ -262,7 +263,7 @@ class Page:
             return "<p class='note'>No run with a score to plot.</p>"
         listed = table(
             ["run", "curve label", "best val acc", "best epoch", "state"],
-            [[self.link(r), escape(lab), num(_f(r.objective)), num(_f(r.summary.get("best_epoch"))),
+            [[self.link(r), escape(lab), num(metric(r.objective)), num(value(r.summary.get("best_epoch"))),
               escape(r.state) + self.flags([r])]
              for r, lab in zip(runs, self.results.curve_labels, strict=True)],
         )  # fmt: skip
@@ -275,16 +276,21 @@ class Page:
             "<p class='note'>Every run attempt by state, as the source holds them. A crashed or interrupted "
             "attempt is re-run under a new id, so it is counted here but not in the analysis.</p>"
         )
-        out = note + counts + self.health()
-        if not d.problems:
-            return out + "<p>No run diverged, was stopped or crashed.</p>"
+        out = note + counts + "".join(f"<p>{escape(line)}</p>" for line in captions.stop_lines(d))
+        if d.hyperband:
+            out += "<h3>Stopped by Hyperband</h3>" + self.problem_table(d.hyperband)
+        if d.problems:
+            out += "<h3>Problems</h3>" + self.problem_table(d.problems)
+        return out + self.health()
+
+    def problem_table(self, problems: list[an.Problem]) -> str:
         rows = [
             [self.link(p.run), f"<span class='state-{escape(p.run.state)}'>{escape(p.run.state)}</span>",
-             escape(p.detail), num(str(p.epochs)), num(_f(p.run.objective)),
-             escape(", ".join(f"{k}={_f(v)}" for k, v in p.values.items()))]
-            for p in d.problems
+             escape(p.detail), num(str(p.epochs)), num(metric(p.run.objective)),
+             escape(", ".join(f"{k}={value(v)}" for k, v in p.values.items()))]
+            for p in problems
         ]  # fmt: skip
-        return out + table(["run", "state", "why", "epochs", "best val acc", "config"], rows)
+        return table(["run", "state", "why", "epochs", "best val acc", "config"], rows)
 
     def health(self) -> str:
         flags = self.results.evidence.health
@@ -292,7 +298,7 @@ class Page:
             return "<p>Run health: no run collapsed, plateaued early or overfit.</p>"
         rows = [
             [self.link(f.run), f"<span class='flag-{f.kind}'>{escape(f.kind)}</span>", escape(f.detail),
-             escape(f.run.state), escape(", ".join(f"{k}={_f(f.run.value(k))}" for k in self.study.swept))]
+             escape(f.run.state), escape(", ".join(f"{k}={value(f.run.value(k))}" for k in self.study.swept))]
             for f in flags
         ]  # fmt: skip
         note = (

@@ -62,6 +62,7 @@ class Study:
     swept: tuple[str, ...]
     counts: dict[str, int] = field(default_factory=dict)
     name: str = ""  # the sweep's name where known, else the folder's
+    sweep: dict[str, Any] = field(default_factory=dict)  # the sweep file's config where known (a sweep dir)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -148,7 +149,8 @@ def load_sweep_dir(directory: Path) -> Study:
         rows = store.runs()
         histories = store.histories(r.id for r in rows)
         counts = store.counts()
-        name = str((store.get("sweep") or {}).get("name") or "")
+        sweep = store.get("sweep") or {}
+        name = str(sweep.get("name") or "")
     finally:
         store.close()
     runs = [
@@ -158,7 +160,7 @@ def load_sweep_dir(directory: Path) -> Study:
         )
         for r, group in zip(rows, repeat_groups([r.config for r in rows]), strict=True)
     ]  # fmt: skip
-    return Study(directory, "sweep", runs, swept_params([r.config for r in runs]), counts, name)
+    return Study(directory, "sweep", runs, swept_params([r.config for r in runs]), counts, name, sweep)
 
 
 def _read_json(path: Path) -> Any:
@@ -191,7 +193,7 @@ def load_run_dirs(directory: Path) -> Study:
     for (path, cfg, summary, history), group in zip(read, repeat_groups([c for _, c, *_ in read]), strict=True):
         # summary.json is written last: a run directory without one crashed or is still running.
         state = summary.get("status", "crashed")
-        reason = None if summary else "no summary.json (crashed, or still running)"
+        reason = summary.get("stop_reason") if summary else "no summary.json (crashed, or still running)"
         runs.append(RunRecord(path.name, group, state, reason, cfg, summary, history, path))
     counts = {**dict.fromkeys(STATES, 0), **Counter(r.state for r in runs)}
     return Study(directory, "run dirs", runs, swept_params([r.config for r in runs]), counts)

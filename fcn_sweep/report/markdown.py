@@ -4,10 +4,10 @@ to the report folder)."""
 
 from __future__ import annotations
 
+from ..formatting import pm, value
 from . import analysis as an
-from . import caveats
+from . import captions, caveats
 from .figures import Figure
-from .html import _f, pm
 from .load import Study
 
 TOP = 5  # a write-up's table; the HTML has the full leaderboard
@@ -24,33 +24,43 @@ def interval(i: an.Importance) -> str:
     return "" if i.interval is None else f" [{i.interval[0]:.2f}, {i.interval[1]:.2f}]"
 
 
+def correlation(i: an.Importance) -> str:
+    if i.correlation is None:
+        return "–"
+    return f"{i.measure} = {i.correlation:+.2f}" + (" (log10)" if i.log else "")
+
+
+def ranked(imp: list[an.Importance]) -> str:
+    return ", ".join(f"{i.name} ({i.importance:.2f}{interval(i)}{', aliased' if i.members else ''})" for i in imp)
+
+
 def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str:
     out = [f"# Study report: {study.name}", ""]
     counts = ", ".join(f"{k} {v}" for k, v in results.diagnostics.counts.items() if v)
     out.append(f"- {len(study.runs)} run attempts ({counts}); swept: {', '.join(study.swept) or 'nothing'}.")
     if results.leaderboard:
         b = results.leaderboard[0]
-        cfg = ", ".join(f"{k}={_f(v)}" for k, v in b.values.items()) or "(the only config)"
+        cfg = ", ".join(f"{k}={value(v)}" for k, v in b.values.items()) or "(the only config)"
         out.append(
             f"- Best config by validation accuracy: {cfg}: val acc {pm(b.val)}, test acc {pm(b.test)} "
             f"({b.val.n} seed{'s' if b.val.n > 1 else ''}; mean ± std)."
         )
     if results.importance:
-        ranked = ", ".join(f"{i.name} ({i.importance:.2f}{interval(i)}{', aliased' if i.members else ''})"
-                           for i in results.importance)  # fmt: skip
-        out.append(f"- Parameter importance (random forest; 90% bootstrap interval): {ranked}.")
+        out.append(
+            f"- Parameter importance (random forest; 90% bootstrap interval) over {results.basis.describe}: "
+            f"{ranked(results.importance)}."
+        )
+    if results.early:
+        out.append(f"- Parameter importance over {results.early_basis.describe}: {ranked(results.early)}.")
     for ab in results.ablations:
-        deltas = ", ".join(f"{_f(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s is not None)
+        deltas = ", ".join(f"{value(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s)
+        wins = ", ".join(f"{value(v)} {w}" for v, w in ab.wins.items())
         if ab.rows:
             out.append(
                 f"- Ablation of {ab.param} ({len(ab.rows)} matched settings): mean Δ val acc vs "
-                f"{_f(ab.reference)}: {deltas}; wins: "
-                + ", ".join(f"{_f(v)} {w}" for v, w in ab.wins.items())
-                + "."
-                + caveats.ablation_intervals(ab, results.evidence)
+                f"{value(ab.reference)}: {deltas}; wins: {wins}." + caveats.ablation_intervals(ab, results.evidence)
             )
-    problems = [p for p in results.diagnostics.problems]
-    out.append(f"- Diverged, stopped or crashed: {len(problems)}.")
+    out += [f"- {line}" for line in captions.stop_lines(results.diagnostics)]
     out += [f"- **{c.split(':', 1)[0]}:**{c.split(':', 1)[1]}" for c in caveats.summary(study, results)]
     nz = results.evidence.noise
     if results.leaderboard:
@@ -58,24 +68,28 @@ def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str
         out += md_table(
             ["#", *study.swept, "seeds", "val acc", "gap to #1", "test acc", "epochs to best", "params"],
             [
-                [str(k), *(_f(e.values[p]) for p in study.swept), str(e.val.n), pm(e.val),
+                [str(k), *(value(e.values[p]) for p in study.swept), str(e.val.n), pm(e.val),
                  caveats.versus_best(nz, results.leaderboard[0], e), pm(e.test),
                  pm(e.best_epoch, 1), f"{e.n_params:,}" if e.n_params else "–"]
                 for k, e in enumerate(results.leaderboard[:TOP], 1)
             ],
         )  # fmt: skip
         out += ["", caveats.leaderboard_note(nz)]
-    if results.importance:
-        out += ["", "## Parameter importance", "", caveats.importance_note(results.importance), ""]
-        out += md_table(
-            ["parameter", "importance", "correlation", "mean val acc per value"],
-            [
-                [i.name + (" (aliased)" if i.members else ""), f"{i.importance:.3f}{interval(i)}",
-                 "–" if i.correlation is None else f"{i.measure} = {i.correlation:+.2f}",
-                 "; ".join(f"{_f(lv.value)}: {pm(lv.val)}" for lv in i.marginal)]
-                for i in results.importance
-            ],
-        )  # fmt: skip
+    for title, imp, basis in (
+        ("Parameter importance", results.importance, results.basis),
+        ("Parameter importance at the first bracket", results.early, results.early_basis),
+    ):
+        if imp:
+            out += ["", f"## {title}", "", f"Over {basis.describe}. {caveats.importance_note(imp)}", ""]
+            out += md_table(
+                ["parameter", "importance", "correlation", f"mean {basis.name} per value or bin (n)"],
+                [
+                    [i.name + (" (aliased)" if i.members else ""), f"{i.importance:.3f}{interval(i)}",
+                     correlation(i),
+                     "; ".join(f"{lv.label}: {pm(lv.val)} ({lv.val.n})" for lv in i.marginal)]
+                    for i in imp
+                ],
+            )  # fmt: skip
     if results.evidence.health:
         out += ["", "## Run health", ""]
         out += md_table(

@@ -12,7 +12,6 @@ share of the CPU threads, or one GPU each when `--gpus` is given.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -30,6 +29,7 @@ from ..config import RunConfig
 from ..tracking import new_run_id
 from . import worker as worker_mod
 from .controller import Controller
+from .display import Display
 from .spec import SweepFileError, load_sweep
 from .store import Store
 
@@ -117,6 +117,19 @@ def reap(store: Store) -> list[str]:
     return lost
 
 
+def asked_for(controller: Controller, opts: SweepOptions) -> int | None:
+    """The runs the progress counts to: `--count`, else every run the sweep will have (None: unbounded)."""
+    if opts.count is not None:
+        return opts.count
+    cap = controller.cap()
+    return None if cap is None else cap * controller.repeats
+
+
+def swept(sweep: dict) -> list[str]:
+    """The parameters the sweep varies (not the fixed `value:` ones)."""
+    return [k for k, spec in sweep.get("parameters", {}).items() if "value" not in spec]
+
+
 def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts: SweepOptions) -> Path:
     began = time.time()
     directory, sweep = prepare(sweep_file, out, resume, opts)
@@ -149,7 +162,10 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
     for spec in specs:
         start(spec)
     failures: dict[str, int] = {}
-    display = Display(store, [s.name for s in specs], enabled=opts.progress)
+    display = Display(
+        store, [s.name for s in specs], enabled=opts.progress, total=asked_for(controller, opts),
+        per_invocation=opts.count is not None, swept=swept(sweep),
+    )  # fmt: skip
     try:
         while procs:
             # Wake on a tick, or at once when a worker exits: the sweep ends as soon as its last does.
@@ -186,63 +202,3 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
         store.set("invocations", [*(store.get("invocations") or []), invocation])
     store.close()
     return directory
-
-
-class Display:
-    """A sweep-level bar (done / total, best val acc, ETA) and a live line per worker."""
-
-    def __init__(self, store: Store, workers: list[str], enabled: bool):
-        self.store, self.workers, self.bars = store, workers, None
-        if enabled:
-            from tqdm import tqdm
-
-            done, total = store.slots()
-            self.bars = [
-                tqdm(
-                    total=total or None,
-                    initial=done,
-                    desc="sweep",
-                    unit="run",
-                    file=sys.stderr,
-                    dynamic_ncols=True,
-                    smoothing=0,
-                )
-            ]
-            self.bars += [
-                tqdm(bar_format="{desc}", desc=f"{w}: starting", position=i + 1, file=sys.stderr, leave=False)
-                for i, w in enumerate(workers)
-            ]
-
-    def update(self) -> None:
-        if not self.bars:
-            return
-        done, total = self.store.slots()
-        sweep_bar = self.bars[0]
-        sweep_bar.total = total or None
-        sweep_bar.update(done - sweep_bar.n)
-        best = self.store.best()
-        if best is not None:
-            sweep_bar.set_postfix_str(f"best val acc {best.summary['best_val_acc']:.4f}", refresh=False)
-        running = {r.worker.split(":")[0]: r for r in self.store.runs(["running"]) if r.worker}
-        for name, bar in zip(self.workers, self.bars[1:], strict=True):
-            r = running.get(name)
-            if r is None:
-                bar.set_description_str(f"{name}: idle", refresh=False)
-            else:
-                last = self.store.db.execute(
-                    "SELECT data FROM metrics WHERE run_id = ? ORDER BY epoch DESC LIMIT 1", (r.id,)
-                ).fetchone()
-                val = f" val acc {json.loads(last['data'])['val/acc']:.4f}" if last else ""
-                bar.set_description_str(
-                    f"{name}: {r.id} {r.config.arch} {r.config.optimizer} lr={r.config.lr:g} "
-                    f"epoch {r.epoch}/{r.config.epochs}{val}",
-                    refresh=False,
-                )
-        for bar in self.bars:
-            bar.refresh()
-
-    def close(self) -> None:
-        if self.bars:
-            self.update()
-            for bar in self.bars:
-                bar.close()

@@ -5,45 +5,38 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 
+from .. import formatting
 from .store import DONE, Run, Store
 
-COLUMNS = (
-    "id",
-    "state",
-    "arch",
-    "batch_norm",
-    "init",
-    "dropout",
-    "optimizer",
-    "lr",
-    "momentum",
-    "epochs",
-    "best val",
-    "test@best",
-)
+WIDTH = 120  # a terminal, a log viewer, a pasted snippet: every line of `fcn-sweep status` fits
+# Short headers for long parameter names, so that a Bayesian sweep's eight parameters fit WIDTH.
+HEADER = {"hidden": "arch", "batch_norm": "bn", "weight_decay": "wd", "optimizer": "optim", "momentum": "mom"}
+MISSING = "-"
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+def differing(params: list[dict]) -> list[str]:
+    """The parameters in which these configs differ: only they tell the rows apart."""
+    keys = list(dict.fromkeys(k for p in params for k in p))
+    return [k for k in keys if len({str(p.get(k)) for p in params}) > 1]
 
 
-def run_row(r: Run) -> tuple[str, ...]:
-    c, s = r.config, r.summary
-    state = r.state + (f" ({r.stop_reason})" if r.stop_reason else "")
+def short_id(run_id: str) -> str:
+    """The random tail of a generated id (`20261128-143353-tu22nor2` → `tu22nor2`): unique within a
+    sweep, and what `fcn-sweep report --runs` and `ls runs/*tu22nor2` accept."""
+    return run_id.rsplit("-", 1)[-1]
+
+
+def run_row(r: Run, keys: list[str], short: bool = False) -> tuple[str, ...]:
+    s = r.summary
     return (
-        r.id,
-        state,
-        c.arch,
-        str(c.batch_norm).lower(),
-        c.init,
-        _fmt(c.dropout),
-        c.optimizer,
-        f"{c.lr:g}",
-        f"{c.momentum:g}",
-        f"{r.epoch}/{c.epochs}",
-        _fmt(s.get("best_val_acc")),
-        _fmt(s.get("test_acc_at_best")),
+        short_id(r.id) if short else r.id,
+        r.state + (f" ({r.stop_reason})" if r.stop_reason else ""),
+        *(formatting.value(r.params.get(k), MISSING) for k in keys),
+        f"{r.epoch}/{r.config.epochs}",
+        formatting.metric(s.get("best_val_acc"), missing=MISSING),
+        formatting.metric(s.get("test_acc_at_best"), missing=MISSING),
     )
 
 
@@ -132,6 +125,44 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
 
 
+def width_of(text: str) -> int:
+    return max(map(len, text.splitlines()))
+
+
+def fit(rows: list[tuple[str, ...]], header: tuple[str, ...], shrinkable: range, width: int = WIDTH) -> str:
+    """`table`, made to fit `width` by cutting parameter values (the `shrinkable` columns), a
+    character at a time from the widest column, cut cells ending in `…`: names (architectures,
+    initialisations) first, numbers only if that is not enough, no column narrower than its header."""
+    cells = [list(r) for r in rows]
+    numeric = {j for j in shrinkable if all(_is_number(r[j]) for r in cells)}
+    for group in ([j for j in shrinkable if j not in numeric], sorted(numeric)):
+        while width_of(table([tuple(r) for r in cells], header)) > width:
+            widths = {j: max(len(header[j]), *(len(r[j]) for r in cells)) for j in group}
+            narrowest = {j: max(4, len(header[j])) for j in group}
+            j = max((j for j in group if widths[j] > narrowest[j]), key=widths.get, default=None)
+            if j is None:
+                break
+            for r in cells:
+                if len(r[j]) >= widths[j]:
+                    r[j] = r[j][: widths[j] - 2] + "…"
+    return table([tuple(r) for r in cells], header)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == MISSING
+    return True
+
+
+@dataclass(frozen=True)
+class _Stat:
+    mean: float
+    std: float
+    n: int
+
+
 def render(store: Store, top: int = 10) -> str:
     counts = store.counts()
     done, total = store.slots()
@@ -139,19 +170,25 @@ def render(store: Store, top: int = 10) -> str:
     line = time_line(store)
     if line:
         out[0] += "\n" + line
-    out += ["", table([run_row(r) for r in store.runs()], COLUMNS)]
+    runs = store.runs()
+    keys = differing([r.params for r in runs])
+    header = ("id", "status", *(HEADER.get(k, k) for k in keys), "epochs", "best val", "test@best")
+    rows = [run_row(r, keys) for r in runs]
+    if width_of(table(rows, header)) > WIDTH:  # ids lose their date before values lose digits
+        rows = [run_row(r, keys, short=True) for r in runs]
+    out += ["", fit(rows, header, range(2, 2 + len(keys)))]
     board = leaderboard(store, top)
     if board:
-        # Only what differs between the listed configs says anything.
-        keys = [k for k in board[0]["params"] if len({str(b["params"].get(k)) for b in board}) > 1]
+        keys = differing([b["params"] for b in board])
         rows = [
-            (str(i), ", ".join(f"{k}={b['params'].get(k)}" for k in keys) or "(one config)", str(b["seeds"]),
-             f"{b['val'][0]:.4f} ± {b['val'][1]:.4f}", f"{b['test'][0]:.4f} ± {b['test'][1]:.4f}")
+            (str(i), *(formatting.value(b["params"].get(k), MISSING) for k in keys), str(b["seeds"]),
+             formatting.pm(_Stat(*b["val"], b["seeds"])), formatting.pm(_Stat(*b["test"], b["seeds"])))
             for i, b in enumerate(board, 1)
         ]  # fmt: skip
+        header = ("#", *(HEADER.get(k, k) for k in keys), "seeds", "val acc", "test acc")
         out += [
             "",
-            "leaderboard (by validation accuracy; test accuracy as mean ± std over seeds)",
-            table(rows, ("#", "config", "seeds", "val acc", "test acc")),
+            "leaderboard (by validation accuracy; mean ± std over seeds where there are several)",
+            fit(rows, header, range(1, 1 + len(keys))),
         ]
     return "\n".join(out)

@@ -1,6 +1,6 @@
 """A sweep worker: a process that claims the next run from the store, trains it with the same
-`run(cfg, tracker)` as every other caller, and writes the outcome back. With `--pack K` it claims
-up to K pending runs of one shape (`packed.pack_key`) and trains them at once with `run_packed`;
+`fit(cfg, tracker)` as every other caller, and writes the outcome back. With `--pack K` it claims
+up to K pending runs of one shape (`packed.pack_key`) and trains them at once with `fit_packed`;
 each is still its own run in the store, its own run directory and its own W&B run.
 
 A heartbeat thread marks the claimed runs alive twice a second and picks up stop requests
@@ -30,8 +30,9 @@ from pathlib import Path
 
 from .. import tracking
 from ..config import RunConfig
-from ..packed import PACK_FIELDS
-from ..train import RunResult, Tracker
+from ..packed import pack_key
+from ..tracking import Tracker
+from ..train import FitResult
 from .controller import Controller
 from .store import Run, Store
 
@@ -64,7 +65,7 @@ class StoreTracker(Tracker):
         if self.run.id in self.controller.early_stop():
             self.stop_requested.set()
 
-    def finish(self, result: RunResult) -> None:
+    def finish(self, result: FitResult) -> None:
         reason = self.stop_reason() if result.status == "stopped" else None
         self.store.finish(self.run.id, result.status, tracking.jsonable(result.summary()), reason)
 
@@ -84,24 +85,17 @@ class Heartbeat(threading.Thread):
                 self.stop_requested[run_id].set()
 
 
-def pack_key_of(config: dict) -> tuple:
-    """`packed.pack_key` of a config as the store holds it (JSON), without building a RunConfig."""
-    return tuple(str(config.get(name)) for name in PACK_FIELDS)
-
-
 def warm_up(device: str, wandb_mode: str) -> None:
     """Pay the per-process first-use costs of torch and W&B (see the module docstring) before any run."""
     import torch
 
-    from ..model import build_fcn
-    from ..optim import Update
+    from ..train import Solo
 
     if wandb_mode != "disabled":
         tracking.warm_up_wandb()
-    model = build_fcn(RunConfig(hidden=(8,))).to(device)
-    update = Update(model.parameters(), RunConfig())
-    model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
-    update.step()
+    solo = Solo(RunConfig(hidden=(8,)), torch.device(device))
+    solo.model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
+    solo.update.step()
 
 
 def main(spec: WorkerSpec) -> None:
@@ -123,7 +117,7 @@ def main(spec: WorkerSpec) -> None:
     wandb = WandbRuns(spec)
 
     while not interrupted.is_set():
-        claimed = store.claim_many(tag, spec.pack, pack_key_of)
+        claimed = store.claim_many(tag, spec.pack, pack_key)
         if not claimed:
             if store.get("closed") or store.budget_spent():
                 break
@@ -136,22 +130,22 @@ def main(spec: WorkerSpec) -> None:
 
 
 class WandbRuns:
-    """The worker's W&B runs, logged from one background thread (`tracking.Deferred`). A failure
+    """The worker's W&B runs, logged from one background thread (`tracking.BackgroundTracker`). A failure
     is reported on stderr, one line a run, and fails neither the run nor the sweep: the run
     directory and the store hold everything W&B would have."""
 
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb")
-        self.pending: list[tuple[str, tracking.Deferred]] = []
+        self.pending: list[tuple[str, tracking.BackgroundTracker]] = []
 
-    def tracker(self, run_id: str, rundir: tracking.RunDir) -> list[Tracker]:
+    def tracker(self, run_id: str, rundir: tracking.RunDirTrackerTracker) -> list[Tracker]:
         if self.spec.wandb_mode == "disabled":
             return []
-        wandb_run = tracking.WandbRun(
+        wandb_run = tracking.WandbTracker(
             rundir, self.spec.wandb_mode, group=self.spec.group, job_type="sweep", requirements=False
         )
-        deferred = tracking.Deferred(wandb_run, self.executor)
+        deferred = tracking.BackgroundTracker(wandb_run, self.executor)
         self.pending.append((run_id, deferred))
         return [deferred]
 
@@ -177,15 +171,15 @@ def train_claim(
     wandb: WandbRuns,
 ) -> None:
     """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
-    from ..packed import run_packed
-    from ..train import run
+    from ..packed import fit_packed
+    from ..train import fit
 
     beat = Heartbeat(store, [r.id for r in claimed])
     beat.start()
     reason = lambda: "interrupted" if interrupted.is_set() else "hyperband"  # noqa: E731
     trackers, member_stops = [], []
     for r in claimed:
-        rundir = tracking.RunDir(Path(spec.sweep_dir).resolve() / "runs", r.id)
+        rundir = tracking.RunDirTracker(Path(spec.sweep_dir).resolve() / "runs", r.id)
         store.set_run_dir(r.id, str(rundir.path))
         mirror = StoreTracker(store, r, controller, reason)
         trackers.append(tracking.Trackers([rundir, *wandb.tracker(r.id, rundir), mirror]))
@@ -194,10 +188,10 @@ def train_claim(
     try:
         if len(claimed) == 1:
             stop = lambda: interrupted.is_set() or member_stops[0]()  # noqa: E731
-            run(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
+            fit(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
         else:
             cfgs = [r.config for r in claimed]
-            run_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
+            fit_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
         if interrupted.is_set():
             # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
             again = [r.id for r in claimed if store.run(r.id).stop_reason == "interrupted"]

@@ -1,0 +1,140 @@
+"""What `fcn-sweep sweep` shows while it runs.
+
+On a terminal: a sweep-level bar (runs done out of the count asked for, best val acc, ETA) and a
+live line per worker, redrawn in place. Anywhere else (a log file, CI, `nohup`, SLURM's `.out`)
+nothing can be redrawn in place, and a redraw would append the bar and every worker line again at
+each tick; there it prints one plain line per run that ends, and a summary when the sweep stops.
+
+The bar's total is what the user asked for: `--count N` (this invocation's runs), else every run
+the sweep will ever have (a grid's size, or `run_cap`, times `--repeats`), else `?`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import TextIO
+
+from .. import formatting
+from .store import Run, Store
+
+ENDED = ("finished", "diverged", "stopped", "crashed")
+
+
+class Display:
+    def __init__(
+        self,
+        store: Store,
+        workers: list[str],
+        enabled: bool,
+        total: int | None,
+        per_invocation: bool,
+        swept: list[str] = (),
+        file: TextIO | None = None,
+        live: bool | None = None,
+    ):
+        """`total`: the runs asked for (None: unbounded); `per_invocation`: whether they are counted
+        from this invocation's start (`--count`) or over the whole sweep; `swept`: the parameters a
+        run's line names; `live`: redraw in place (default: when `file` is a terminal)."""
+        self.store, self.workers, self.total, self.swept = store, workers, total, list(swept)
+        self.file = file or sys.stderr
+        self.enabled = enabled
+        self.live = self.file.isatty() if live is None else live
+        self.began = time.time()
+        self.seen = {r.id for r in store.runs(ENDED)}
+        self.ended: list[Run] = []  # runs that ended during this invocation, in the order they did
+        self.per_invocation = per_invocation
+        self.bars = None
+        if enabled and self.live:
+            self.bars = self._bars()
+
+    # --- what is counted --------------------------------------------------------------------------
+    def done(self) -> int:
+        """Runs done: those that ended in this invocation (`--count` counts claims, and every claim
+        ends), or slots done for good over the whole sweep."""
+        return len(self.ended) if self.per_invocation else self.store.slots()[0]
+
+    def _collect(self) -> list[Run]:
+        new = sorted((r for r in self.store.runs(ENDED) if r.id not in self.seen), key=lambda r: r.ended or 0)
+        self.seen.update(r.id for r in new)
+        self.ended += new
+        return new
+
+    def of_total(self, done: int | None = None) -> str:
+        return f"{self.done() if done is None else done}/{'?' if self.total is None else self.total}"
+
+    # --- off a terminal: plain lines --------------------------------------------------------------
+    def run_line(self, r: Run, done: int | None = None) -> str:
+        status = r.state + (f" ({r.stop_reason})" if r.stop_reason else "")
+        params = " ".join(f"{k}={formatting.value(r.params.get(k))}" for k in self.swept if k in r.params)
+        val = formatting.metric(r.summary.get("best_val_acc"))
+        return (
+            f"[{self.of_total(done)}] {r.id} {status} at epoch {r.epoch}/{r.config.epochs}, best val acc {val} {params}"
+        )
+
+    def summary(self) -> str:
+        states = ", ".join(f"{k} {n}" for k, n in Counter(r.state for r in self.ended).items())
+        best = self.store.best()
+        top = f"; best val acc {formatting.metric(best.summary['best_val_acc'])} ({best.id})" if best else ""
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.began))
+        return f"sweep: {len(self.ended)} runs ended in {elapsed} ({states or 'none'}), {self.of_total()} done{top}"
+
+    # --- on a terminal: bars ----------------------------------------------------------------------
+    def _bars(self) -> list:
+        from tqdm import tqdm
+
+        fmt = None if self.total is not None else "{desc}: {n_fmt}/? {unit}s [{elapsed}, {rate_fmt}{postfix}]"
+        bars = [
+            tqdm(total=self.total, initial=self.done(), desc="sweep", unit="run", file=self.file, dynamic_ncols=True,
+                 smoothing=0, bar_format=fmt)
+        ]  # fmt: skip
+        bars += [
+            tqdm(bar_format="{desc}", desc=f"{w}: starting", position=i + 1, file=self.file, leave=False)
+            for i, w in enumerate(self.workers)
+        ]
+        return bars
+
+    def _redraw(self) -> None:
+        sweep_bar = self.bars[0]
+        sweep_bar.update(self.done() - sweep_bar.n)
+        best = self.store.best()
+        if best is not None:
+            sweep_bar.set_postfix_str(f"best val acc {best.summary['best_val_acc']:.4f}", refresh=False)
+        running = {r.worker.split(":")[0]: r for r in self.store.runs(["running"]) if r.worker}
+        for name, bar in zip(self.workers, self.bars[1:], strict=True):
+            r = running.get(name)
+            if r is None:
+                bar.set_description_str(f"{name}: idle", refresh=False)
+            else:
+                last = self.store.history(r.id)[-1:] if r.epoch else []
+                val = f" val acc {last[0]['val/acc']:.4f}" if last else ""
+                bar.set_description_str(
+                    f"{name}: {r.id} {r.config.arch} {r.config.optimizer} lr={formatting.sig(r.config.lr)} "
+                    f"epoch {r.epoch}/{r.config.epochs}{val}",
+                    refresh=False,
+                )
+        for bar in self.bars:
+            bar.refresh()
+
+    # --- the runner's calls -----------------------------------------------------------------------
+    def update(self) -> None:
+        if not self.enabled:
+            return
+        new = self._collect()
+        if self.bars:
+            self._redraw()
+            return
+        for k, r in enumerate(new, len(self.ended) - len(new) + 1):
+            # with --count, each line counts up to its own run even when several ended within one tick
+            print(self.run_line(r, k if self.per_invocation else None), file=self.file, flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.update()
+        if self.bars:
+            for bar in self.bars:
+                bar.close()
+        else:
+            print(self.summary(), file=self.file, flush=True)

@@ -1,0 +1,42 @@
+"""Where a run's events go, one destination per module; W&B is imported in wandb_tracker.py alone.
+
+tracker.py     the `Tracker` protocol and `Trackers` (fan-out)
+records.py     run ids and strict JSON
+run_dir.py     `RunDirTracker`: config.json, metrics.jsonl, summary.json, model.safetensors
+progress.py    `ProgressTracker`: a bar over epochs on stderr
+background.py  `BackgroundTracker`: another tracker's events on a background thread
+wandb_tracker.py  W&B credentials, mode, sweep parameters, warm-up, and `WandbTracker`
+"""
+
+from .background import BackgroundTracker
+from .progress import ProgressTracker
+from .records import jsonable, new_run_id, write_json
+from .run_dir import RunDirTracker
+from .tracker import Tracker, Trackers
+from .wandb_tracker import (
+    DEFAULT_PROJECT,
+    WandbTracker,
+    flat_config,
+    resolve_wandb_mode,
+    sweep_params,
+    wandb_logged_in,
+    warm_up_wandb,
+)
+
+__all__ = [
+    "DEFAULT_PROJECT",
+    "BackgroundTracker",
+    "ProgressTracker",
+    "RunDirTracker",
+    "Tracker",
+    "Trackers",
+    "WandbTracker",
+    "flat_config",
+    "jsonable",
+    "new_run_id",
+    "resolve_wandb_mode",
+    "sweep_params",
+    "wandb_logged_in",
+    "warm_up_wandb",
+    "write_json",
+]

@@ -1,12 +1,15 @@
 # fcn-sweep on a CUDA PyTorch image: reproduce one run, or serve as a W&B agent on a GPU machine.
-#   scripts/docker_build.sh -t fcn-sweep .     (stages FashionMNIST into the context, then docker build)
-#   docker run --rm --gpus all -v "$PWD/runs:/work/runs" fcn-sweep train --epochs=30
+#   scripts/docker_build.sh -t fcn-sweep       (stages FashionMNIST into the context, then docker build .)
+#   mkdir -p runs && docker run --rm --gpus all --user "$(id -u):$(id -g)" -v "$PWD/runs:/work/runs" \
+#       fcn-sweep train --epochs=30
 #   docker run --rm --gpus all -e WANDB_API_KEY fcn-sweep wandb-agent ENTITY/PROJECT/SWEEP_ID
 # Needs BuildKit (the default builder since Docker 23) for the bind mount below.
 #
 # The base image's tag pins Python, torch, torchvision and CUDA; the lock pins everything installed
-# on top. For byte-identical rebuilds pin the base's digest too: BASE_IMAGE=pytorch/pytorch:TAG@sha256:...
-ARG BASE_IMAGE=pytorch/pytorch:2.9.0-cuda13.0-cudnn9-runtime
+# on top. The default's torch is the one the test suite runs on (pyproject's range, CI's torch matrix;
+# scripts/make_base_image.sh builds the same torch as a local stand-in). For byte-identical rebuilds
+# pin the base's digest too: BASE_IMAGE=pytorch/pytorch:TAG@sha256:...
+ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \

@@ -36,7 +36,7 @@ from torch import nn
 
 from . import data as data_mod
 from .config import RunConfig
-from .optim import Update
+from .optim import Optimizer
 from .packed import Pack
 from .train import Solo
 
@@ -137,7 +137,7 @@ def floor_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int, updat
     grads_x = [torch.empty_like(a) for a in acts]
     for w, g in zip(weights, grads_w, strict=True):
         w.grad = g
-    opt = Update(weights, cfg) if update else None  # its moments are memory the plain floor must not touch
+    opt = Optimizer(weights, cfg) if update else None  # its moments are memory the plain floor must not touch
 
     def train() -> None:
         for _ in range(steps):

@@ -7,8 +7,10 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .config import ConfigError, RunConfig
 from .device import DeviceError, resolve_device
@@ -19,6 +21,27 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 class UsageError(Exception):
     """Input the user can fix; main() prints it on one line and exits with code 2."""
+
+
+def check_writable(path: str | os.PathLike, flag: str) -> None:
+    """An output location this process cannot write is a usage error, found before anything is
+    trained or written. The nearest existing ancestor of `path` must be a directory in which a file
+    can be created: tried with a temporary file, since permission bits tell nothing for root, a
+    read-only mount or a container running as another uid than the mount's owner."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is a file, not a directory; give a directory path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UsageError(
+            f"{flag} {path}: cannot write in {existing} ({e.strerror}); write as its owner (in Docker: "
+            f'mkdir it yourself, not Docker as root, and docker run --user "$(id -u):$(id -g)") or choose a '
+            "writable directory or mount"
+        ) from None
 
 
 def config_from(config_file: str | None, overrides: Sequence[str], sweep: dict | None = None) -> RunConfig:
@@ -45,6 +68,10 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     cfg = config_from(args.config, overrides, tracking.sweep_params())
     device = resolve_device(args.device)
     mode, why = tracking.resolve_wandb_mode(args.wandb)
+    check_writable(args.out, "--out")
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        if mode != "disabled" and os.environ.get(name):
+            check_writable(os.environ[name], name)
 
     from . import data as data_mod
     from .train import fit
@@ -62,7 +89,13 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         trackers.append(wb)
     trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
-    result = fit(cfg, tracking.Trackers(trackers), data=data, device=device, should_stop=stop.is_set)
+    guard = tracking.WriteGuardTracker(tracking.Trackers(trackers), stop, rundir.path)
+    result = fit(cfg, guard, data=data, device=device, should_stop=stop.is_set)
+    if guard.error is not None:
+        model = rundir.path / "model.safetensors"
+        kept = f"best model (epoch {result.best_epoch}) kept in {model}" if model.exists() else "no model written"
+        print(f"fcn-sweep train: error: {guard.error}; the run ended {result.status}, {kept}", file=sys.stderr)
+        return 1
 
     s = result.summary()
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
@@ -143,6 +176,8 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     gpus = _gpu_list(args.gpus)
     if gpus:
         resolve_device(f"cuda:{max(gpus)}")
+    # The default directory is sweeps-out/<sweep name>: its nearest existing ancestor is what is checked.
+    check_writable(args.resume or args.out or "sweeps-out", "--resume" if args.resume else "--out")
     from . import tracking
 
     mode, why = tracking.resolve_wandb_mode(args.wandb)
@@ -244,6 +279,8 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.top < 1 or args.curves < 0:
         raise UsageError("--top must be positive and --curves non-negative")
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else []  # noqa: E731
+    if os.path.isdir(args.dir):
+        check_writable(args.out or os.path.join(args.dir, "report"), "--out")
     t0 = time.perf_counter()
     try:
         report = build(args.dir, args.out, split(args.ablate) or None, split(args.runs), args.top, args.curves)

@@ -3,9 +3,9 @@
 `momentum` is one knob with one meaning across optimizers, the first-moment decay: SGD's
 momentum, Adam's and AdamW's beta1, RMSprop's momentum. The study sweeps it for all three.
 
-`Update` is a run's optimizer: its hyperparameters are the param group torch's optimizer of that
-name would hold (`GROUPS`), and its step calls the multi-tensor kernel torch's own `step()` calls
-(`_fused_*` for SGD, Adam and AdamW; RMSprop has no fused kernel and takes torch's `foreach`
+`Optimizer` is a run's optimizer: its hyperparameters are the param group torch's optimizer of
+that name would hold (`GROUPS`), and its step calls the multi-tensor kernel torch's own `step()`
+calls (`_fused_*` for SGD, Adam and AdamW; RMSprop has no fused kernel and takes torch's `foreach`
 sequence) with the same arguments, so the arithmetic is torch's, bit for bit
 (tests/test_optim.py). Why not torch's optimizer objects: `step()`'s Python (per-parameter state
 lookups, grouping tensors by device, hooks, profiler records) is a visible share of a small
@@ -13,6 +13,13 @@ network's step, paid once per member per step in a pack (packed.py); and constru
 one imports `torch._dynamo`, a cost in every process's start (each `wandb agent` run is a
 process). torch's CPU default, a Python loop over parameters, would cost more still. README,
 Speed, has the figures.
+
+Those kernels are private: a torch version may lack one (CPU fused kernels arrived in 2.4), change
+its signature, or refuse a device. The first step finds out: if the kernel call raises, the
+parameters and moments are put back as they were, and from then on the optimizer steps through
+the public `torch.optim` class of the same name on its single-tensor path (`foreach=False`), over
+the same moments, so it computes what `torch.optim.Adam(..., foreach=False)` would, bit for bit.
+That is slower, not different in kind, and a warning says so once per optimizer and device.
 
 The lr schedule is a factor of the configured lr per completed epoch (`SCHEDULES`); cosine is
 the closed form torch documents for CosineAnnealingLR (eta_min 0, T_max = epochs), stepped once
@@ -22,6 +29,7 @@ per epoch.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -71,13 +79,13 @@ def _sgd(group: dict, params: list[Tensor], grads: list[Tensor], moments: Moment
     )
 
 
-def _adam(kernel: Callable) -> Callable[[dict, list[Tensor], list[Tensor], Moments, int], None]:
+def _adam(kernel_name: str) -> Callable[[dict, list[Tensor], list[Tensor], Moments, int], None]:
     def update(group: dict, params: list[Tensor], grads: list[Tensor], moments: Moments, step: int) -> None:
         beta1, beta2 = group["betas"]
         # The kernel reads each parameter's step count from a tensor on the parameters' device, as
         # torch's fused Adam keeps it (a CPU tensor would be refused by the CUDA kernel).
         steps = [torch.full((), float(step), device=params[0].device)] * len(params)
-        kernel(params, grads, *moments, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
+        getattr(torch, kernel_name)(params, grads, *moments, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
                weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False)  # fmt: skip
 
     return update
@@ -104,8 +112,8 @@ def _rmsprop(group: dict, params: list[Tensor], grads: list[Tensor], moments: Mo
 # name -> fn(param group, params, grads, moments, step number from 1): torch's update of that optimizer
 UPDATES: dict[str, Callable[[dict, list[Tensor], list[Tensor], Moments, int], None]] = {
     "sgd": _sgd,
-    "adam": _adam(torch._fused_adam_),
-    "adamw": _adam(torch._fused_adamw_),
+    "adam": _adam("_fused_adam_"),
+    "adamw": _adam("_fused_adamw_"),
     "rmsprop": _rmsprop,
 }
 
@@ -115,7 +123,41 @@ def zero_moments(params: Iterable[Tensor]) -> Moments:
     return [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
 
 
-class Update:
+# --- the public fallback -------------------------------------------------------------------------
+
+# name -> (torch.optim class name, its state keys for our two moments). `step` is kept beside them.
+PUBLIC: dict[str, tuple[str, tuple[str, str]]] = {
+    "sgd": ("SGD", ("momentum_buffer", "")),
+    "adam": ("Adam", ("exp_avg", "exp_avg_sq")),
+    "adamw": ("AdamW", ("exp_avg", "exp_avg_sq")),
+    "rmsprop": ("RMSprop", ("momentum_buffer", "square_avg")),
+}
+
+# (optimizer name, device type) -> why its kernel failed; filled on a first step that raised.
+FALLBACKS: dict[tuple[str, str], str] = {}
+
+
+def _public(name: str) -> Callable[[dict, list[Tensor], list[Tensor], Moments, int], None]:
+    """The same update through torch.optim's public class, built over this step's params and moments
+    (a packed member's views move when the pack shrinks, so nothing is kept between steps)."""
+    cls_name, (first, second) = PUBLIC[name]
+
+    def update(group: dict, params: list[Tensor], grads: list[Tensor], moments: Moments, step: int) -> None:
+        opt = getattr(torch.optim, cls_name)(params, **group, foreach=False)
+        keep = [p.grad for p in params]
+        for p, g, m1, m2 in zip(params, grads, *moments, strict=True):
+            p.grad = g
+            # torch increments `step` before using it; SGD's buffer starts as the first gradient, the
+            # same bits as 0 * momentum + gradient.
+            opt.state[p] = {"step": torch.tensor(float(step - 1)), first: m1} | ({second: m2} if second else {})
+        opt.step()
+        for p, g in zip(params, keep, strict=True):
+            p.grad = g
+
+    return update
+
+
+class Optimizer:
     """A run's optimizer over `params` (see the module docstring). `moments` may be given as views
     of larger tensors (a pack's stacked state); by default they are allocated here."""
 
@@ -123,6 +165,9 @@ class Update:
         self.cfg, self.params = cfg, list(params)
         self.group, self.fn = GROUPS[cfg.optimizer](cfg), UPDATES[cfg.optimizer]
         self.moments, self.steps = moments or zero_moments(self.params), 0
+        self._key = (cfg.optimizer, self.params[0].device.type if self.params else "cpu")
+        if self._key in FALLBACKS:
+            self.fn = _public(cfg.optimizer)
 
     @property
     def lr(self) -> float:
@@ -141,4 +186,27 @@ class Update:
         """One update from `grads` (default: each parameter's .grad)."""
         self.steps += 1
         grads = [p.grad for p in self.params] if grads is None else grads
-        self.fn(self.group, self.params, grads, self.moments, self.steps)
+        if self.steps == 1 and self.fn is UPDATES[self.cfg.optimizer]:
+            self._first_step(grads)
+        else:
+            self.fn(self.group, self.params, grads, self.moments, self.steps)
+
+    def _first_step(self, grads: list[Tensor]) -> None:
+        """The kernel's first call, undone and replaced by torch.optim's public class if it raises."""
+        saved = [t.clone() for t in (*self.params, *self.moments[0], *self.moments[1])]
+        try:
+            self.fn(self.group, self.params, grads, self.moments, self.steps)
+        except Exception as err:  # missing (AttributeError), wrong signature (TypeError), no kernel for the device
+            for t, s in zip((*self.params, *self.moments[0], *self.moments[1]), saved, strict=True):
+                t.copy_(s)
+            if self._key not in FALLBACKS:
+                FALLBACKS[self._key] = f"{type(err).__name__}: {err}".splitlines()[0]
+                cls_name = PUBLIC[self.cfg.optimizer][0]
+                warnings.warn(
+                    f"torch {torch.__version__} cannot run fcn-sweep's {self.cfg.optimizer} kernel on "
+                    f"{self._key[1]} ({FALLBACKS[self._key]}); using torch.optim.{cls_name}(foreach=False) instead",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            self.fn = _public(self.cfg.optimizer)
+            self.fn(self.group, self.params, grads, self.moments, self.steps)

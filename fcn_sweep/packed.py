@@ -14,7 +14,7 @@ momentum, weight decay, schedule and label smoothing.
 Equivalence with `train.fit` is the contract: each member starts where it would alone
 (`train.init_model`: the same initial weights, shuffle order and dropout-mask generator), draws
 its masks in the same order and sizes, and normalises with its own batch statistics. Its
-optimizer and lr schedule are `fit`'s (`optim.Update`: torch's own kernel, called directly) over
+optimizer and lr schedule are `fit`'s (`optim.Optimizer`: torch's own kernel, called directly) over
 views of its slice of the stacked tensors and of the stacked moments. Slice k of a stacked tensor
 is contiguous, so the fused kernels update a member in one pass over memory. The epochs, metrics,
 best-epoch rule and endings are `train.lifecycle`'s, the same code a solo run goes through.
@@ -48,7 +48,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import ACTIVATIONS, dropout_threshold, keep_mask, param_count
-from .optim import Update, zero_moments
+from .optim import Optimizer, zero_moments
 from .tracking.tracker import Tracker
 from .train import EVAL_BATCH, FitResult, init_model, lifecycle
 
@@ -74,12 +74,12 @@ class _Member:
     shuffle: torch.Generator
     masks: torch.Generator
     keys: list[tuple[str, str]]  # state-dict prefix of each Linear and of the BatchNorm after it ("" if none)
-    update: Update | None = None  # over views of this member's slice of the pack's tensors and moments
+    update: Optimizer | None = None  # over views of this member's slice of the pack's tensors and moments
 
     def point_optimizer_at(self, params: list[torch.Tensor], moments: tuple[list, list]) -> None:
         """Build the member's optimizer over `params` (views) and `moments`, or move it there."""
         if self.update is None:
-            self.update = Update(params, self.cfg, moments)
+            self.update = Optimizer(params, self.cfg, moments)
         else:
             self.update.params, self.update.moments = params, moments
 

@@ -31,7 +31,7 @@ from torch import nn
 from . import data as data_mod
 from .config import RunConfig
 from .model import build_fcn, param_count, use_generator
-from .optim import Update
+from .optim import Optimizer
 from .tracking.tracker import Tracker
 
 # The first keys of every epoch's metrics row, in order; `lr` and the `time/` keys follow.
@@ -92,7 +92,7 @@ def init_model(cfg: RunConfig, device: torch.device) -> tuple[nn.Sequential, tor
 
 def train_epoch(
     model: nn.Module,
-    opt: Update,
+    opt: Optimizer,
     split: data_mod.Split,
     cfg: RunConfig,
     generator: torch.Generator,
@@ -161,7 +161,7 @@ class Solo:
     def __init__(self, cfg: RunConfig, device: torch.device):
         model, self.shuffle, masks = init_model(cfg, device)
         self.cfg, self.model = cfg, use_generator(model, masks)
-        self.update = Update(self.model.parameters(), cfg)
+        self.update = Optimizer(self.model.parameters(), cfg)
         self.param_counts = [param_count(self.model)]
 
     def lrs(self) -> list[float]:

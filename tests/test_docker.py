@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 from fcn_sweep.config import INITS, OPTIMIZERS
 
@@ -98,14 +99,31 @@ def test_build_context_admits_what_the_build_reads_and_nothing_local():
     assert not [a for a in admitted if a.split("/")[0] in (".venv", "runs", "wandb", ".git")]
 
 
-def test_readme_docker_lines_use_the_image_paths():
+def test_readme_docker_runs_mount_runs_where_the_image_works():
     readme = (REPO / "README.md").read_text()
     workdir = [args for op, args in instructions() if op == "WORKDIR"][-1]
     section = readme.split("## Reproduce in Docker", 1)[1].split("\n## ", 1)[0]
-    runs = [ln for ln in section.splitlines() if "docker run" in ln]
-    assert runs, "the README shows no docker run line"
-    assert f":{workdir}/runs" in section and "train --from" in section
-    assert "-e WANDB_API_KEY" in section and "--build-arg WANDB" not in section
+    mounts = re.findall(r'-v "\$PWD/runs:(\S+?)"', section)
+    assert mounts and set(mounts) == {f"{workdir}/runs"}, mounts
+
+
+def test_default_base_carries_a_torch_the_tests_run_on():
+    """The default image's torch is inside pyproject's range, in CI's torch matrix, and the torch of
+    the stand-in base (scripts/make_base_image.sh), which the smoke test compares with a bare run."""
+    ins = instructions()
+    (default,) = [a.split("=", 1)[1] for op, a in ins if op == "ARG" and a.startswith("BASE_IMAGE=")]
+    version = re.match(r"pytorch/pytorch:(\d+\.\d+\.\d+)-", default)[1]
+    deps = [Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    (torch_req,) = [r for r in deps if r.name == "torch"]
+    assert torch_req.specifier.contains(version)
+    wf = yaml.safe_load((REPO / ".github" / "workflows" / "ci.yml").read_text())
+    tested = wf["jobs"]["torch"]["strategy"]["matrix"]["torch"]
+    assert version in tested
+    assert list(torch_req.specifier.filter(tested)) == tested, "CI's torch matrix must lie inside pyproject's range"
+    (lowest,) = [spec.version for spec in torch_req.specifier if spec.operator == ">="]
+    assert min(tested, key=Version) == lowest, "the oldest torch pyproject allows is the oldest CI tests"
+    stand_in = re.search(r"TORCH_SPEC:-torch==(\S+)", (REPO / "scripts" / "make_base_image.sh").read_text())[1]
+    assert stand_in == version
 
 
 def test_ci_smoke_matrix_covers_every_optimizer_init_and_batch_norm():

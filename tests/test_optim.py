@@ -1,15 +1,21 @@
-"""`optim.Update` calls torch's optimizer kernels directly: it must be torch's optimizer, bit for bit."""
+"""`optim.Optimizer` calls torch's optimizer kernels directly: it must be torch's optimizer, bit for bit."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from fcn_sweep import optim as optim_mod
+from fcn_sweep import packed, train
 from fcn_sweep.config import OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn
-from fcn_sweep.optim import Update
+from fcn_sweep.optim import Optimizer
 
-# How a user of torch would build each optimizer; its multi-tensor path, as Update's kernels are.
+from .conftest import TINY
+from .test_packed import history_mismatch, tolerance
+
+# How a user of torch would build each optimizer; its multi-tensor path, as Optimizer's kernels are.
 TORCH = {
     "sgd": lambda params, group: torch.optim.SGD(params, **group, fused=True),
     "adam": lambda params, group: torch.optim.Adam(params, **group, fused=True),
@@ -27,7 +33,7 @@ def test_update_is_torchs_step_bit_for_bit(optimizer, momentum, weight_decay):
     torch.manual_seed(0)
     theirs, ours = build_fcn(cfg), build_fcn(cfg)
     ours.load_state_dict(theirs.state_dict())
-    update = Update(ours.parameters(), cfg)
+    update = Optimizer(ours.parameters(), cfg)
     opt = TORCH[optimizer](theirs.parameters(), dict(update.group))
     for step in range(6):
         x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
@@ -54,7 +60,7 @@ def test_update_is_torchs_step_bit_for_bit(optimizer, momentum, weight_decay):
 )
 def test_momentum_goes_where_each_optimizer_keeps_it_and_torch_accepts_the_group(name, read):
     cfg = RunConfig(optimizer=name, lr=0.05, momentum=0.95, weight_decay=1e-4)
-    group = Update(build_fcn(cfg).parameters(), cfg).group
+    group = Optimizer(build_fcn(cfg).parameters(), cfg).group
     assert (group["lr"], read(group), group["weight_decay"]) == (0.05, 0.95, 1e-4)
     torch_group = TORCH[name](build_fcn(cfg).parameters(), group).param_groups[0]
     assert {k: torch_group[k] for k in group} == group
@@ -62,7 +68,7 @@ def test_momentum_goes_where_each_optimizer_keeps_it_and_torch_accepts_the_group
 
 def test_cosine_schedule_is_torchs_cosine_annealing_once_per_epoch():
     cfg = RunConfig(hidden=(8,), lr=0.1, schedule="cosine", epochs=5)
-    update = Update(build_fcn(cfg).parameters(), cfg)
+    update = Optimizer(build_fcn(cfg).parameters(), cfg)
     opt = torch.optim.SGD(build_fcn(cfg).parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     lrs, theirs = [], []
@@ -74,3 +80,72 @@ def test_cosine_schedule_is_torchs_cosine_annealing_once_per_epoch():
         schedule.step()
     assert lrs == pytest.approx(theirs, rel=1e-12)
     assert lrs[0] == 0.1 and math.isclose(lrs[-1], 0.1 * 0.0955, rel_tol=1e-2)
+
+
+# name -> what a torch without our private kernel would lack, and torch.optim's public single-tensor path.
+MISSING = {"sgd": "_fused_sgd_", "adam": "_fused_adam_", "adamw": "_fused_adamw_", "rmsprop": "_foreach_sqrt"}
+PUBLIC = {
+    "sgd": lambda params, group: torch.optim.SGD(params, **group, foreach=False),
+    "adam": lambda params, group: torch.optim.Adam(params, **group, foreach=False),
+    "adamw": lambda params, group: torch.optim.AdamW(params, **group, foreach=False),
+    "rmsprop": lambda params, group: torch.optim.RMSprop(params, **group, foreach=False),
+}
+
+
+def _train_both(cfg, make_theirs, steps=6):
+    torch.manual_seed(0)
+    theirs, ours = build_fcn(cfg), build_fcn(cfg)
+    ours.load_state_dict(theirs.state_dict())
+    update = Optimizer(ours.parameters(), cfg)
+    opt = make_theirs(theirs.parameters(), dict(update.group))
+    for step in range(steps):
+        x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+        for model, zero_grad in ((theirs, opt.zero_grad), (ours, update.zero_grad)):
+            zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        update.step()
+        if step % 2:
+            update.set_epoch(step // 2 + 1)
+            opt.param_groups[0]["lr"] = update.lr
+    return theirs, ours
+
+
+@pytest.fixture
+def fresh_fallbacks(monkeypatch):
+    monkeypatch.setattr(optim_mod, "FALLBACKS", {})
+
+
+def _fails(*args, **kwargs):
+    raise RuntimeError("no kernel for this device")
+
+
+@pytest.mark.parametrize("how", ["missing", "fails"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_without_the_private_kernel_it_is_torch_optims_public_step_bit_for_bit(
+    optimizer, momentum, how, monkeypatch, fresh_fallbacks
+):
+    if how == "missing":
+        monkeypatch.delattr(torch, MISSING[optimizer])
+    else:  # RMSprop's sequence fails part-way, after it has already changed the moments: they must be put back
+        monkeypatch.setattr(torch, MISSING[optimizer], _fails)
+    cfg = RunConfig(hidden=(32,), batch_norm=True, optimizer=optimizer, lr=1e-2, momentum=momentum,
+                    weight_decay=1e-2, schedule="cosine", epochs=3)  # fmt: skip
+    with pytest.warns(RuntimeWarning, match=f"torch.optim.{optim_mod.PUBLIC[optimizer][0]}") as record:
+        theirs, ours = _train_both(cfg, PUBLIC[optimizer])
+        _train_both(cfg, PUBLIC[optimizer])  # a second run in the same process: no second warning
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_packed_member_without_the_kernel_trains_as_it_would_alone(monkeypatch, fresh_fallbacks, fashion):
+    """Members step over views of the pack's tensors, which move when a member leaves."""
+    monkeypatch.delattr(torch, "_fused_adam_")
+    cfgs = [replace(TINY, epochs=1, optimizer="adam", lr=1e-3, seed=seed) for seed in (0, 1)]
+    with pytest.warns(RuntimeWarning, match="torch.optim.Adam"):
+        alone = [train.fit(cfg, data=fashion) for cfg in cfgs]
+        together = packed.fit_packed(cfgs, data=fashion)
+    for a, p in zip(alone, together, strict=True):
+        assert not history_mismatch(a.history, p.history, tolerance(a.cfg))

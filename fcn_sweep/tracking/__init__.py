@@ -5,6 +5,7 @@ records.py     run ids and strict JSON
 run_dir.py     `RunDirTracker`: config.json, metrics.jsonl, summary.json, model.safetensors
 progress.py    `ProgressTracker`: a bar over epochs on stderr
 background.py  `BackgroundTracker`: another tracker's events on a background thread
+write_guard.py `WriteGuardTracker`: a failed write ends the run crashed, not with a traceback
 wandb_tracker.py  W&B credentials, mode, sweep parameters, warm-up, and `WandbTracker`
 """
 
@@ -22,6 +23,7 @@ from .wandb_tracker import (
     wandb_logged_in,
     warm_up_wandb,
 )
+from .write_guard import WriteGuardTracker
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -31,6 +33,7 @@ __all__ = [
     "Tracker",
     "Trackers",
     "WandbTracker",
+    "WriteGuardTracker",
     "flat_config",
     "jsonable",
     "new_run_id",

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Everything in this project that needs a GPU, in one command, for whoever has one:
+#   1. the tests marked `cuda` (fused kernels with step tensors on the device, packed = solo for every
+#      optimizer, determinism), 2. `fcn-sweep bench --device cuda --pack 32` and 3. `--pack 128`,
+#   4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack 16, 5. where Docker runs: the image with
+#   --gpus all reproducing a bare CUDA run. Then a pass/fail table and the bench ratios. About 10 min.
+# Usage: scripts/gpu_check.sh [--cpu]
+#   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
+#   PYTHON          interpreter with fcn_sweep importable (default: .venv/bin/python, else python3)
+#   FCN_SWEEP_DATA  folder with the four FashionMNIST IDX .gz files (default: what fcn_sweep finds)
+#   IMAGE           image for step 5 (default: fcn-sweep; built with scripts/docker_build.sh if absent)
+#   DOCKER          docker client (default: docker)
+#   OUT             where logs and outputs go (default: a new folder under ${TMPDIR:-/tmp})
+# Exit status: 0 when no step failed (skipped steps say why), 1 otherwise, 2 on bad usage.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+usage() { echo "usage: $0 [--cpu]   (env: PYTHON FCN_SWEEP_DATA IMAGE DOCKER OUT; see its header)" >&2; }
+DEVICE=cuda
+case "${1:-}" in
+    "") ;;
+    --cpu) DEVICE=cpu ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage; exit 2 ;;
+esac
+[ $# -le 1 ] || { usage; exit 2; }
+
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+command -v "$PYTHON" >/dev/null || { echo "gpu_check: error: PYTHON '$PYTHON' not found" >&2; exit 2; }
+DOCKER=${DOCKER:-docker}
+IMAGE=${IMAGE:-fcn-sweep}
+made_out=""
+[ -n "${OUT:-}" ] || { OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") && made_out=1; }
+mkdir -p "$OUT"
+export WANDB_MODE=disabled WANDB_SILENT=true PYTHONUNBUFFERED=1
+
+# The GPU, or a clear word that there is none; nothing GPU-bound runs without one.
+if ! info=$("$PYTHON" -c "
+import torch
+n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+name = torch.cuda.get_device_name(0) if n else 'none'
+print(f'torch {torch.__version__}, CUDA {torch.version.cuda}, {n} GPU(s): {name}')
+" 2>"$OUT/torch.err"); then
+    echo "gpu_check: error: $PYTHON cannot import torch: $(tail -1 "$OUT/torch.err")" >&2
+    exit 2
+fi
+if [ "$DEVICE" = cuda ] && [[ "$info" == *" 0 GPU(s)"* ]]; then
+    [ -z "$made_out" ] || rm -rf "$OUT"
+    echo "gpu_check: no CUDA device here ($info): no GPU step was run, nothing failed. On the CPU: $0 --cpu"
+    exit 0
+fi
+echo "gpu_check: $info; python $("$PYTHON" -c 'import sys; print(sys.version.split()[0])'); logs in $OUT"
+
+# --- steps: each one line in the table; SKIP names the missing tool ------------------------------
+rows=()
+failed=0
+step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAME.log, record a row
+    local name=$1 limit=$2 start rc
+    shift 2
+    echo "== $name: $*"
+    start=$SECONDS
+    if declare -F "$1" >/dev/null; then  # a function of this script: its commands carry their own limits
+        "$@" >"$OUT/$name.log" 2>&1
+    else
+        timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    fi
+    rc=$?
+    tail -3 "$OUT/$name.log" | sed 's/^/   /'
+    if [ "$rc" -eq 0 ]; then
+        rows+=("$(printf '%-22s PASS  %4ss' "$name" $((SECONDS - start)))")
+    else
+        [ "$rc" -eq 124 ] && echo "   (timed out after ${limit}s)"
+        rows+=("$(printf '%-22s FAIL  %4ss  exit %s, see %s' "$name" $((SECONDS - start)) "$rc" "$OUT/$name.log")")
+        failed=1
+    fi
+}
+skip() { rows+=("$(printf '%-22s SKIP         %s' "$1" "$2")"); echo "== $1: SKIP ($2)"; }
+has_module() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
+
+# A dry run on the CPU does less of everything; the GPU run uses the sizes the issue asks for.
+if [ "$DEVICE" = cuda ]; then
+    steps=200 repeats=5 packs=(32 128) sweep_pack=16 gpus=(--gpus 0)
+else
+    steps=20 repeats=1 packs=(4 8) sweep_pack=4 gpus=(--workers 1)
+fi
+
+if has_module pytest; then
+    step cuda-tests 300 env FCN_SWEEP_TEST_DEVICE="$DEVICE" "$PYTHON" -m pytest -q -p no:cacheprovider \
+        -m cuda tests/test_cuda.py
+else
+    skip cuda-tests "pytest is not installed for $PYTHON"
+fi
+
+for pack in "${packs[@]}"; do
+    if has_module torchvision; then
+        step "bench-pack-$pack" 240 "$PYTHON" -m fcn_sweep bench --device "$DEVICE" --pack "$pack" \
+            --steps "$steps" --repeats "$repeats"
+    else
+        skip "bench-pack-$pack" "torchvision is not installed for $PYTHON (bench's tutorial loop uses it)"
+    fi
+done
+
+# What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
+if missing=$("$PYTHON" -c "import sweeps, fcn_sweep.sweep.runner, fcn_sweep.sweep.worker" 2>&1); then
+    step sweep-smoke 300 "$PYTHON" -m fcn_sweep sweep sweeps/smoke.yaml "${gpus[@]}" --pack "$sweep_pack" \
+        --wandb disabled --quiet --out "$OUT/sweep-smoke"
+else
+    skip sweep-smoke "$(echo "$missing" | tail -1) (the local sweep's engine and store)"
+fi
+
+# The image reproduces a bare run: same seed, same tiny config, metrics compared without timings.
+# shellcheck disable=SC2329  # run through step()
+docker_step() {
+    local args=(--epochs=2 --hidden=128 --subset=2048 --seed=7 --wandb disabled --quiet)
+    mkdir -p "$OUT/bare" "$OUT/container"
+    timeout 300 "$PYTHON" -m fcn_sweep train --device "$DEVICE" --out "$OUT/bare" "${args[@]}" || return 1
+    if ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
+        DOCKER=$DOCKER timeout 1800 scripts/docker_build.sh -t "$IMAGE" || return 1
+    fi
+    local gpu_flag=()
+    [ "$DEVICE" = cpu ] || gpu_flag=(--gpus all)
+    timeout 600 "$DOCKER" run --rm "${gpu_flag[@]}" --network none --user "$(id -u):$(id -g)" \
+        -v "$OUT/container:/work/runs" "$IMAGE" train --device "$DEVICE" "${args[@]}" || return 1
+    "$PYTHON" - "$OUT/bare" "$OUT/container" <<'EOF'
+import json, pathlib, sys
+
+def run(parent):
+    (d,) = pathlib.Path(parent).iterdir()
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows], json.loads(
+        (d / "summary.json").read_text())["torch"]
+
+(bare, t_bare), (box, t_box) = run(sys.argv[1]), run(sys.argv[2])
+print(f"torch: bare {t_bare}, container {t_box}; metrics {'equal' if bare == box else 'DIFFER'}")
+sys.exit(0 if bare == box else 1)
+EOF
+}
+if command -v "$DOCKER" >/dev/null && "$DOCKER" info >/dev/null 2>&1; then
+    step docker-repro 0 docker_step
+else
+    skip docker-repro "no Docker engine answers to '$DOCKER'"
+fi
+
+# --- the table -----------------------------------------------------------------------------------
+echo
+echo "gpu_check ($DEVICE): $info"
+printf '%s\n' "${rows[@]}"
+for pack in "${packs[@]}"; do
+    log=$OUT/bench-pack-$pack.log
+    [ -f "$log" ] || continue
+    echo "bench --pack $pack:"
+    grep -E '^(naive/project|project/floor|project/\(floor|packed [0-9]+/floor|configs/hour)' "$log" | sed 's/^/  /'
+done
+exit "$failed"

@@ -97,7 +97,7 @@ def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None
     # the bootstrap interval as an error bar (the forest on all runs may sit outside its resamples' range)
     err = [[max(0.0, i.importance - i.interval[0]), max(0.0, i.interval[1] - i.importance)] if i.interval else [0, 0]
            for i in imp][::-1]  # fmt: skip
-    a1.barh(names, ws, xerr=np.array(err).T, color="#3b75af", ecolor="0.3", capsize=3)
+    a1.barh(names, ws, xerr=np.array(err).T.tolist(), color="#3b75af", ecolor="0.3", capsize=3)
     a1.set_xlabel("importance (random forest, sums to 1)")
     corr = [i.correlation if i.correlation is not None else 0.0 for i in imp][::-1]
     a2.barh(names, corr, color=["#2ca02c" if c >= 0 else "#d62728" for c in corr])

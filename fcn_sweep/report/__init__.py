@@ -5,6 +5,8 @@ directories; the report folder gets report.html (self-contained), summary.md and
   analysis.py  leaderboard, importance, ablations, diagnostics, curve picks: data, no drawing
   figures.py   the PNGs (matplotlib) with captions.py's captions
   html.py      report.html;  markdown.py  summary.md
+  evidence.py  what the runs cannot show (aliasing, seed noise, run health); caveats.py says it
+  next_sweep.py  next-sweep.yaml, when aliasing or too few seeds leave the question open
 
 Everything the user can get wrong (DIR, --ablate, --runs) is checked before anything is written, and
 the report is assembled in a temporary folder that replaces the old one only when complete.
@@ -21,7 +23,7 @@ from ..config import RunConfig
 from .load import Study, StudyError, load
 
 __all__ = ["Report", "StudyError", "build", "load"]
-OUTPUTS = ("report.html", "summary.md", "figures")
+OUTPUTS = ("report.html", "summary.md", "figures", "next-sweep.yaml")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Report:
     html: Path
     summary: Path
     figures: list[Path]
+    next_sweep: Path | None = None
 
 
 def check_ablate(study: Study, names: list[str] | None) -> list[str]:
@@ -51,7 +54,7 @@ def build(
     top: int = 10,
     curves: int = 4,
 ) -> Report:
-    from . import analysis, figures, html, markdown
+    from . import analysis, figures, html, markdown, next_sweep
 
     study = load(directory)
     ablate = check_ablate(study, ablate)
@@ -67,12 +70,19 @@ def build(
         figs = figures.render(study, results, tmp / "figures")
         html.write(study, results, figs, tmp, final)
         (tmp / "summary.md").write_text(markdown.render(study, results, figs), encoding="utf-8")
+        if results.next_sweep is not None:
+            (tmp / next_sweep.FILE).write_text(next_sweep.render(results.next_sweep, study), encoding="utf-8")
         final.mkdir(exist_ok=True)
         for name in OUTPUTS:  # a report from an earlier run is replaced part by part, never mixed
             target = final / name
             if target.is_dir():
                 shutil.rmtree(target)
-            (tmp / name).replace(target)
+            elif target.exists() and not (tmp / name).exists():
+                target.unlink()  # an earlier report's next sweep, no longer called for
+            if (tmp / name).exists():
+                (tmp / name).replace(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Report(final, final / "report.html", final / "summary.md", sorted((final / "figures").glob("*.png")))
+    nxt = final / next_sweep.FILE
+    figs = sorted((final / "figures").glob("*.png"))
+    return Report(final, final / "report.html", final / "summary.md", figs, nxt if nxt.is_file() else None)

@@ -12,8 +12,8 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .. import formatting
 from . import binning, fidelity
 from .fidelity import Basis
 from .load import RunRecord, Study, is_numeric, levels
+
+if TYPE_CHECKING:
+    from . import evidence, next_sweep
 
 # The states a reader must hear about: a run that did not simply finish. A run Hyperband stopped
 # did what the sweep asked of it and is reported apart (see `diagnostics`).
@@ -108,10 +111,18 @@ class Importance:
     measure: str  # "r" | "η"
     log: bool  # r was taken against log10 of the value
     marginal: list[Level]  # mean score per value (or per bin of values), over every run that has it
+    interval: tuple[float, float] | None = None  # 5th-95th percentile over bootstrap resamples of the runs
+    members: tuple[str, ...] = ()  # an aliased group (evidence.py): the parameters it stands for
 
     @property
     def binned(self) -> bool:
         return any(lv.span for lv in self.marginal)
+
+    def value(self, run: RunRecord) -> Any:
+        """The run's value on this row's axis: a group's is its members' values joined."""
+        if self.members:
+            return " / ".join(formatting.value(run.value(p)) for p in self.members)
+        return run.value(self.name)
 
 
 def log_spaced(study: Study, name: str) -> bool:
@@ -375,23 +386,35 @@ class Results:
     diagnostics: Diagnostics
     curves: list[RunRecord]
     curve_labels: list[str]
+    evidence: evidence.Evidence | None = None
+    next_sweep: next_sweep.NextSweep | None = None
 
 
 def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 10, curves: int = 4) -> Results:
-    picked = curve_runs(study, curves, named)
-    keys = differing(study, picked)
+    from . import evidence as ev
+    from . import next_sweep as nx
+
+    entries = configs(study)
     basis, early_basis = fidelity.bases(study)
     imp = importance(study, basis)
     rank = {i.name: k for k, i in enumerate(imp)}
-    return Results(
-        leaderboard=leaderboard(study, top),
-        importance=imp,
+    # the parameter that matters most first: that is the ablation a reader wants to see
+    ablations = [ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))]
+    found = ev.assess(study, entries, ablations)
+    # a run that trained badly is shown, whether or not it ranks
+    picked = curve_runs(study, curves, [*named, *(f.run for f in found.health if f.kind == "collapsed")])
+    keys = differing(study, picked)
+    results = Results(
+        leaderboard=entries[:top],
+        # aliased groups and intervals on the same runs and scores as each forest: its basis's
+        importance=ev.importance(study, imp, found.aliases, basis),
         basis=basis,
-        early=importance(study, early_basis) if early_basis else [],
+        early=ev.importance(study, importance(study, early_basis), found.aliases, early_basis) if early_basis else [],
         early_basis=early_basis,
-        # the parameter that matters most first: that is the ablation a reader wants to see
-        ablations=[ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))],
+        ablations=ablations,
         diagnostics=diagnostics(study),
         curves=picked,
-        curve_labels=[run_label(r, keys) for r in picked],
+        curve_labels=[run_label(r, keys) + "".join(f" [{f.kind}]" for f in found.flags(r)) for r in picked],
+        evidence=found,
     )
+    return replace(results, next_sweep=nx.plan(study, results))

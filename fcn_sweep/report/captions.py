@@ -44,6 +44,8 @@ def importance(imp: list[an.Importance], basis: Basis) -> str:
         "so positive means the second value shown scores higher), or the correlation ratio η (0 to 1, "
         f"unsigned) for categories of three or more values. Most important here: {top.name} "
         f"({top.importance:.2f})."
+        + (" Error bars: 5th to 95th percentile over bootstrap resamples of the runs." if top.interval else "")
+        + "".join(f" {i.name} are aliased in these runs: one bar for them together." for i in imp if i.members)
     )
 
 

@@ -93,7 +93,11 @@ def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None
         return None
     names = [i.name for i in imp][::-1]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(imp) + 1.4), sharey=True)
-    a1.barh(names, [i.importance for i in imp][::-1], color="#3b75af")
+    ws = [i.importance for i in imp][::-1]
+    # the bootstrap interval as an error bar (the forest on all runs may sit outside its resamples' range)
+    err = [[max(0.0, i.importance - i.interval[0]), max(0.0, i.interval[1] - i.importance)] if i.interval else [0, 0]
+           for i in imp][::-1]  # fmt: skip
+    a1.barh(names, ws, xerr=np.array(err).T.tolist(), color="#3b75af", ecolor="0.3", capsize=3)
     a1.set_xlabel("importance (random forest, sums to 1)")
     corr = [i.correlation if i.correlation is not None else 0.0 for i in imp][::-1]
     a2.barh(names, corr, color=["#2ca02c" if c >= 0 else "#d62728" for c in corr])
@@ -144,7 +148,7 @@ def draw_marginals(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
     fig, axs = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)  # jitter only, so that equal scores do not hide each other
     for ax, i in zip(axs.flat, imp, strict=False):
-        values = [r.value(i.name) for r in basis.runs]
+        values = [i.value(r) for r in basis.runs]  # an aliased group's: its members' values joined
         if i.binned:
             _binned_panel(ax, i, values, basis.scores)
         else:

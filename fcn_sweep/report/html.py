@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..formatting import metric, pm, value
 from . import analysis as an
-from . import captions
+from . import captions, caveats
+from . import evidence as ev
 from .figures import CMAP, Figure
 from .load import RunRecord, Study, levels
 
@@ -39,15 +40,16 @@ figure { margin: 10px 0 18px; } figure img { max-width: 100%; border: 1px solid 
 figcaption { max-width: 1100px; margin-top: 4px; }
 #parallel-plot { width: 100%; height: 460px; }
 .state-finished { color: #1a7f37; } .state-stopped { color: #b26a00; }
-.state-diverged, .state-crashed { color: #c62828; }
+.state-diverged, .state-crashed, .flag-collapsed { color: #c62828; } .flag-plateaued, .flag-overfit { color: #b26a00; }
+.caveat { color: #8a4b00; }
 """
 
 
-def signed(d: float | None) -> str:
+def signed(d: float | None, near: bool = False) -> str:
     if d is None:
         return "<td class='num'>–</td>"
     cls = "pos" if d > 0 else "neg" if d < 0 else ""
-    return f"<td class='num {cls}'>{d:+.4f}</td>"
+    return f"<td class='num {cls}'>{caveats.NEAR + ' ' if near else ''}{d:+.4f}</td>"
 
 
 def table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
@@ -75,6 +77,15 @@ class Page:
             return label
         href = Path(os.path.relpath(run.run_dir.resolve(), self.out.resolve())).as_posix() + "/"
         return f"<a href='{escape(href)}' title='{escape(run.id)}'>{label}</a>"
+
+    def flags(self, runs: list[RunRecord]) -> str:
+        """Health flags of these runs, after their status: a collapsed run may still have `finished`."""
+        flags = [f for r in runs for f in self.results.evidence.flags(r)]
+        return "".join(
+            f" <span class='flag-{f.kind}' title='{escape(an.short_id(f.run.id))}: {escape(f.detail)}'>"
+            f"({escape(f.kind)})</span>"
+            for f in flags
+        )
 
     def figure(self, name: str) -> str:
         f = self.figures.get(name)
@@ -110,6 +121,7 @@ class Page:
                 f"{escape(r.basis.describe)})."
             )
         items += [escape(line) for line in captions.stop_lines(r.diagnostics)]
+        items += [f"<span class='caveat'>{escape(c)}</span>" for c in caveats.summary(s, r)]
         return "<ul class='headline'>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
 
     def parallel(self) -> str:
@@ -154,20 +166,22 @@ class Page:
         board = self.results.leaderboard
         if not board:
             return "<p class='note'>No run ended with a score.</p>"
-        header = ["#", *map(escape, self.study.swept), "seeds", "val acc", "test acc", "epochs to best", "params",
-                  "status", "runs"]  # fmt: skip
+        header = ["#", *map(escape, self.study.swept), "seeds", "val acc", "gap to #1", "test acc", "epochs to best",
+                  "params", "status", "runs"]  # fmt: skip
+        nz = self.results.evidence.noise
         rows = [
             [num(str(k)), *(escape(value(e.values[p])) for p in self.study.swept), num(str(e.val.n)), num(pm(e.val)),
+             num(escape(caveats.versus_best(nz, board[0], e))),
              num(pm(e.test)), num(pm(e.best_epoch, 1)), num(f"{e.n_params:,}" if e.n_params else "–"),
              ", ".join(f"<span class='state-{escape(s)}'>{escape(s)}</span>" + (f" ×{c}" if c > 1 else "")
-                       for s, c in e.states.items()),
+                       for s, c in e.states.items()) + self.flags(e.runs),
              " ".join(self.link(r) for r in e.runs)]
             for k, e in enumerate(board, 1)
         ]  # fmt: skip
         note = (
             "<p class='note'>Configs ranked by best validation accuracy, mean ± standard deviation over "
             "seeds (the test set never ranks anything); test accuracy is at each run's best validation "
-            "epoch. Runs link to their run directories.</p>"
+            f"epoch. Runs link to their run directories. {escape(caveats.leaderboard_note(nz))}</p>"
         )
         return note + table(header, rows, ["best"] + [""] * (len(rows) - 1))
 
@@ -191,9 +205,13 @@ class Page:
             marg = "<br>".join(f"{escape(lv.label)}: {pm(lv.val)} <span class='note'>(n={lv.val.n})</span>"
                                for lv in i.marginal)  # fmt: skip
             bar = f"<span class='bar' style='width:{i.importance * 120:.0f}px'></span>{i.importance:.3f}"
-            rows.append([f"<b>{escape(i.name)}</b>", num(bar), num(corr), marg])
+            if i.interval:
+                bar += f" <span class='note'>[{i.interval[0]:.2f}, {i.interval[1]:.2f}]</span>"
+            name = f"<b>{escape(i.name)}</b>" + (" <span class='caveat'>(aliased)</span>" if i.members else "")
+            rows.append([name, num(bar), num(corr), marg])
         head = ["parameter", "importance (random forest)", f"correlation with {basis.name}",
                 f"mean {basis.name} per value (or bin of values)"]  # fmt: skip
+        note += f"<p class='note'>{escape(caveats.importance_note(imp))}</p>"
         return note + table(head, rows) + self.figure(f"importance{suffix}") + self.figure(f"marginals{suffix}")
 
     def ablations(self) -> str:
@@ -204,15 +222,16 @@ class Page:
     def ablation(self, ab: an.Ablation) -> str:
         title = f"<h3 id='ablation-{escape(ab.param)}'>{escape(ab.param)}</h3>"
         if not ab.rows:
-            return (
-                title + "<p class='note'>No two runs differ in this parameter alone: nothing to set side by side.</p>"
-            )
+            why = self.results.evidence.blocked.get(ab.param)
+            text = caveats.blocked(ab.param, why) if why is not None else "No two runs differ in this parameter alone."
+            return title + f"<p class='caveat'>{escape(text)} Nothing to set side by side.</p>"
         others = list(ab.rows[0].context)
         vals = [escape(value(v)) for v in ab.levels]
         header = [*map(escape, others), *(f"{v}<br><span class='note'>val acc</span>" for v in vals),
                   *(f"Δ {v}<br><span class='note'>vs {vals[0]}</span>" for v in vals[1:]), "runs"]  # fmt: skip
         rows = []
-        for row in ab.rows:
+        marks = self.results.evidence.ablations[ab.param].within
+        for row, near in zip(ab.rows, marks, strict=True):
             best = max(row.val, key=lambda v: row.val[v].mean)
             cells = [
                 num(("<b>" if v == best else "") + pm(row.val.get(v)) + ("</b>" if v == best else ""))
@@ -224,7 +243,7 @@ class Page:
                 if v in row.runs
             )
             rows.append([*(escape(value(row.context[p])) for p in others), *cells,
-                         *(signed(row.delta.get(v)) for v in ab.levels[1:]), runs])  # fmt: skip
+                         *(signed(row.delta.get(v), near.get(v, False)) for v in ab.levels[1:]), runs])  # fmt: skip
         rows.append([*(["<b>mean Δ</b>"] + [""] * (len(others) - 1) if others else []),
                      *(num(f"wins {ab.wins[v]}") for v in ab.levels),
                      *(num(pm(ab.mean_delta[v]) if ab.mean_delta[v] else "–") for v in ab.levels[1:]), ""])  # fmt: skip
@@ -232,7 +251,9 @@ class Page:
             f"<p class='note'>Each row holds every other swept parameter fixed and sets the runs with each "
             f"value of <b>{escape(ab.param)}</b> side by side (best validation accuracy, mean ± std over "
             f"seeds; the best of the row in bold). Δ is the difference from {vals[0]}; the last row gives "
-            f"how often each value was best and the mean Δ.</p>"
+            f"how often each value was best and the mean Δ."
+            f"{escape(caveats.ablation_intervals(ab, self.results.evidence))} {caveats.NEAR} marks a row's Δ "
+            "inside the seed noise (95%).</p>"
         )
         return title + intro + table(header, rows) + self.figure(f"ablation-{ab.param}")
 
@@ -243,7 +264,7 @@ class Page:
         listed = table(
             ["run", "curve label", "best val acc", "best epoch", "state"],
             [[self.link(r), escape(lab), num(metric(r.objective)), num(value(r.summary.get("best_epoch"))),
-              escape(r.state)]
+              escape(r.state) + self.flags([r])]
              for r, lab in zip(runs, self.results.curve_labels, strict=True)],
         )  # fmt: skip
         return self.figure("curves") + listed
@@ -260,7 +281,7 @@ class Page:
             out += "<h3>Stopped by Hyperband</h3>" + self.problem_table(d.hyperband)
         if d.problems:
             out += "<h3>Problems</h3>" + self.problem_table(d.problems)
-        return out
+        return out + self.health()
 
     def problem_table(self, problems: list[an.Problem]) -> str:
         rows = [
@@ -270,6 +291,23 @@ class Page:
             for p in problems
         ]  # fmt: skip
         return table(["run", "state", "why", "epochs", "best val acc", "config"], rows)
+
+    def health(self) -> str:
+        flags = self.results.evidence.health
+        if not flags:
+            return "<p>Run health: no run collapsed, plateaued early or overfit.</p>"
+        rows = [
+            [self.link(f.run), f"<span class='flag-{f.kind}'>{escape(f.kind)}</span>", escape(f.detail),
+             escape(f.run.state), escape(", ".join(f"{k}={value(f.run.value(k))}" for k in self.study.swept))]
+            for f in flags
+        ]  # fmt: skip
+        note = (
+            "<p class='note'>Run health, from each run's curves: <b>collapsed</b>, val acc ended "
+            f"{ev.COLLAPSE} or more below its best; <b>plateaued</b>, within {ev.PLATEAU_TOL} of its best in "
+            f"the first quarter of its epochs; <b>overfit</b>, the train − val accuracy gap grew by "
+            f"{ev.OVERFIT_GAP} or more after its best epoch.</p>"
+        )
+        return "<h3>Run health</h3>" + note + table(["run", "flag", "what happened", "status", "config"], rows)
 
     # --- the page ---------------------------------------------------------------------------------
     SECTIONS = (

@@ -4,8 +4,9 @@
 
 Both become the same `Study`: a list of `RunRecord`s plus the parameters that were swept. A
 parameter counts as swept when the runs differ in it; `seed` never does, because seeds are the
-repeats of one config (the store's `proposal`; for run directories, runs whose configs are equal
-apart from the seed). So the same folder read either way gives the same table.
+repeats of one config: runs whose configs are equal apart from the seed, whether the seeds came
+from `--repeats` or from a sweep file's `seed` values. So the same folder read either way gives the
+same table.
 """
 
 from __future__ import annotations
@@ -134,6 +135,15 @@ def levels(study: Study, name: str, runs: list[RunRecord] | None = None) -> list
     return sorted(seen, key=lambda v: _order_key(seen[v]))
 
 
+def repeat_groups(configs: list[RunConfig]) -> list[int]:
+    """One group number per config: configs equal apart from the seed share one. A sweep file may
+    list seeds as a parameter (W&B has no repeats), so the store's proposal is not always the config."""
+    groups: dict[str, int] = {}
+    return [
+        groups.setdefault(json.dumps({**c.to_dict(), REPEAT_AXIS: None}, sort_keys=True), len(groups)) for c in configs
+    ]
+
+
 def swept_params(configs: list[RunConfig]) -> tuple[str, ...]:
     names = [f.name for f in fields(RunConfig) if f.name != REPEAT_AXIS]
     return tuple(n for n in names if len({json.dumps(axis_value(c, n)) for c in configs}) > 1)
@@ -161,10 +171,10 @@ def load_store(store: Store, source: Path | StoreSource, sweep_dir: Path | None)
         store.close()
     runs = [
         RunRecord(
-            id=r.id, group=r.proposal, state=r.status, stop_reason=r.stop_reason, config=r.config,
+            id=r.id, group=group, state=r.status, stop_reason=r.stop_reason, config=r.config,
             summary=r.summary, history=histories[r.id], run_dir=_find_run_dir(sweep_dir, r.id, r.run_dir),
         )
-        for r in rows
+        for r, group in zip(rows, repeat_groups([r.config for r in rows]), strict=True)
     ]  # fmt: skip
     return Study(source, "sweep", runs, swept_params([r.config for r in runs]), counts, name, sweep)
 
@@ -199,11 +209,8 @@ def _read_run_dir(path: Path) -> tuple[RunConfig, dict, list[dict]]:
 def load_run_dirs(directory: Path) -> Study:
     paths = sorted(p for p in directory.iterdir() if (p / "config.json").is_file())
     read = [(p, *_read_run_dir(p)) for p in paths]
-    groups: dict[str, int] = {}
     runs = []
-    for path, cfg, summary, history in read:
-        key = json.dumps({**cfg.to_dict(), REPEAT_AXIS: None}, sort_keys=True)
-        group = groups.setdefault(key, len(groups))
+    for (path, cfg, summary, history), group in zip(read, repeat_groups([c for _, c, *_ in read]), strict=True):
         # summary.json is written last: a run directory without one crashed or is still running.
         state = summary.get("status", "crashed")
         reason = summary.get("stop_reason") if summary else "no summary.json (crashed, or still running)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..formatting import pm, value
 from . import analysis as an
-from . import captions
+from . import captions, caveats
 from .figures import Figure
 from .load import Study
 
@@ -20,10 +20,18 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *map(line, rows)]
 
 
+def interval(i: an.Importance) -> str:
+    return "" if i.interval is None else f" [{i.interval[0]:.2f}, {i.interval[1]:.2f}]"
+
+
 def correlation(i: an.Importance) -> str:
     if i.correlation is None:
         return "–"
     return f"{i.measure} = {i.correlation:+.2f}" + (" (log10)" if i.log else "")
+
+
+def ranked(imp: list[an.Importance]) -> str:
+    return ", ".join(f"{i.name} ({i.importance:.2f}{interval(i)}{', aliased' if i.members else ''})" for i in imp)
 
 
 def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str:
@@ -38,45 +46,56 @@ def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str
             f"({b.val.n} seed{'s' if b.val.n > 1 else ''}; mean ± std)."
         )
     if results.importance:
-        ranked = ", ".join(f"{i.name} ({i.importance:.2f})" for i in results.importance)
-        out.append(f"- Parameter importance (random forest) over {results.basis.describe}: {ranked}.")
+        out.append(
+            f"- Parameter importance (random forest; 90% bootstrap interval) over {results.basis.describe}: "
+            f"{ranked(results.importance)}."
+        )
     if results.early:
-        ranked = ", ".join(f"{i.name} ({i.importance:.2f})" for i in results.early)
-        out.append(f"- Parameter importance over {results.early_basis.describe}: {ranked}.")
+        out.append(f"- Parameter importance over {results.early_basis.describe}: {ranked(results.early)}.")
     for ab in results.ablations:
         deltas = ", ".join(f"{value(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s)
         wins = ", ".join(f"{value(v)} {w}" for v, w in ab.wins.items())
         if ab.rows:
             out.append(
                 f"- Ablation of {ab.param} ({len(ab.rows)} matched settings): mean Δ val acc vs "
-                f"{value(ab.reference)}: {deltas}; wins: {wins}."
+                f"{value(ab.reference)}: {deltas}; wins: {wins}." + caveats.ablation_intervals(ab, results.evidence)
             )
     out += [f"- {line}" for line in captions.stop_lines(results.diagnostics)]
+    out += [f"- **{c.split(':', 1)[0]}:**{c.split(':', 1)[1]}" for c in caveats.summary(study, results)]
+    nz = results.evidence.noise
     if results.leaderboard:
         out += ["", "## Leaderboard", ""]
         out += md_table(
-            ["#", *study.swept, "seeds", "val acc", "test acc", "epochs to best", "params"],
+            ["#", *study.swept, "seeds", "val acc", "gap to #1", "test acc", "epochs to best", "params"],
             [
-                [str(k), *(value(e.values[p]) for p in study.swept), str(e.val.n), pm(e.val), pm(e.test),
+                [str(k), *(value(e.values[p]) for p in study.swept), str(e.val.n), pm(e.val),
+                 caveats.versus_best(nz, results.leaderboard[0], e), pm(e.test),
                  pm(e.best_epoch, 1), f"{e.n_params:,}" if e.n_params else "–"]
                 for k, e in enumerate(results.leaderboard[:TOP], 1)
             ],
         )  # fmt: skip
+        out += ["", caveats.leaderboard_note(nz)]
     for title, imp, basis in (
         ("Parameter importance", results.importance, results.basis),
         ("Parameter importance at the first bracket", results.early, results.early_basis),
     ):
         if imp:
-            out += ["", f"## {title}", "", f"Over {basis.describe}.", ""]
+            out += ["", f"## {title}", "", f"Over {basis.describe}. {caveats.importance_note(imp)}", ""]
             out += md_table(
                 ["parameter", "importance", "correlation", f"mean {basis.name} per value or bin (n)"],
                 [
-                    [i.name, f"{i.importance:.3f}",
+                    [i.name + (" (aliased)" if i.members else ""), f"{i.importance:.3f}{interval(i)}",
                      correlation(i),
                      "; ".join(f"{lv.label}: {pm(lv.val)} ({lv.val.n})" for lv in i.marginal)]
                     for i in imp
                 ],
             )  # fmt: skip
+    if results.evidence.health:
+        out += ["", "## Run health", ""]
+        out += md_table(
+            ["run", "flag", "what happened", "status"],
+            [[an.short_id(f.run.id), f.kind, f.detail, f.run.state] for f in results.evidence.health],
+        )
     out += ["", "## Figures", ""]
     for f in figures.values():
         out += [f"![{f.title}](figures/{f.path.name})", "", f"*{f.title}.* {f.caption}", ""]

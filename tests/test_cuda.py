@@ -5,6 +5,7 @@ them (`-m cuda`). FCN_SWEEP_TEST_DEVICE=cpu runs the same tests on the CPU, to t
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -19,7 +20,7 @@ from fcn_sweep.train import fit
 
 from .conftest import TINY, real_data_available
 from .test_optim import TORCH
-from .test_packed import LR, history_mismatch, tolerance, variants
+from .test_packed import LR, history_mismatch, relu_kinks, tolerance, variants
 
 DEVICE = torch.device(os.environ.get("FCN_SWEEP_TEST_DEVICE", "cuda"))
 
@@ -70,9 +71,14 @@ def test_each_packed_member_is_its_run_alone_on_the_device(device_data, optimize
     cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True))
     alone = [fit(c, data=device_data, device=DEVICE) for c in cfgs]
     together = fit_packed(cfgs, data=device_data, device=DEVICE)
-    for a, p in zip(alone, together, strict=True):
+    kinks = None
+    for k, (a, p) in enumerate(zip(alone, together, strict=True)):
         assert p.status == a.status == "finished"
-        assert history_mismatch(a.history, p.history, tolerance(a.cfg)) == []
+        mismatch = history_mismatch(a.history, p.history, tolerance(a.cfg))
+        if mismatch:  # the contract of tests/test_packed.py: only a ReLU kink may come first
+            kinks = relu_kinks(cfgs, device_data) if kinks is None else kinks
+            assert k in kinks, mismatch
+            warnings.warn(f"member {k} of {optimizer} on {DEVICE}: off tolerance after {kinks[k]}", stacklevel=1)
 
 
 def test_runs_and_packs_repeat_bit_for_bit_on_the_device(device_data):

@@ -460,7 +460,7 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if args.top < 1 or args.curves < 0:
         raise UsageError("--top must be positive and --curves non-negative")
     split = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else []  # noqa: E731
-    if os.path.isdir(args.dir):
+    if args.dir and os.path.isdir(args.dir):
         check_writable(args.out or os.path.join(args.dir, "report"), "--out")
     t0 = time.perf_counter()
     source, out = args.dir, args.out

@@ -126,8 +126,8 @@ def calibrate(configs: Sequence[RunConfig], device: str, threads: int, pack: int
     import torch
 
     from .. import data as data_mod
-    from ..packed import run_packed
-    from ..train import run
+    from ..packed import fit_packed
+    from ..train import fit
     from .worker import warm_up
 
     torch.set_num_threads(threads)
@@ -146,12 +146,12 @@ def calibrate(configs: Sequence[RunConfig], device: str, threads: int, pack: int
             if len(data) == 1:
                 cal.startup_s = process_age() or WORKER_START_S
         t0 = time.perf_counter()
-        run(cfg, data=data[cfg.subset], device=device)
+        fit(cfg, data=data[cfg.subset], device=device)
         cal.seconds[shape] = time.perf_counter() - t0
         members = min(pack, largest[shape])
         if members > 1:
             t0 = time.perf_counter()
-            run_packed([replace(cfg, seed=cfg.seed + i) for i in range(members)], data=data[cfg.subset], device=device)
+            fit_packed([replace(cfg, seed=cfg.seed + i) for i in range(members)], data=data[cfg.subset], device=device)
             cal.packed[shape] = (members, time.perf_counter() - t0)
     return cal
 

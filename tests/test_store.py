@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import socket
@@ -13,10 +14,11 @@ import pytest
 import yaml
 
 from fcn_sweep.config import RunConfig
+from fcn_sweep.data import load
 from fcn_sweep.sweep import worker
 from fcn_sweep.sweep.store import Store
 
-from .conftest import REPO, cli, fresh_database
+from .conftest import REPO, cli, fresh_database, needs_data
 from .proposer import top_up
 
 
@@ -147,3 +149,35 @@ def test_the_password_of_a_store_url_is_shown_nowhere(tmp_path, pg_url):
     assert status.returncode == 0 and password not in status.stdout + status.stderr
     files = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
     assert files and not any(password in p.read_text(errors="ignore") for p in files)
+
+
+@needs_data
+def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path, monkeypatch):
+    """ENOSPC while a worker writes a run's files: the attempt ends crashed (write failed), its slot
+    gets a fresh pending attempt, and the error reaches the worker, which leaves."""
+    from fcn_sweep import tracking
+    from fcn_sweep.sweep.controller import Controller
+
+    sweep = {"method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
+             "parameters": {"epochs": {"value": 3}, "subset": {"value": 512}, "hidden": {"value": [32]}}}  # fmt: skip
+    store = new_store(str(tmp_path / "sweep.db"), sweep)
+    Controller(store).plan()
+    write = tracking.RunDirTracker.log_epoch
+
+    def full_on_epoch_2(self, metrics):
+        if metrics["epoch"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "metrics.jsonl"))
+        write(self, metrics)
+
+    monkeypatch.setattr(tracking.RunDirTracker, "log_epoch", full_on_epoch_2)
+    spec = worker.WorkerSpec("w0", str(tmp_path / "sweep.db"), "t", str(tmp_path), "cpu", 1, "disabled", "t")
+    claimed = store.claim_many("w0:1@here", 1, "here")
+    data = load("cpu", subset=512)
+    with pytest.raises(OSError, match="No space left"):
+        worker.train_claim(spec, store, Controller(store), claimed, data, worker.Interrupt(), worker.WandbRuns(spec))
+    (old,) = claimed
+    assert store.get_run(old.id).status == "crashed"
+    assert store.get_run(old.id).stop_reason == "write failed: No space left on device"
+    (again,) = store.runs(["pending"])
+    assert again.slot == old.slot and again.config == old.config
+    store.close()

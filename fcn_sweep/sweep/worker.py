@@ -294,6 +294,12 @@ def train_claim(
                 store.requeue(again, new_ids, "preempted", interrupted.signal_name)
             else:
                 store.requeue(again, new_ids, "stopped", "interrupted")
+    except OSError as e:
+        # This host's disk or mount failed (full, gone read-only), not the config: the slots go back to
+        # pending for a worker that can write, and this worker leaves (its runner restarts it a few times).
+        again = [r.id for r in claimed if store.get_run(r.id).status == "running"]
+        store.requeue(again, [tracking.new_run_id() for _ in again], "crashed", f"write failed: {e.strerror or e}")
+        raise
     except Exception:  # a bug or an OOM in one config must not take the sweep down
         error = traceback.format_exc(limit=3)
         for r in claimed:

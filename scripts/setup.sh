@@ -13,5 +13,6 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+# setuptools' build backend warns about every editable install; the warning is for setuptools' own users.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import fcn_sweep, torch; print(f'fcn-sweep ready: torch {torch.__version__}')"

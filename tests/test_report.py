@@ -356,7 +356,7 @@ def test_diagnostics_count_and_list_what_did_not_finish(tmp_path):
     study = load(tmp_path)
     d = analysis.diagnostics(study)
     assert d.counts == counts == {"pending": 1, "running": 0, "finished": 1, "diverged": 1, "stopped": 1,
-                                  "crashed": 2}  # fmt: skip
+                                  "crashed": 2, "preempted": 0}  # fmt: skip
     listed = {p.run.id: p for p in d.problems + d.hyperband}
     assert set(listed) == {"id1", "id2", "id3", "id4"}
     assert "hyperband" in listed["id1"].detail and "CUDA out of memory" in listed["id3"].detail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -109,3 +110,18 @@ def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return fresh_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture
+def disk_full_on_epoch_2(monkeypatch):
+    """A run directory's metrics.jsonl that cannot take epoch 2: the disk filled mid-run (ENOSPC)."""
+    from fcn_sweep.tracking import RunDirTracker
+
+    write = RunDirTracker.log_epoch
+
+    def full_on_epoch_2(self, metrics):
+        if metrics["epoch"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "metrics.jsonl"))
+        write(self, metrics)
+
+    monkeypatch.setattr(RunDirTracker, "log_epoch", full_on_epoch_2)

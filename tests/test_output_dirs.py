@@ -3,7 +3,6 @@ A disk that fills during a run: the run ends `crashed`, its best model kept."""
 
 from __future__ import annotations
 
-import errno
 import json
 import shutil
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import pytest
 
 from fcn_sweep import cli as cli_mod
-from fcn_sweep import tracking
 
 from .conftest import REPO, needs_data
 
@@ -60,15 +58,9 @@ def test_unwritable_output_exits_2_naming_the_path_and_the_fix(tmp_path, case, c
 
 
 @needs_data
-def test_a_disk_that_fills_mid_run_ends_it_crashed_with_its_best_model(tmp_path, monkeypatch, capsys):
-    write = tracking.RunDirTracker.log_epoch
-
-    def full_on_epoch_2(self, metrics):
-        if metrics["epoch"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "metrics.jsonl"))
-        write(self, metrics)
-
-    monkeypatch.setattr(tracking.RunDirTracker, "log_epoch", full_on_epoch_2)
+def test_a_disk_that_fills_mid_run_ends_it_crashed_with_its_best_model(
+    tmp_path, monkeypatch, capsys, disk_full_on_epoch_2
+):
     monkeypatch.setattr(cli_mod, "stop_on_signals", lambda: cli_mod.threading.Event())
     code = cli_mod.main(["train", "--out", str(tmp_path), *TINY_ARGS, "--epochs=4"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import multiprocessing as mp
 import os
 import socket
@@ -152,24 +151,15 @@ def test_the_password_of_a_store_url_is_shown_nowhere(tmp_path, pg_url):
 
 
 @needs_data
-def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path, monkeypatch):
+def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path, disk_full_on_epoch_2):
     """ENOSPC while a worker writes a run's files: the attempt ends crashed (write failed), its slot
     gets a fresh pending attempt, and the error reaches the worker, which leaves."""
-    from fcn_sweep import tracking
     from fcn_sweep.sweep.controller import Controller
 
     sweep = {"method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
              "parameters": {"epochs": {"value": 3}, "subset": {"value": 512}, "hidden": {"value": [32]}}}  # fmt: skip
     store = new_store(str(tmp_path / "sweep.db"), sweep)
     Controller(store).plan()
-    write = tracking.RunDirTracker.log_epoch
-
-    def full_on_epoch_2(self, metrics):
-        if metrics["epoch"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "metrics.jsonl"))
-        write(self, metrics)
-
-    monkeypatch.setattr(tracking.RunDirTracker, "log_epoch", full_on_epoch_2)
     spec = worker.WorkerSpec("w0", str(tmp_path / "sweep.db"), "t", str(tmp_path), "cpu", 1, "disabled", "t")
     claimed = store.claim_many("w0:1@here", 1, "here")
     data = load("cpu", subset=512)

@@ -14,12 +14,11 @@ import torch
 from fcn_sweep import data as data_mod
 from fcn_sweep import optim
 from fcn_sweep.config import OPTIMIZERS, RunConfig
-from fcn_sweep.model import build_fcn
 from fcn_sweep.packed import fit_packed
 from fcn_sweep.train import fit
 
 from .conftest import TINY, real_data_available
-from .test_optim import TORCH
+from .test_optim import TORCH, train_both
 from .test_packed import LR, history_mismatch, relu_kinks, tolerance, variants
 
 DEVICE = torch.device(os.environ.get("FCN_SWEEP_TEST_DEVICE", "cuda"))
@@ -46,21 +45,7 @@ def test_the_kernels_run_on_the_device_and_are_torchs_step_bit_for_bit(optimizer
     monkeypatch.setattr(optim, "FALLBACKS", {})
     cfg = RunConfig(hidden=(64,), batch_norm=True, optimizer=optimizer, lr=1e-2, momentum=0.9,
                     weight_decay=1e-2, schedule="cosine", epochs=3)  # fmt: skip
-    torch.manual_seed(0)
-    theirs, ours = build_fcn(cfg).to(DEVICE), build_fcn(cfg).to(DEVICE)
-    ours.load_state_dict(theirs.state_dict())
-    update = optim.Optimizer(ours.parameters(), cfg)
-    opt = TORCH[optimizer](theirs.parameters(), dict(update.group))
-    for step in range(6):
-        x, y = torch.randn(16, 784, device=DEVICE), torch.randint(0, 10, (16,), device=DEVICE)
-        for model, zero_grad in ((theirs, opt.zero_grad), (ours, update.zero_grad)):
-            zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        update.step()
-        if step % 2:
-            update.set_epoch(step // 2 + 1)
-            opt.param_groups[0]["lr"] = update.lr
+    theirs, ours = train_both(cfg, TORCH[optimizer], device=DEVICE)
     assert optim.FALLBACKS == {}, "the private kernel failed on this device; the public fallback ran"
     for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

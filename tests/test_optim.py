@@ -30,21 +30,7 @@ TORCH = {
 def test_update_is_torchs_step_bit_for_bit(optimizer, momentum, weight_decay):
     cfg = RunConfig(hidden=(32,), batch_norm=True, optimizer=optimizer, lr=1e-2, momentum=momentum,
                     weight_decay=weight_decay, schedule="cosine", epochs=3)  # fmt: skip
-    torch.manual_seed(0)
-    theirs, ours = build_fcn(cfg), build_fcn(cfg)
-    ours.load_state_dict(theirs.state_dict())
-    update = Optimizer(ours.parameters(), cfg)
-    opt = TORCH[optimizer](theirs.parameters(), dict(update.group))
-    for step in range(6):
-        x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
-        for model, zero_grad in ((theirs, opt.zero_grad), (ours, update.zero_grad)):
-            zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        update.step()
-        if step % 2:  # an epoch ends: the schedule moves the lr, and torch's optimizer follows it
-            update.set_epoch(step // 2 + 1)
-            opt.param_groups[0]["lr"] = update.lr
+    theirs, ours = train_both(cfg, TORCH[optimizer])
     for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
@@ -92,20 +78,22 @@ PUBLIC = {
 }
 
 
-def _train_both(cfg, make_theirs, steps=6):
+def train_both(cfg, make_theirs, steps=6, device="cpu"):
+    """The same net trained side by side by `make_theirs` (a torch.optim class) and by `Optimizer`,
+    on the same random batches; returns (theirs, ours)."""
     torch.manual_seed(0)
-    theirs, ours = build_fcn(cfg), build_fcn(cfg)
+    theirs, ours = build_fcn(cfg).to(device), build_fcn(cfg).to(device)
     ours.load_state_dict(theirs.state_dict())
     update = Optimizer(ours.parameters(), cfg)
     opt = make_theirs(theirs.parameters(), dict(update.group))
     for step in range(steps):
-        x, y = torch.randn(16, 784), torch.randint(0, 10, (16,))
+        x, y = torch.randn(16, 784).to(device), torch.randint(0, 10, (16,)).to(device)
         for model, zero_grad in ((theirs, opt.zero_grad), (ours, update.zero_grad)):
             zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
         update.step()
-        if step % 2:
+        if step % 2:  # an epoch ends: the schedule moves the lr, and torch's optimizer follows it
             update.set_epoch(step // 2 + 1)
             opt.param_groups[0]["lr"] = update.lr
     return theirs, ours
@@ -133,8 +121,8 @@ def test_without_the_private_kernel_it_is_torch_optims_public_step_bit_for_bit(
     cfg = RunConfig(hidden=(32,), batch_norm=True, optimizer=optimizer, lr=1e-2, momentum=momentum,
                     weight_decay=1e-2, schedule="cosine", epochs=3)  # fmt: skip
     with pytest.warns(RuntimeWarning, match=f"torch.optim.{optim_mod.PUBLIC[optimizer][0]}") as record:
-        theirs, ours = _train_both(cfg, PUBLIC[optimizer])
-        _train_both(cfg, PUBLIC[optimizer])  # a second run in the same process: no second warning
+        theirs, ours = train_both(cfg, PUBLIC[optimizer])
+        train_both(cfg, PUBLIC[optimizer])  # a second run in the same process: no second warning
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
     for (name, a), b in zip(theirs.state_dict().items(), ours.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

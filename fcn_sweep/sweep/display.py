@@ -42,7 +42,8 @@ class Display:
         self.enabled = enabled
         self.live = self.file.isatty() if live is None else live
         self.began = time.time()
-        self.seen = {r.id for r in store.runs(ENDED)}
+        self.since = store.now()  # runs that ended before this invocation are not its to report
+        self.seen: set[str] = set()
         self.ended: list[StoredRun] = []  # runs that ended during this invocation, in the order they did
         self.per_invocation = per_invocation
         self.bars = None
@@ -56,8 +57,10 @@ class Display:
         return len(self.ended) if self.per_invocation else self.store.slots()[0]
 
     def _collect(self) -> list[StoredRun]:
-        new = sorted((r for r in self.store.runs(ENDED) if r.id not in self.seen), key=lambda r: r.ended or 0)
-        self.seen.update(r.id for r in new)
+        ended = self.store.runs(ENDED, ended_since=self.since)
+        new = sorted((r for r in ended if r.id not in self.seen), key=lambda r: r.ended or 0)
+        self.seen.update(r.id for r in new)  # `since` is inclusive: a run ending at that instant comes twice
+        self.since = max((r.ended for r in new if r.ended is not None), default=self.since)
         self.ended += new
         return new
 

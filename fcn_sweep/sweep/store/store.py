@@ -379,12 +379,13 @@ class Store:
         with self._read() as conn:
             return StoredRun.from_row(conn.execute(select(runs).where(runs.c.id == run_id)).one())
 
-    def runs(self, statuses: Iterable[str] = STATUSES) -> list[StoredRun]:
-        q = (
-            select(runs)
-            .where(runs.c.sweep_id == self._sid, runs.c.status.in_(tuple(statuses)))
-            .order_by(runs.c.slot, runs.c.created)
-        )
+    def runs(self, statuses: Iterable[str] = STATUSES, ended_since: float | None = None) -> list[StoredRun]:
+        """Attempts in these statuses, in sweep order; with `ended_since`, only those that ended at or
+        after that time (the database's clock, as `now()`), so a poller reads what is new, not the sweep."""
+        q = select(runs).where(runs.c.sweep_id == self._sid, runs.c.status.in_(tuple(statuses)))
+        if ended_since is not None:
+            q = q.where(runs.c.ended >= ended_since)
+        q = q.order_by(runs.c.slot, runs.c.created)
         with self._read() as conn:
             return [StoredRun.from_row(r) for r in conn.execute(q)]
 

@@ -3,7 +3,8 @@
 Two kinds of number, two rules. A parameter value (a learning rate, a weight decay, a dropout
 rate) spans decades, so it gets three significant digits: 1.1e-4 prints as `0.00011`, 3.8e-5 as
 `3.8e-5`, never as `0.0000`. An accuracy lies in [0, 1] and is compared with its neighbours, so it
-gets fixed decimals that line up in a column.
+gets fixed decimals that line up in a column. A duration is read at the scale a person plans
+with: `42 s`, `42 min`, `3.2 hours`, `9.4 days`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def span(lo: float, hi: float) -> str:
 def metric(x: float | None, decimals: int = DECIMALS, missing: str = MISSING) -> str:
     """An accuracy (or another number in [0, 1]) with fixed decimals."""
     return missing if x is None else f"{x:.{decimals}f}"
+
+
+# (below this many seconds, seconds per unit, unit): the first that fits names the duration.
+DURATION_UNITS = ((90, 1, "s"), (90 * 60, 60, "min"), (48 * 3600, 3600, "hours"), (math.inf, 86400, "days"))
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: whole seconds or minutes, hours and days to one decimal."""
+    for below, unit_s, unit in DURATION_UNITS:
+        if seconds < below:
+            value = seconds / unit_s
+            return f"{value:.0f} {unit}" if unit_s < 3600 else f"{value:.1f} {unit}"
+    return str(seconds)  # NaN
 
 
 class _Stat(Protocol):

@@ -5,8 +5,13 @@ Three steps, each a function that returns values (the caller prints `render`):
   plan       the runs still to do: the grid (or `run_cap` proposals) x repeats, less what the store
              already holds as done. Random and bayes proposals are not known in advance, so their
              shapes come from a seeded sample of the same parameter space.
-  calibrate  one timed epoch per distinct shape (the fields that set an epoch's cost) on this
-             machine's device, alone and packed `--pack K` at a time.
+  calibrate  per distinct shape (the fields that set an epoch's cost), on this machine's device,
+             alone and packed `--pack K` at a time: a few dozen timed training steps and one
+             evaluation of a slice of the validation set, scaled to the epoch's steps and to the
+             validation and test sets. A step costs the same all through an epoch (the same
+             shapes, the same kernels), so timing CAL_STEPS of them says what the epoch's
+             hundreds cost, in a fraction of the time (the whole-epoch calibration of the grid's
+             six shapes took 8 min 40 s at one thread).
   schedule   longest runs first onto the workers that will run them (a task's GPUs, or one worker
              per task on its CPUs), each paying a worker's start-up once: the wall time of the last
              worker, and the allocation (task-hours) the array holds. Only the tasks that fit on
@@ -21,7 +26,6 @@ figures are an upper bound; a cluster node slower or faster than this machine sc
 from __future__ import annotations
 
 import heapq
-import math
 import os
 import time
 from collections import defaultdict
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import RunConfig
+from ..formatting import duration
 from ..packed import PACK_FIELDS, pack_key
 from .spec import engine, params_of
 
@@ -118,16 +123,52 @@ class Calibration:
     startup_s: float = WORKER_START_S  # a worker's imports, warm-up and data load
     seconds: dict[tuple, float] = field(default_factory=dict)  # shape -> s/epoch alone
     packed: dict[tuple, tuple[int, float]] = field(default_factory=dict)  # shape -> (members, s/epoch of the pack)
+    steps: dict[tuple, tuple[int, int]] = field(default_factory=dict)  # shape -> (steps timed, steps in an epoch)
 
 
-def calibrate(configs: Sequence[RunConfig], device: str, threads: int, pack: int) -> Calibration:
-    """One epoch per distinct shape, alone and (pack > 1) as a pack of as many configs of that shape
-    as one claim will take: `pack`, or fewer when the sweep has fewer runs of one `pack_key`."""
+CAL_STEPS = 24  # timed training steps per shape and packing
+WARM_STEPS = 4  # untimed first steps: allocations, first kernel choices (and on CUDA a graph capture)
+EVAL_SAMPLES = 1024  # validation images evaluated, scaled to the validation and test sets
+
+
+def _first(split, n: int):
+    return type(split)(split.x[:n], split.y[:n])
+
+
+def epoch_seconds(cfgs: Sequence[RunConfig], data, steps: int = CAL_STEPS) -> tuple[float, int, int]:
+    """(seconds one epoch of `cfgs` takes as one pack, steps timed, steps in the epoch): `steps`
+    training steps and one evaluation of EVAL_SAMPLES images, each timed after a warm-up and
+    scaled to the epoch and to the validation and test sets. The time covers what `fit` does in
+    an epoch (train, then evaluate on both); Pack's results are Python numbers, so each timing
+    ends when the device has finished."""
+    from .. import data as data_mod
+    from ..packed import Pack
+
+    pack = Pack(cfgs, data.device)
+    b, never = cfgs[0].batch_size, lambda: False
+    epoch_steps = len(data_mod.batch_starts(len(data.train), b))
+    timed = max(1, min(steps, len(data.train) // b))
+    pack.train_epoch(_first(data.train, min(WARM_STEPS, timed) * b), never)
+    t0 = time.perf_counter()
+    pack.train_epoch(_first(data.train, timed * b), never)
+    step_s = (time.perf_counter() - t0) / timed
+    sample = _first(data.val, EVAL_SAMPLES)
+    pack.evaluate(sample)
+    t0 = time.perf_counter()
+    pack.evaluate(sample)
+    eval_s = (time.perf_counter() - t0) / len(sample) * (len(data.val) + len(data.test))
+    return step_s * epoch_steps + eval_s, timed, epoch_steps
+
+
+def calibrate(
+    configs: Sequence[RunConfig], device: str, threads: int, pack: int, steps: int = CAL_STEPS
+) -> Calibration:
+    """Per distinct shape, one epoch's seconds alone and (pack > 1) as a pack of as many configs of
+    that shape as one claim will take: `pack`, or fewer when the sweep has fewer runs of one
+    `pack_key`. Each from `steps` timed steps (`epoch_seconds`)."""
     import torch
 
     from .. import data as data_mod
-    from ..packed import fit_packed
-    from ..train import fit
     from .worker import warm_up
 
     torch.set_num_threads(threads)
@@ -140,19 +181,17 @@ def calibrate(configs: Sequence[RunConfig], device: str, threads: int, pack: int
     warm_up(device, "disabled")  # the first use of torch and the BLAS, which a worker pays in its start-up
     data = {}
     for shape, cfgs in shapes.items():
-        cfg = replace(cfgs[0], epochs=1)
+        cfg = cfgs[0]
         if cfg.subset not in data:
             data[cfg.subset] = data_mod.load(device, cfg.subset)
             if len(data) == 1:
                 cal.startup_s = process_age() or WORKER_START_S
-        t0 = time.perf_counter()
-        fit(cfg, data=data[cfg.subset], device=device)
-        cal.seconds[shape] = time.perf_counter() - t0
+        seconds, timed, epoch_steps = epoch_seconds([cfg], data[cfg.subset], steps)
+        cal.seconds[shape], cal.steps[shape] = seconds, (timed, epoch_steps)
         members = min(pack, largest[shape])
         if members > 1:
-            t0 = time.perf_counter()
-            fit_packed([replace(cfg, seed=cfg.seed + i) for i in range(members)], data=data[cfg.subset], device=device)
-            cal.packed[shape] = (members, time.perf_counter() - t0)
+            cfgs = [replace(cfg, seed=cfg.seed + i) for i in range(members)]
+            cal.packed[shape] = (members, epoch_seconds(cfgs, data[cfg.subset], steps)[0])
     return cal
 
 
@@ -208,9 +247,14 @@ def schedule(
     return Estimate(workers, per_task, running, pack, wall, (sum(task_s) + late * cal.startup_s) / 3600, sum(jobs))
 
 
-def hms(seconds: float) -> str:
-    s = math.ceil(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+def steps_note(cal: Calibration) -> str:
+    """`24 timed step(s) of an epoch's 782`; several numbers where shapes differ (a `subset`)."""
+    if not cal.steps:
+        return "a few timed steps"
+    timed = sorted({t for t, _ in cal.steps.values()})
+    per_epoch = sorted({e for _, e in cal.steps.values()})
+    show = lambda ns: "/".join(f"{n:,}" for n in ns)  # noqa: E731
+    return f"{show(timed)} timed step(s) of an epoch's {show(per_epoch)}"
 
 
 def render(p: Plan, cal: Calibration, estimates: Sequence[Estimate], unit: str = "task") -> str:
@@ -220,8 +264,9 @@ def render(p: Plan, cal: Calibration, estimates: Sequence[Estimate], unit: str =
     epochs = sum(c.epochs for c in p.todo)
     lines = [
         f"sweep {p.name} ({p.method}): {size} {what} x {p.repeats} repeat(s); {p.done} slot(s) done, "
-        f"{len(p.todo)} run(s) to do, {epochs} epochs",
-        f"calibration on {cal.device} ({cal.threads} thread(s)), one epoch per shape:",
+        f"{len(p.todo):,} run(s) to do, {epochs:,} epochs",
+        f"calibration on {cal.device} ({cal.threads} thread(s)): per shape, {steps_note(cal)} and one "
+        f"evaluation of {EVAL_SAMPLES} images, scaled to an epoch and to the validation and test sets:",
     ]
     # Name a shape by the fields that differ between the shapes (all of them when there is one).
     fields = range(len(SHAPE_FIELDS))
@@ -236,8 +281,8 @@ def render(p: Plan, cal: Calibration, estimates: Sequence[Estimate], unit: str =
     for e in estimates:
         fit = f", {e.at_once} {unit}(s) at once" if e.at_once < e.workers // e.per_task else ""
         lines.append(
-            f"--pack {e.pack}: wall {hms(e.wall_s)} on {e.workers} worker(s) ({e.per_task} per {unit}{fit}), "
-            f"{e.task_hours:.2f} {unit}-hours, {hms(e.busy_s)} of training"
+            f"--pack {e.pack}: wall {duration(e.wall_s)} on {e.workers} worker(s) ({e.per_task} per {unit}{fit}), "
+            f"{e.task_hours:,.2f} {unit}-hours, {duration(e.busy_s)} of training"
         )
     if p.proposals is None:
         lines.append("the sweep has no run_cap: the estimate covers the runs above; set run_cap or --count to bound it")

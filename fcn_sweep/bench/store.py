@@ -1,17 +1,18 @@
-"""What the sweep store and the controller cost, on SQLite and PostgreSQL side by side: planning the
-study's 5,832-run grid (engine enumeration + store insert), one claim and one pack-of-8 claim with
-5,000 pending, 16 concurrent claimer processes draining 2,000 runs (each exactly once, and the rate
-they reach together), and for bayes, proposing one run given N finished ones. No thresholds.
+"""`fcn-sweep bench store`: what the sweep store and the controller cost, on SQLite and PostgreSQL
+side by side: planning the study's 5,832-run grid (engine enumeration + store insert), one claim
+and one pack-of-8 claim with 5,000 pending, 16 concurrent claimer processes draining 2,000 runs
+(each exactly once, and the rate they reach together), and for bayes, proposing one run given N
+finished ones. No thresholds.
 
-    .venv/bin/python scripts/bench_controller.py [--store postgresql://USER@HOST:PORT/DB]
+    fcn-sweep bench store [--store postgresql://USER@HOST:PORT/DB]
 
 Without --store it starts a throwaway PostgreSQL server with scripts/postgres_local.sh (as the
-`postgres` user when run as root) and removes it after.
+`postgres` user when run as root) and removes it after. Each measurement returns its line; the
+command prints them as they come (the whole takes minutes).
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import random
@@ -28,31 +29,42 @@ from pathlib import Path
 import yaml
 from sqlalchemy import create_engine, text
 
-from fcn_sweep.config import RunConfig
-from fcn_sweep.sweep.controller import Controller
-from fcn_sweep.sweep.store import Store
+from ..config import RunConfig
+from ..sweep.controller import Controller
+from ..sweep.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLAIMERS, CLAIMED_RUNS = 16, 2000
+
+
+class NoServer(RuntimeError):
+    """No PostgreSQL to measure on: the message says what to give instead."""
 
 
 @contextmanager
 def throwaway_postgres() -> Iterator[str]:
+    script = REPO / "scripts" / "postgres_local.sh"
+    if not script.is_file() or not list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
+        raise NoServer(
+            "no local PostgreSQL to start (scripts/postgres_local.sh and Debian's postgresql); give --store URL"
+        )
     root = Path(tempfile.mkdtemp(prefix="fcn-bench-pg-"))
     root.chmod(0o777)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    cmd = [*as_server, str(REPO / "scripts" / "postgres_local.sh"), str(root / "pg"), "--port", str(port)]
-    url = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-    user = url.split("://", 1)[1].split("@", 1)[0]
-    password = (root / "pg" / "password").read_text().strip()
     try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [*as_server, str(script), str(root / "pg"), "--port", str(port)]
+        url = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+        user = url.split("://", 1)[1].split("@", 1)[0]
+        password = (root / "pg" / "password").read_text().strip()
         yield url.replace(f"://{user}@", f"://{user}:{password}@")
     finally:
-        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        subprocess.run([*as_server, str(pg_ctl), "-D", str(root / "pg" / "data"), "-m", "fast", "stop"], check=False)
+        if (root / "pg" / "data").is_dir():
+            pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+            stop = [*as_server, str(pg_ctl), "-D", str(root / "pg" / "data"), "-m", "fast", "stop"]
+            subprocess.run(stop, check=False, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -81,7 +93,7 @@ def new_store(url: str, sweep: dict, **options) -> Store:
     return store
 
 
-def grid(dbs: Databases, backend: str) -> None:
+def grid(dbs: Databases, backend: str) -> str:
     sweep = yaml.safe_load((REPO / "sweeps" / "grid.yaml").read_text())
     store = new_store(dbs.fresh(backend), sweep, order="random")
     t = time.perf_counter()
@@ -89,11 +101,11 @@ def grid(dbs: Databases, backend: str) -> None:
         Controller(store).plan()
     plan_s = time.perf_counter() - t
     n = store.counts()["pending"]
-    print(f"{backend:10s} grid: {n} slots planned in {plan_s:.2f} s ({1e3 * plan_s / n:.3f} ms a slot)")
     store.close()
+    return f"{backend:10s} grid: {n} slots planned in {plan_s:.2f} s ({1e3 * plan_s / n:.3f} ms a slot)"
 
 
-def claims(dbs: Databases, backend: str) -> None:
+def claims(dbs: Databases, backend: str) -> str:
     store = new_store(dbs.fresh(backend), {"method": "grid"})
     shapes = [(64,), (128,), (256, 64), (512, 128)]
     store.add((f"r{i}", i, i, 0, RunConfig(hidden=shapes[i % 4], seed=i), {}) for i in range(5000 + 100 * 9))
@@ -105,10 +117,10 @@ def claims(dbs: Databases, backend: str) -> None:
         per[pack] = (time.perf_counter() - t) / n
         assert len(got) == pack
     left = store.counts()["pending"]
-    print(
+    store.close()
+    return (
         f"{backend:10s} claim with >={left} pending: one run {1e3 * per[1]:.2f} ms, a pack of 8 {1e3 * per[8]:.2f} ms"
     )
-    store.close()
 
 
 def _claimer(url: str, name: str, start, out) -> None:
@@ -120,7 +132,7 @@ def _claimer(url: str, name: str, start, out) -> None:
     out.put((got, time.time()))
 
 
-def concurrent(dbs: Databases, backend: str) -> None:
+def concurrent(dbs: Databases, backend: str) -> str:
     url = dbs.fresh(backend)
     store = new_store(url, {"method": "grid"})
     store.add((f"r{i}", i, i, 0, RunConfig(), {}) for i in range(CLAIMED_RUNS))
@@ -138,15 +150,15 @@ def concurrent(dbs: Databases, backend: str) -> None:
     elapsed = max(end for _, end in results) - t0
     once = sorted(flat) == sorted(f"r{i}" for i in range(CLAIMED_RUNS))
     busy = sum(1 for got, _ in results if got)
-    print(
+    store.close()
+    return (
         f"{backend:10s} {CLAIMERS} claimer processes, {CLAIMED_RUNS} runs: "
         f"{'each claimed exactly once' if once else 'DUPLICATES OR LOSSES'} ({len(flat)} claims, {busy} processes "
         f"got some) in {elapsed:.2f} s = {len(flat) / elapsed:.0f} claims/s together"
     )
-    store.close()
 
 
-def bayes(dbs: Databases, backend: str, finished: int) -> None:
+def bayes(dbs: Databases, backend: str, finished: int) -> str:
     sweep = yaml.safe_load((REPO / "sweeps" / "bayes.yaml").read_text())
     rng = random.Random(0)
     store = new_store(dbs.fresh(backend), sweep)
@@ -158,30 +170,26 @@ def bayes(dbs: Databases, backend: str, finished: int) -> None:
     t = time.perf_counter()
     with store.exclusive():
         ctl.top_up(1)
-    print(f"{backend:10s} bayes: one proposal with {finished} finished runs: {1e3 * (time.perf_counter() - t):.0f} ms")
+    took = time.perf_counter() - t
     store.close()
+    return f"{backend:10s} bayes: one proposal with {finished} finished runs: {1e3 * took:.0f} ms"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", metavar="URL", help="a PostgreSQL server to create scratch databases on")
-    args = parser.parse_args()
+def bench_store(store: str | None = None) -> Iterator[str]:
+    """Each measurement's line, SQLite then PostgreSQL, on scratch databases of `store` (a
+    PostgreSQL URL) or of a throwaway server; everything made is removed after."""
     # One-off imports (the engine's scipy, torch for pack keys) are not a cost of either backend.
-    import fcn_sweep.packed  # noqa: F401
-    from fcn_sweep.sweep.spec import engine
+    from .. import packed  # noqa: F401
+    from ..sweep.spec import engine
 
     engine()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = throwaway_postgres() if args.store is None else contextmanager(lambda: iter([args.store]))()
+    with tempfile.TemporaryDirectory(prefix="fcn-sweep-bench-store-") as tmp:
+        server = throwaway_postgres() if store is None else contextmanager(lambda: iter([store]))()
         with server as pg_url:
             dbs = Databases(pg_url, Path(tmp))
             for measure in (grid, claims, concurrent):
                 for backend in ("sqlite", "postgresql"):
-                    measure(dbs, backend)
+                    yield measure(dbs, backend)
             for n in (10, 100):
                 for backend in ("sqlite", "postgresql"):
-                    bayes(dbs, backend, n)
-
-
-if __name__ == "__main__":
-    main()
+                    yield bayes(dbs, backend, n)

@@ -1,0 +1,100 @@
+"""`fcn-sweep bench`: where a training step's time goes, measured side by side in one process, and
+how far it is from this device's own limit.
+
+Five ways to train the same network (by default 784-1024-256-10 with batch norm, dropout 0.3,
+Adam, batch 64) for the same number of steps (`variants`): naive, project, floor, floor+update
+and packed at several K. For each: seconds per step and per epoch, the FLOPs of a step and the rate
+reached, as a share of a large matrix multiply's rate measured in the same process, and for the
+project's trainer the operations one step dispatches (`limits`). Then the ratios, configs per hour
+at each K, and what the best K makes of a whole sweep (by default sweeps/grid.yaml), estimated as
+its `--dry-run` would (`sweep.estimate`), so the two agree.
+
+`fcn-sweep bench store` measures the sweep store instead (`bench.store`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import data as data_mod
+from .limits import PEAK_SIZE, ops_per_step, peak_flops, step_flops
+from .report import Limits, measure, report
+from .variants import bench_config, floor_variant, naive_variant, packed_variant
+
+GRID = Path(__file__).resolve().parents[2] / "sweeps" / "grid.yaml"
+
+# Per device kind: what a default run measures. A CPU run stays within a couple of minutes on two
+# cores (a pack of 16 costs what 16 runs alone cost there); a GPU is measured where packing pays.
+DEFAULTS = {
+    "cpu": {"steps": 50, "repeats": 3, "packs": (1, 4, 16)},
+    "cuda": {"steps": 200, "repeats": 5, "packs": (1, 16, 128, 512)},
+}
+
+
+def parse_packs(text: str) -> tuple[int, ...]:
+    """`1,16,128` -> (1, 16, 128); ValueError with what would be right otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"--pack takes positive integers separated by commas, such as 1,16,128; got {text!r}")
+    return tuple(sorted({int(p) for p in parts}))
+
+
+def bench(
+    device: torch.device,
+    steps: int | None = None,
+    repeats: int | None = None,
+    packs: tuple[int, ...] | None = None,
+    hidden: tuple[int, ...] = (1024, 256),
+    epochs: int = 20,
+    data_dir: str | None = None,
+    sweep_file: Path | None = GRID,
+) -> list[str]:
+    defaults = DEFAULTS[device.type]
+    steps, repeats = steps or defaults["steps"], repeats or defaults["repeats"]
+    packs = packs or defaults["packs"]
+    cfg = bench_config(hidden)
+    data = data_mod.load(device, data_dir=data_dir)
+    variants = {
+        "naive": naive_variant(cfg, device, steps, data_dir),
+        "project": packed_variant(cfg, data, steps, 1),  # a run alone is a pack of one
+        "floor": floor_variant(cfg, data, steps),
+        "floor+update": floor_variant(cfg, data, steps, update=True),
+        **{f"packed {k}": packed_variant(cfg, data, steps, k) for k in packs if k > 1},
+    }
+    times = measure(variants, repeats)
+    limits = Limits(
+        peak_flops(device),
+        PEAK_SIZE[device.type],
+        lambda k: step_flops(cfg.hidden, cfg.batch_size, k),
+        {name: ops_per_step(v.pack, data.train, cfg.batch_size) for name, v in variants.items() if v.pack},
+    )
+    header = (
+        f"fcn-sweep bench: {cfg.arch} batch norm, dropout {cfg.dropout}, {cfg.optimizer}, batch {cfg.batch_size}; "
+        f"{steps} steps x {repeats} repeats (median) on {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    lines, best = report(times, {name: v.k for name, v in variants.items()}, steps, cfg, epochs, limits)
+    return [header, *lines, sweep_estimate(sweep_file, device, best)]
+
+
+def sweep_estimate(sweep_file: Path | None, device: torch.device, pack: int) -> str:
+    """One line: the wall time of `sweep_file` on this device, one worker, `--pack pack`, from the
+    same plan, calibration and schedule as `fcn-sweep sweep FILE --dry-run --pack K --workers 1`."""
+    if sweep_file is None or not sweep_file.is_file():
+        return f"no sweep estimated: {sweep_file} not found (give --sweep FILE)"
+    from ..formatting import duration
+    from ..sweep import estimate
+    from ..sweep.spec import load_sweep
+
+    plan = estimate.plan(load_sweep(str(sweep_file)))
+    threads = torch.get_num_threads()
+    cal = estimate.calibrate(plan.todo, str(device), threads, pack)
+    e = estimate.schedule(plan.todo, cal, 1, 1, pack)
+    epochs = sum(c.epochs for c in plan.todo)
+    return (
+        f"{sweep_file.name}: {len(plan.todo):,} runs, {epochs:,} epochs at --pack {pack} on this {device.type} "
+        f"(one worker, {threads} thread(s)): wall {duration(e.wall_s)}, {epochs / e.busy_s * 3600:,.0f} epochs/hour "
+        f"(as its --dry-run estimates)"
+    )

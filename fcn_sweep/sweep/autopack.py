@@ -1,0 +1,131 @@
+"""`--pack auto`: how many runs of one shape a worker trains at once on this device.
+
+One function decides (`choose_pack`), from facts it is given, so it can be tested without the
+device: the memory free for training, the pending runs of each shape, and, where measured, the
+configs per second at a few pack sizes. The rest of this module gathers those facts.
+
+- A pack larger than the largest group of pending runs of one `pack_key` can never fill.
+- A pack must fit in memory: a member holds its weights, gradients and up to two optimizer moments,
+  and its activations for a training batch and an evaluation chunk (`member_bytes`); only
+  MEMORY_SHARE of what is free counts, the rest left to the data, the allocator and CUDA graphs.
+- Where rates were measured, the smallest K within RATE_TOLERANCE of the best rate wins: a pack
+  costs latency (every member's first result waits for the whole pack's epoch) and Hyperband
+  decides per epoch, so a larger K must pay for itself. On a CPU the matrix multiplies already run
+  near the CPU's peak and packing wins back little (README, Speed), so there K comes from a short
+  measurement (`measure_rates`, a few seconds); without one a CPU trains alone.
+- Without rates on a GPU, the largest K that fits and fills, up to MAX_PACK: a GPU runs one small
+  network's step far below its FLOP rate (launch-bound), and packing is what fills it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..config import RunConfig
+
+MEMORY_SHARE = 0.5
+RATE_TOLERANCE = 0.05
+MAX_PACK = 512  # the largest K `fcn-sweep bench` measures on a GPU; beyond it results arrive later for no known gain
+CPU_TRY = 8  # the pack size a CPU measures against one alone
+BYTES = 4  # fp32
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    kind: str  # "cpu" or "cuda"
+    free_bytes: int  # memory free for training on that device
+
+
+def member_bytes(cfg: RunConfig) -> int:
+    """An upper bound on one pack member's memory: four copies of its parameters (weights,
+    gradients, two Adam moments) and about eight activations per hidden unit of a batch (pre- and
+    post-norm, activation, dropout mask and output, and their gradients), plus an evaluation chunk."""
+    widths = [28 * 28, *cfg.hidden, 10]
+    params = sum(i * o + o for i, o in itertools.pairwise(widths)) + 2 * sum(cfg.hidden) * cfg.batch_norm
+    batch = cfg.batch_size * (2 * widths[0] + 8 * sum(cfg.hidden) + 4 * widths[-1])
+    evaluation = 256 * sum(widths)  # Pack.evaluate's smallest chunk per member
+    return BYTES * (4 * params + batch + evaluation)
+
+
+def choose_pack(
+    facts: DeviceFacts, pending: Sequence[int], per_member: int, rates: Mapping[int, float] | None = None
+) -> tuple[int, str]:
+    """(K, why). `pending`: the runs of each pack_key still to do; `per_member`: `member_bytes` of
+    the largest shape; `rates`: measured configs per second at some K (K=1 among them)."""
+    fill = max(pending, default=1)
+    fits = max(1, int(facts.free_bytes * MEMORY_SHARE) // max(1, per_member))
+    cap = max(1, min(fill, fits, MAX_PACK))
+    limit = {fill: f"the {fill} pending run(s) of one shape", fits: f"memory ({fits} fit)", MAX_PACK: "the cap"}[
+        min(fill, fits, MAX_PACK)
+    ]
+    usable = {k: r for k, r in (rates or {}).items() if k <= cap}
+    if usable:
+        best = max(usable.values())
+        k = min(k for k, r in usable.items() if r >= (1 - RATE_TOLERANCE) * best)
+        shown = ", ".join(f"K={k} {r:.2f}" for k, r in sorted(usable.items()))
+        return k, f"measured configs/s {shown}; the smallest K within {RATE_TOLERANCE:.0%} of the best"
+    if facts.kind == "cpu":
+        return 1, "a CPU without a measurement trains alone"
+    return cap, f"the largest K that fits and fills, limited by {limit}"
+
+
+def device_facts(device: str) -> DeviceFacts:
+    """What `choose_pack` needs to know of `device` (cpu, cuda, cuda:N)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return DeviceFacts("cuda", free)
+    return DeviceFacts("cpu", _available_ram())
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def measure_rates(cfg: RunConfig, device: str, ks: Sequence[int], steps: int = 16) -> dict[int, float]:
+    """Configs per second of one epoch (training and evaluation) of `cfg`'s shape at each K, from
+    `steps` timed steps each (`estimate.epoch_seconds`)."""
+    from dataclasses import replace
+
+    from .. import data as data_mod
+    from .estimate import epoch_seconds
+
+    data = data_mod.load(device, cfg.subset)
+    rates = {}
+    for k in ks:
+        seconds, _, _ = epoch_seconds([replace(cfg, seed=cfg.seed + i) for i in range(k)], data, steps)
+        rates[k] = k / seconds
+    return rates
+
+
+def auto_pack(todo: Sequence[RunConfig], device: str, threads: int | None = None) -> tuple[int, str]:
+    """K for a worker on `device` that will claim from `todo` (the pending runs): the facts of this
+    device, and on a CPU a short measurement, alone and at CPU_TRY, of the largest group's shape."""
+    from .estimate import pack_groups
+
+    groups = list(pack_groups(todo).values())
+    if not groups:
+        return 1, "no run pending"
+    facts = device_facts(device)
+    biggest = max(groups, key=len)
+    per_member = max(member_bytes(g[0]) for g in groups)
+    rates = None
+    if facts.kind == "cpu" and len(biggest) > 1:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        rates = measure_rates(biggest[0], device, (1, min(CPU_TRY, len(biggest))))
+    return choose_pack(facts, [len(g) for g in groups], per_member, rates)

@@ -178,10 +178,11 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep sweep --help")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be a non-negative integer, got {args.workers}")
-    for name in ("count", "repeats", "pack"):
+    for name in ("count", "repeats"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be a positive integer, got {value}")
+    args.pack = _pack(args.pack)
     store_url = _store_url(args.store)
     if args.workers == 0 and not store_url:
         raise UsageError("--workers 0 only creates a sweep for workers elsewhere; give it --store URL")
@@ -195,6 +196,11 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from . import tracking
 
     mode, why = tracking.resolve_wandb_mode(args.wandb)
+    if args.pack == "auto" and args.workers != 0:
+        sweep, store = _sweep_and_store(args)
+        args.pack = _auto_pack(sweep, store, args.repeats or 1, args.count, gpus, args.workers)
+        if store is not None:
+            store.close()
     opts = SweepOptions(
         workers=len(gpus) or args.workers,
         gpus=gpus,
@@ -216,7 +222,7 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     name = store.info.name
     if opts.workers == 0:
-        pack = f" --pack {opts.pack}" if opts.pack > 1 else ""
+        pack = f" --pack {opts.pack}" if opts.pack != 1 else ""
         print(f"sweep {name!r} is ready in {store.shown}; on each machine run:")
         print(f"fcn-sweep worker {without_password(store.url)} --sweep {name}{pack} --out {directory}")
         if store.url.password:
@@ -239,6 +245,16 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     """`fcn-sweep sweep FILE --dry-run`: the runs to do and what they will cost on this machine;
     a sweep that exists already (in --store, or the sweep directory) counts what it has done."""
+    sweep, store = _sweep_and_store(args)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    device = f"cuda:{_gpu_list(args.gpus)[0]}" if args.gpus else "cpu"
+    text = _estimate(sweep, store, args.repeats or 1, args.count, device, threads, args.pack, workers, 1, "machine")
+    print(text + "\ndry run: nothing written or run")
+    return 0
+
+
+def _sweep_and_store(args: argparse.Namespace):
+    """The sweep's config and its store where it exists already (else None) for `fcn-sweep sweep`."""
     from .sweep.runner import default_dir
     from .sweep.spec import SweepFileError, load_sweep
     from .sweep.store import FILE, Store, StoreError
@@ -261,24 +277,41 @@ def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
             raise UsageError(str(e)) from None
     if sweep is None and store is None:
         raise UsageError("give a sweep file (e.g. sweeps/smoke.yaml), or --resume DIR / --store URL --name NAME")
-    sweep = store.info.config if store is not None else sweep
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    device = "cuda" if args.gpus else "cpu"
-    text = _estimate(sweep, store, args.repeats or 1, args.count, device, threads, args.pack, workers, 1, "machine")
-    print(text + "\ndry run: nothing written or run")
-    return 0
+    return (store.info.config if store is not None else sweep), store
+
+
+def _pack(text: str) -> int | str:
+    from .sweep.autopack import parse_pack
+
+    try:
+        return parse_pack(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _auto_pack(sweep, store, repeats, count, gpus, workers, threads=None) -> int:
+    """`--pack auto` of a sweep's workers: K for their device and the sweep's pending runs (printed)."""
+    from .sweep import autopack, estimate
+
+    todo = estimate.plan(sweep, repeats, count, store).todo
+    device = f"cuda:{gpus[0]}" if gpus else "cpu"
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, len(gpus) or workers))
+    k, note = autopack.resolve("auto", todo, device, threads)
+    print(note, flush=True)
+    return k
 
 
 def _estimate(sweep, store, repeats, count, device, threads, pack, workers, per_task, unit, at_once=None) -> str:
     """The dry run of a sweep (local or an array): plan, calibrate on `device`, schedule as asked
-    and with the other packing (`--pack` as given, and 1 or 4)."""
-    from .sweep import estimate
+    and with the other packing (`--pack` as given or chosen by auto, and 1 or 4)."""
+    from .sweep import autopack, estimate
 
     plan = estimate.plan(sweep, repeats, count, store)
+    pack, note = autopack.resolve(pack, plan.todo, device, threads)
     other = 4 if pack == 1 else 1
     cal = estimate.calibrate(plan.todo, device, threads, max(pack, other))
     estimates = [estimate.schedule(plan.todo, cal, workers, per_task, k, at_once) for k in (pack, other)]
-    return estimate.render(plan, cal, estimates, unit)
+    return "\n".join([*([note] if note else []), estimate.render(plan, cal, estimates, unit)])
 
 
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -287,9 +320,10 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep worker --help")
-    for name in ("workers", "pack", "threads"):
+    for name in ("workers", "threads"):
         if (getattr(args, name) or 1) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    args.pack = _pack(args.pack)
     url = _store_url(args.store)
     if not url:
         raise UsageError(f"give the store: fcn-sweep worker postgresql://USER@HOST:PORT/DB (or set {ENV})")
@@ -299,6 +333,8 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         store = Store(url, args.sweep)
         info = store.info
+        if args.pack == "auto":
+            args.pack = _auto_pack(info.config, store, 1, None, gpus, args.workers, args.threads)
         store.close()
     except StoreError as e:
         raise UsageError(str(e)) from None
@@ -331,7 +367,12 @@ def _worker_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
     p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
     p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
-    p.add_argument("--pack", type=int, default=1, metavar="K", help="runs of one shape trained at once (default: 1)")
+    p.add_argument(
+        "--pack",
+        default="1",
+        metavar="K",
+        help="runs of one shape trained at once, or auto: chosen for this device (default: 1)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -392,10 +433,10 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, help="seeds per proposed config (default: 1; a resume keeps the stored)")
     p.add_argument(
         "--pack",
-        type=int,
-        default=1,
+        default="1",
         metavar="K",
-        help="each worker trains up to K pending runs of one shape at once (default: 1); see fcn-sweep bench",
+        help="each worker trains up to K pending runs of one shape at once, or auto: K chosen for the workers' "
+        "device (default: 1); see fcn-sweep bench",
     )
     p.add_argument("--seed", type=int, help="seed of --order random (default: 0; a resume keeps the stored one)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="W&B logging of each run (default: auto)")
@@ -403,7 +444,7 @@ def _sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the runs to do and the estimated wall time (one calibration epoch per shape); run nothing",
+        help="print the runs to do and the estimated wall time (a few dozen calibration steps per shape); run nothing",
     )
     p.set_defaults(func=cmd_sweep)
 
@@ -506,20 +547,37 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from . import data as data_mod
-    from .bench import bench
+    from .bench import GRID, bench, parse_packs
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}")
-    device = resolve_device(args.device)
     try:
+        packs = parse_packs(args.pack) if args.pack is not None else None
         hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
     except ValueError as e:
         raise UsageError(str(e)) from None
+    device = resolve_device(args.device)
+    sweep = Path(args.sweep) if args.sweep else GRID
+    if args.sweep and not sweep.is_file():
+        raise UsageError(f"--sweep {args.sweep}: no such file; give a sweep YAML such as sweeps/grid.yaml")
     try:
-        lines = bench(device, args.steps, args.repeats, args.pack, hidden, args.epochs, args.data_dir)
+        lines = bench(device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep)
     except data_mod.DataError as e:
         raise UsageError(str(e)) from None
     print("\n".join(lines))
+    return 0
+
+
+def cmd_bench_store(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .bench.store import NoServer, bench_store
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}")
+    try:
+        for line in bench_store(args.store):
+            print(line, flush=True)
+    except NoServer as e:
+        raise UsageError(str(e)) from None
     return 0
 
 
@@ -532,20 +590,34 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         allow_abbrev=False,
-        help="time a tutorial loop, this package's step, the GEMM floor and packed training, side by side",
-        description="Seconds per epoch and their ratios for naive, project, floor and packed training.",
+        help="time a tutorial loop, this package's step, the GEMM floor and packed training against the device's "
+        "FLOP rate; `bench store`: the sweep store",
+        description="Seconds, FLOP/s (and its share of a large matmul's), ops per step and configs/hour for naive, "
+        "project, floor and packed training at several K, and the wall time of a sweep at the best K.",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--steps", type=positive, default=200, help="training steps per measurement (default: 200)")
-    p.add_argument("--repeats", type=positive, default=5, help="interleaved repeats; medians reported (default: 5)")
+    p.add_argument("--steps", type=positive, help="training steps per measurement (default: 50 on a CPU, 200 on a GPU)")
+    p.add_argument("--repeats", type=positive, help="interleaved repeats; medians reported (default: 3 CPU, 5 GPU)")
     p.add_argument(
-        "--pack", type=positive, default=8, help="configs trained at once in the packed variant (default: 8)"
+        "--pack",
+        metavar="K[,K...]",
+        help="pack sizes of the packed variant (default: 1,4,16 on a CPU, 1,16,128,512 on a GPU)",
     )
     p.add_argument("--hidden", default="1024,256", help="hidden widths (default: 1024,256)")
     p.add_argument("--epochs", type=positive, default=20, help="epochs per config for configs/hour (default: 20)")
+    p.add_argument("--sweep", metavar="FILE", help="sweep whose wall time to estimate (default: sweeps/grid.yaml)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
-
     p.set_defaults(func=cmd_bench)
+    what = p.add_subparsers(dest="what", metavar="store")
+    s = what.add_parser(
+        "store",
+        allow_abbrev=False,
+        help="the sweep store on SQLite and PostgreSQL side by side (minutes)",
+        description="Planning the 5,832-run grid, claims, 16 concurrent claimers and bayes proposals, on SQLite "
+        "and PostgreSQL; without --store on a throwaway local PostgreSQL server, removed after.",
+    )
+    s.add_argument("--store", metavar="URL", help="a PostgreSQL server to create scratch databases on")
+    s.set_defaults(func=cmd_bench_store)
 
 
 def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -554,8 +626,7 @@ def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep slurm workers --help")
-    if args.pack < 1:
-        raise UsageError(f"--pack must be a positive integer, got {args.pack}")
+    args.pack = _pack(args.pack)
     sb = _sbatch_options(args)
     store, store_arg = _open_sweep(args.store, args.sweep)
     info = store.info
@@ -694,7 +765,12 @@ def _slurm_parser(sub: argparse._SubParsersAction) -> None:
     w.add_argument("store", metavar="STORE", help="postgresql://USER@HOST:PORT/DB or a sweep directory")
     w.add_argument("--sweep", metavar="NAME", help="the sweep in a store that holds several")
     common(w, 0)
-    w.add_argument("--pack", type=int, default=1, metavar="K", help="runs of one shape a worker trains at once")
+    w.add_argument(
+        "--pack",
+        default="1",
+        metavar="K",
+        help="runs of one shape a worker trains at once, or auto: each task's worker chooses for its device",
+    )
     w.add_argument("--out", metavar="DIR", help="run directories and the script (default: the sweep's directory)")
     w.add_argument(
         "--dry-run", action="store_true", help="print the runs to do and the estimated hours; submit nothing"

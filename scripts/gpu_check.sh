@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Everything in this project that needs a GPU, in one command, for whoever has one:
 #   1. the tests marked `cuda` (fused kernels with step tensors on the device, packed = solo for every
-#      optimizer, determinism), 2. `fcn-sweep bench --device cuda --pack 32` and 3. `--pack 128`,
-#   4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack 16, 5. where Docker runs: the image with
-#   --gpus all reproducing a bare CUDA run. Then a pass/fail table and the bench ratios. About 10 min.
+#      optimizer, determinism), 2. `fcn-sweep bench --device cuda` (packs of 1, 16, 128 and 512: FLOP/s
+#      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time),
+#   3. the dry run of sweeps/grid.yaml with --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml
+#   on GPU 0 with --pack auto, 5. where Docker runs: the image with --gpus all reproducing a bare CUDA
+#   run. Then a pass/fail table and the bench's figures. About 10 min.
 # Usage: scripts/gpu_check.sh [--cpu]
 #   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
 #   PYTHON          interpreter with fcn_sweep importable (default: .venv/bin/python, else python3)
@@ -79,11 +81,11 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAM
 skip() { rows+=("$(printf '%-22s SKIP         %s' "$1" "$2")"); echo "== $1: SKIP ($2)"; }
 has_module() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
 
-# A dry run on the CPU does less of everything; the GPU run uses the sizes the issue asks for.
+# A dry run on the CPU does less of everything; the GPU run uses the bench's own GPU defaults.
 if [ "$DEVICE" = cuda ]; then
-    steps=200 repeats=5 packs=(32 128) sweep_pack=16 gpus=(--gpus 0)
+    bench_args=() gpus=(--gpus 0)
 else
-    steps=20 repeats=1 packs=(4 8) sweep_pack=4 gpus=(--workers 1)
+    bench_args=(--steps 10 --repeats 1 "--pack=1,4") gpus=(--workers 1)
 fi
 
 if has_module pytest; then
@@ -93,20 +95,19 @@ else
     skip cuda-tests "pytest is not installed for $PYTHON"
 fi
 
-for pack in "${packs[@]}"; do
-    if has_module torchvision; then
-        step "bench-pack-$pack" 240 "$PYTHON" -m fcn_sweep bench --device "$DEVICE" --pack "$pack" \
-            --steps "$steps" --repeats "$repeats"
-    else
-        skip "bench-pack-$pack" "torchvision is not installed for $PYTHON (bench's tutorial loop uses it)"
-    fi
-done
+if has_module torchvision; then
+    step bench 300 "$PYTHON" -m fcn_sweep bench --device "$DEVICE" "${bench_args[@]}"
+else
+    skip bench "torchvision is not installed for $PYTHON (bench's tutorial loop uses it)"
+fi
 
 # What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
 if missing=$("$PYTHON" -c "import sweeps, fcn_sweep.sweep.runner, fcn_sweep.sweep.worker" 2>&1); then
-    step sweep-smoke 300 "$PYTHON" -m fcn_sweep sweep sweeps/smoke.yaml "${gpus[@]}" --pack "$sweep_pack" \
+    step grid-dry-run 180 "$PYTHON" -m fcn_sweep sweep sweeps/grid.yaml "${gpus[@]}" --pack auto --dry-run
+    step sweep-smoke 300 "$PYTHON" -m fcn_sweep sweep sweeps/smoke.yaml "${gpus[@]}" --pack auto \
         --wandb disabled --quiet --out "$OUT/sweep-smoke"
 else
+    skip grid-dry-run "$(echo "$missing" | tail -1) (the sweep planner)"
     skip sweep-smoke "$(echo "$missing" | tail -1) (the local sweep's engine and store)"
 fi
 
@@ -147,10 +148,12 @@ fi
 echo
 echo "gpu_check ($DEVICE): $info"
 printf '%s\n' "${rows[@]}"
-for pack in "${packs[@]}"; do
-    log=$OUT/bench-pack-$pack.log
-    [ -f "$log" ] || continue
-    echo "bench --pack $pack:"
-    grep -E '^(naive/project|project/floor|project/\(floor|packed [0-9]+/floor|configs/hour)' "$log" | sed 's/^/  /'
-done
+if [ -f "$OUT/bench.log" ]; then
+    echo "bench:"
+    sed 's/^/  /' "$OUT/bench.log"
+fi
+if [ -f "$OUT/grid-dry-run.log" ]; then
+    echo "grid dry run:"
+    grep -E '^(--pack|sweep )' "$OUT/grid-dry-run.log" | sed 's/^/  /'
+fi
 exit "$failed"

@@ -1,7 +1,16 @@
-"""`--pack auto`: the K chosen from a device's facts (no device needed), and the facts it reads."""
+"""`--pack auto`: the K chosen from a device's facts (no device needed), the facts it reads, and the
+commands that take it."""
 
+import re
+
+from fcn_sweep.cli import main
 from fcn_sweep.config import RunConfig
 from fcn_sweep.sweep.autopack import MAX_PACK, MEMORY_SHARE, DeviceFacts, choose_pack, device_facts, member_bytes
+from fcn_sweep.sweep.launch import slurm
+from fcn_sweep.sweep.store import Store
+
+from .conftest import cli, needs_data
+from .test_slurm import TINY_SWEEP, make_sweep_dir
 
 GIB = 1 << 30
 BIG = member_bytes(RunConfig(hidden=(1024, 512), batch_norm=True))
@@ -46,3 +55,45 @@ def test_a_member_costs_more_the_wider_its_network_and_its_batch():
 def test_the_cpu_reports_its_available_memory():
     facts = device_facts("cpu")
     assert facts.kind == "cpu" and facts.free_bytes > 64 << 20
+
+
+# --- the command line: sweep, worker and slurm workers take --pack auto --------------------------
+
+
+@needs_data
+def test_sweep_dry_run_with_pack_auto_says_the_k_it_would_use(tmp_path, capsys):
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(TINY_SWEEP)
+    assert main(["sweep", str(sweep_file), "--out", str(tmp_path / "out"), "--dry-run", "--pack", "auto"]) == 0
+    out = capsys.readouterr().out
+    k = re.search(r"^--pack auto: K=(\d+) on cpu \(measured configs/s K=1 [\d.]+, K=2 [\d.]+", out, flags=re.M)
+    assert k, out
+    assert re.search(rf"^--pack {k.group(1)}: wall \d+(\.\d)? (s|min|hours|days) on 1 worker", out, flags=re.M), out
+    assert not (tmp_path / "out").exists()
+
+
+def test_pack_must_be_a_positive_integer_or_auto(tmp_path):
+    for command in (["sweep", "sweeps/smoke.yaml", "--dry-run"], ["worker", f"sqlite:///{tmp_path}/none.db"]):
+        proc = cli(*command, "--pack", "many")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "--pack must be a positive integer or auto" in lines[0]
+
+
+@needs_data
+def test_worker_with_pack_auto_chooses_and_trains_the_sweep(tmp_path):
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    url = f"sqlite:///{sweep_dir / 'sweep.db'}"
+    proc = cli("worker", url, "--pack", "auto", "--wandb", "disabled", "--quiet", "--out", str(tmp_path / "w"))
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^--pack auto: K=[12] on cpu ", proc.stdout, flags=re.M), proc.stdout
+    assert Store(url).counts()["finished"] == 2
+
+
+@needs_data
+def test_slurm_workers_pass_pack_auto_to_each_task(tmp_path, capsys):
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    assert main(["slurm", "workers", str(sweep_dir), "--array", "2", "--pack", "auto", "--dry-run"]) == 0
+    assert re.search(r"^--pack auto: K=[12] on cpu ", capsys.readouterr().out, flags=re.M)
+    sb = slurm.Sbatch(array=2)
+    script = slurm.render_workers(slurm.WorkersJob(str(sweep_dir), "tiny", tmp_path, pack="auto"), sb, tmp_path)
+    assert "--pack auto" in script

@@ -1,32 +1,102 @@
-"""`fcn-sweep bench` end to end with tiny step counts: the report's structure, never its timings."""
+"""`fcn-sweep bench` end to end with tiny step counts: the report's structure and accounting, never
+its timings."""
 
+from __future__ import annotations
+
+import itertools
 import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fcn_sweep.bench import parse_packs
+from fcn_sweep.bench.limits import step_flops
 
 from .conftest import cli, needs_data
 
+TINY_SWEEP = """\
+name: tiny
+method: grid
+metric: {name: val/acc, goal: maximize}
+parameters:
+  epochs: {value: 2}
+  subset: {value: 1024}
+  hidden: {value: [32]}
+  optimizer: {values: [adam, sgd]}
+"""
+NUMBER = r"(\d[\d,]*\.?\d*)"
+
 
 @needs_data
-def test_bench_prints_every_variant_and_the_ratio_lines():
-    proc = cli("bench", "--device=cpu", "--steps=2", "--repeats=1", "--pack=2", "--hidden=32", "--epochs=3")
+def test_bench_reports_each_variant_against_the_device_limit(tmp_path):
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(TINY_SWEEP)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = cli(
+        "bench", "--device=cpu", "--steps=2", "--repeats=1", "--pack=2,1", "--hidden=32", "--epochs=3",
+        f"--sweep={sweep}", env={"TMPDIR": str(tmp)},
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith("fcn-sweep bench: 32 batch norm, dropout 0.3, adam, batch 64; 2 steps x 1 repeats")
-    number = r"(\d+\.\d+)"
+    assert re.search(rf"^peak: 1024x1024 fp32 matmul {NUMBER} GFLOP/s", out, flags=re.M), out
+    rows = {}
     for variant in ("naive", "project", "floor", "floor+update", "packed 2"):
-        assert re.search(rf"^{re.escape(variant)} +{number} +{number}$", out, flags=re.M), variant
+        cells = rf" +(\d+) +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}% +(\d+|–)$"
+        match = re.search(rf"^{re.escape(variant)}{cells}", out, flags=re.M)
+        assert match, (variant, out)
+        rows[variant] = match.groups()
+    # One step of a pack of 2 does twice the arithmetic of one alone; every variant does a step's worth.
+    assert rows["packed 2"][0] == "2" and float(rows["packed 2"][3]) == pytest.approx(
+        2 * float(rows["project"][3]), rel=1e-3
+    )
+    assert {rows[v][3] for v in ("naive", "project", "floor", "floor+update")} == {rows["project"][3]}
+    assert rows["project"][6] != "–" and rows["naive"][6] == "–"
     for ratio in ("naive/project", "project/floor", "project/(floor+update)", "packed 2/floor"):
-        match = re.search(rf"^{re.escape(ratio)} +{number}", out, flags=re.M)
+        match = re.search(rf"^{re.escape(ratio)} +{NUMBER}", out, flags=re.M)
         assert match and float(match.group(1)) > 0, ratio
+    ops = re.search(r"^ops/step \(torch.profiler.*\): K=1 (\d+), K=2 (\d+)$", out, flags=re.M)
+    assert ops and ops.groups() == (rows["project"][6], rows["packed 2"][6]), out
     assert re.search(
-        rf"^configs/hour \(3 epochs, training only\): one at a time {number}, 2 packed {number}; "
-        rf"packed/one-at-a-time {number}x",
+        rf"^configs/hour \(3 epochs, training only\): K=1 {NUMBER}, K=2 {NUMBER}; best K=[12]", out, flags=re.M
+    ), out
+    assert re.search(
+        r"^tiny.yaml: 2 runs, 4 epochs at --pack [12] on this cpu \(one worker, \d+ thread\(s\)\): "
+        r"wall \d+(\.\d)? (s|min|hours|days)",
         out,
         flags=re.M,
-    )
+    ), out
+    # The tutorial loop's copy of the data is gone; what is left is torch's own compile cache, which
+    # torch.optim (the tutorial's Adam) creates for every process that uses it and means to keep.
+    assert [p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_")] == []
 
 
-def test_bench_refuses_bad_arguments_with_exit_code_2():
+def test_bench_refuses_bad_arguments_with_exit_code_2_and_one_line():
     proc = cli("bench", "--steps=0")
     assert proc.returncode == 2 and "--steps" in proc.stderr
     proc = cli("bench", "--device=cpu", "--hidden=0")
     assert proc.returncode == 2 and "hidden" in proc.stderr.strip().splitlines()[-1]
+    for bad in ("1,x", "0"):
+        proc = cli("bench", "--device=cpu", f"--pack={bad}")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "--pack" in lines[0] and "1,16,128" in lines[0], bad
+
+
+def test_pack_lists_parse_to_sorted_distinct_sizes():
+    assert parse_packs("16, 1,4,4") == (1, 4, 16)
+
+
+@pytest.mark.parametrize(("hidden", "batch", "k"), [((1024, 256), 64, 1), ((32,), 128, 3)])
+def test_step_flops_are_the_matrix_multiplies_autograd_runs(hidden, batch, k):
+    """Forward and backward of bias-free Linear layers on images that need no gradient, as counted
+    by torch's own FLOP counter, equal the bench's count from the widths."""
+    widths = [28 * 28, *hidden, 10]
+    weights = [torch.randn(k, i, o, requires_grad=True) for i, o in itertools.pairwise(widths)]
+    with FlopCounterMode(display=False) as counter:
+        h = torch.randn(k, batch, 28 * 28)
+        for w in weights:
+            h = torch.relu(torch.bmm(h, w))
+        h.sum().backward()
+    assert counter.get_total_flops() == step_flops(hidden, batch, k)

@@ -54,7 +54,7 @@ def table(
         flops = limits.flops(k)
         ops = limits.ops.get(name)
         lines.append(
-            f"{name:<13} {k:>4} {step_s * 1e3:>9.3f} {step_s / k * epoch_steps:>8.3f} {flops / 1e9:>10.3f} "
+            f"{name:<13} {k:>4} {step_s * 1e3:>9.3f} {step_s / k * epoch_steps:>8.3f} {flops / 1e9:>10.4g} "
             f"{flops / step_s / 1e9:>8.1f} {flops / step_s / limits.peak:>7.1%} {'–' if ops is None else ops:>8}"
         )
     return lines

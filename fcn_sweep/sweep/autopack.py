@@ -129,3 +129,24 @@ def auto_pack(todo: Sequence[RunConfig], device: str, threads: int | None = None
             torch.set_num_threads(threads)
         rates = measure_rates(biggest[0], device, (1, min(CPU_TRY, len(biggest))))
     return choose_pack(facts, [len(g) for g in groups], per_member, rates)
+
+
+AUTO = "auto"
+
+
+def parse_pack(text: str | int) -> int | str:
+    """`--pack` of sweep, worker and slurm workers: a positive integer, or `auto`."""
+    text = str(text).strip()
+    if text == AUTO:
+        return AUTO
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--pack must be a positive integer or auto, got {text!r}")
+    return int(text)
+
+
+def resolve(pack: int | str, todo: Sequence[RunConfig], device: str, threads: int | None) -> tuple[int, str | None]:
+    """(K, a line saying how `auto` chose it, or None when K was given)."""
+    if pack != AUTO:
+        return int(pack), None
+    k, why = auto_pack(todo, device, threads)
+    return k, f"--pack auto: K={k} on {device} ({why})"

@@ -68,7 +68,7 @@ class WorkersJob:
     store: str  # a PostgreSQL URL or a sweep directory, as the worker takes it
     sweep: str | None
     out: Path  # run directories, and this job's script and logs under out/slurm
-    pack: int = 1
+    pack: int | str = 1  # or "auto": each task's worker chooses for its own device
     python: str = sys.executable
 
 

@@ -25,11 +25,13 @@ from .variants import bench_config, floor_variant, naive_variant, packed_variant
 
 GRID = Path(__file__).resolve().parents[2] / "sweeps" / "grid.yaml"
 
-# Per device kind: what a default run measures. A CPU run stays within a couple of minutes on two
-# cores (a pack of 16 costs what 16 runs alone cost there); a GPU is measured where packing pays.
+# Per device kind: what a default run measures. On a CPU a pack of 16 costs what 16 runs alone
+# cost, and so does calibrating the sweep at K=16: fewer steps keep a run within a couple of minutes
+# on two quiet cores (`cal_steps`: the sweep estimate's timed steps per shape, the dry run's 24 on a
+# GPU). A GPU is measured where packing pays.
 DEFAULTS = {
-    "cpu": {"steps": 50, "repeats": 3, "packs": (1, 4, 16)},
-    "cuda": {"steps": 200, "repeats": 5, "packs": (1, 16, 128, 512)},
+    "cpu": {"steps": 30, "repeats": 3, "packs": (1, 4, 16), "cal_steps": 8},
+    "cuda": {"steps": 200, "repeats": 5, "packs": (1, 16, 128, 512), "cal_steps": 24},
 }
 
 
@@ -76,12 +78,13 @@ def bench(
         f"{torch.get_num_threads()} CPU threads"
     )
     lines, best = report(times, {name: v.k for name, v in variants.items()}, steps, cfg, epochs, limits)
-    return [header, *lines, sweep_estimate(sweep_file, device, best)]
+    return [header, *lines, sweep_estimate(sweep_file, device, best, defaults["cal_steps"])]
 
 
-def sweep_estimate(sweep_file: Path | None, device: torch.device, pack: int) -> str:
+def sweep_estimate(sweep_file: Path | None, device: torch.device, pack: int, cal_steps: int) -> str:
     """One line: the wall time of `sweep_file` on this device, one worker, `--pack pack`, from the
-    same plan, calibration and schedule as `fcn-sweep sweep FILE --dry-run --pack K --workers 1`."""
+    same plan, calibration and schedule as `fcn-sweep sweep FILE --dry-run --pack K --workers 1`
+    (calibrated on `cal_steps` timed steps per shape)."""
     if sweep_file is None or not sweep_file.is_file():
         return f"no sweep estimated: {sweep_file} not found (give --sweep FILE)"
     from ..formatting import duration
@@ -90,11 +93,15 @@ def sweep_estimate(sweep_file: Path | None, device: torch.device, pack: int) -> 
 
     plan = estimate.plan(load_sweep(str(sweep_file)))
     threads = torch.get_num_threads()
-    cal = estimate.calibrate(plan.todo, str(device), threads, pack)
+    cal = estimate.calibrate(plan.todo, str(device), threads, pack, cal_steps)
     e = estimate.schedule(plan.todo, cal, 1, 1, pack)
     epochs = sum(c.epochs for c in plan.todo)
+    try:
+        shown = sweep_file.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = sweep_file.name
     return (
-        f"{sweep_file.name}: {len(plan.todo):,} runs, {epochs:,} epochs at --pack {pack} on this {device.type} "
+        f"{shown}: {len(plan.todo):,} runs, {epochs:,} epochs at --pack {pack} on this {device.type} "
         f"(one worker, {threads} thread(s)): wall {duration(e.wall_s)}, {epochs / e.busy_s * 3600:,.0f} epochs/hour "
-        f"(as its --dry-run estimates)"
+        f"(its --dry-run's estimate, {cal_steps} timed steps per shape)"
     )

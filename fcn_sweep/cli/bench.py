@@ -1,0 +1,88 @@
+"""`fcn-sweep bench`: the training step against a tutorial loop, the device's floor and its FLOP
+rate, packed at several K; `fcn-sweep bench store`: the sweep store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import RunConfig
+from ..device import resolve_device
+from .common import UsageError
+
+
+def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from .. import data as data_mod
+    from ..bench import GRID, bench, parse_packs
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}")
+    try:
+        packs = parse_packs(args.pack) if args.pack is not None else None
+        hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    device = resolve_device(args.device)
+    sweep = Path(args.sweep) if args.sweep else GRID
+    if args.sweep and not sweep.is_file():
+        raise UsageError(f"--sweep {args.sweep}: no such file; give a sweep YAML such as sweeps/grid.yaml")
+    try:
+        lines = bench(device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep)
+    except data_mod.DataError as e:
+        raise UsageError(str(e)) from None
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_bench_store(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from ..bench.store import NoServer, bench_store
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}")
+    try:
+        for line in bench_store(args.store):  # minutes in all: each line as it is measured
+            print(line, flush=True)
+    except NoServer as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    def positive(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        return int(text)
+
+    p = sub.add_parser(
+        "bench",
+        allow_abbrev=False,
+        help="a tutorial loop, this package's step, the GEMM floor and packed training against the device's "
+        "FLOP rate; `bench store`: the sweep store",
+        description="Seconds, FLOP/s (and its share of a large matmul's), ops per step and configs/hour for naive, "
+        "project, floor and packed training at several K, and the wall time of a sweep at the best K.",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--steps", type=positive, help="training steps per measurement (default: 50 on a CPU, 200 on a GPU)")
+    p.add_argument("--repeats", type=positive, help="interleaved repeats; medians reported (default: 3 CPU, 5 GPU)")
+    p.add_argument(
+        "--pack", metavar="K[,K...]", help="pack sizes to measure (default: 1,4,16 on a CPU, 1,16,128,512 on a GPU)"
+    )
+    p.add_argument("--hidden", default="1024,256", help="hidden widths (default: 1024,256)")
+    p.add_argument("--epochs", type=positive, default=20, help="epochs per config for configs/hour (default: 20)")
+    p.add_argument("--sweep", metavar="FILE", help="sweep whose wall time to estimate (default: sweeps/grid.yaml)")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
+    p.set_defaults(func=cmd_bench)
+    what = p.add_subparsers(dest="what", metavar="store")
+    s = what.add_parser(
+        "store",
+        allow_abbrev=False,
+        help="the sweep store on SQLite and PostgreSQL side by side (minutes)",
+        description="Planning the 5,832-run grid, claims, 16 concurrent claimers and bayes proposals, on SQLite "
+        "and PostgreSQL; without --store on a throwaway local PostgreSQL server, removed after.",
+    )
+    s.add_argument("--store", metavar="URL", help="a PostgreSQL server to create scratch databases on")
+    s.set_defaults(func=cmd_bench_store)
+
+
+PARSERS = (_bench_parser,)

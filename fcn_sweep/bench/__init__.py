@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import data as data_mod
+from ..formatting import plural
 from .limits import PEAK_SIZE, ops_per_step, peak_flops, step_flops
 from .report import Limits, measure, report
 from .variants import bench_config, floor_variant, naive_variant, packed_variant
@@ -75,7 +76,7 @@ def bench(
     header = (
         f"fcn-sweep bench: {cfg.arch} batch norm, dropout {cfg.dropout}, {cfg.optimizer}, batch {cfg.batch_size}; "
         f"{steps} steps x {repeats} repeats (median) on {device}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads"
+        f"{plural(torch.get_num_threads(), 'CPU thread')}"
     )
     lines, best = report(times, {name: v.k for name, v in variants.items()}, steps, cfg, epochs, limits)
     return [header, *lines, sweep_estimate(sweep_file, device, best, defaults["cal_steps"])]

@@ -63,7 +63,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         "project, floor and packed training at several K, and the wall time of a sweep at the best K.",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--steps", type=positive, help="training steps per measurement (default: 50 on a CPU, 200 on a GPU)")
+    p.add_argument("--steps", type=positive, help="training steps per measurement (default: 30 on a CPU, 200 on a GPU)")
     p.add_argument("--repeats", type=positive, help="interleaved repeats; medians reported (default: 3 CPU, 5 GPU)")
     p.add_argument(
         "--pack", metavar="K[,K...]", help="pack sizes to measure (default: 1,4,16 on a CPU, 1,16,128,512 on a GPU)"

@@ -57,10 +57,8 @@ def choose_pack(
     the largest shape; `rates`: measured configs per second at some K (K=1 among them)."""
     fill = max(pending, default=1)
     fits = max(1, int(facts.free_bytes * MEMORY_SHARE) // max(1, per_member))
-    cap = max(1, min(fill, fits, MAX_PACK))
-    limit = {fill: f"the {fill} pending run(s) of one shape", fits: f"memory ({fits} fit)", MAX_PACK: "the cap"}[
-        min(fill, fits, MAX_PACK)
-    ]
+    limits = {f"the {fill} pending run(s) of one shape": fill, f"memory ({fits} fit)": fits, "the cap": MAX_PACK}
+    limit, cap = min(limits.items(), key=lambda item: item[1])
     usable = {k: r for k, r in (rates or {}).items() if k <= cap}
     if usable:
         best = max(usable.values())

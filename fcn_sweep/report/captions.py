@@ -9,11 +9,10 @@ from .. import formatting
 from . import analysis as an
 from . import binning
 from .fidelity import Basis, truncated
+from .importance import Importance
 from .load import RunRecord, Study
 
-
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
+_n = formatting.plural
 
 
 def parallel(study: Study, runs: list[RunRecord]) -> str:
@@ -34,7 +33,7 @@ def rests_on(basis: Basis) -> str:
     return f"Rests on {basis.describe}."
 
 
-def importance(imp: list[an.Importance], basis: Basis) -> str:
+def importance(imp: list[Importance], basis: Basis) -> str:
     top = imp[0]
     return (
         f"{rests_on(basis)} Left: how much of the variation in {basis.name} each swept parameter explains, as "
@@ -49,7 +48,7 @@ def importance(imp: list[an.Importance], basis: Basis) -> str:
     )
 
 
-def marginals(imp: list[an.Importance], basis: Basis) -> str:
+def marginals(imp: list[Importance], basis: Basis) -> str:
     binned = [i.name for i in imp if i.binned]
     bins = (
         f" Parameters with more than {binning.MAX_LEVELS} distinct values ({', '.join(binned)}) are drawn "
@@ -77,7 +76,7 @@ def curves(runs: list[RunRecord], labels: list[str]) -> str:
 def ablation(ab: an.Ablation) -> str:
     best = max(ab.wins, key=ab.wins.get)
     deltas = "; ".join(
-        f"{formatting.value(v)} {s.mean:+.4f} ± {s.std:.4f}"
+        f"{formatting.value(v)} {s.mean:+.4f}" + (f" ± {s.std:.4f}" if s.n > 1 else "")
         for v, s in ab.mean_delta.items()
         if v != ab.reference and s
     )

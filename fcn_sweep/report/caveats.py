@@ -9,15 +9,16 @@ from __future__ import annotations
 from .. import formatting
 from . import analysis as an
 from . import evidence as ev
+from .importance import Importance
 from .load import Study
 from .next_sweep import FILE, NextSweep
+from .results import Results
 
 NEAR = "≈"  # marks a number that is within the seed noise of what it is compared with
 SHOWN = 4  # value combinations quoted per aliased group
 
 
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
+_n = formatting.plural
 
 
 def _and(names: list[str] | tuple[str, ...]) -> str:
@@ -60,7 +61,7 @@ def _settle(nz: ev.Noise) -> str:
 
 
 def noise(nz: ev.Noise, configs: int) -> str:
-    within = f"{len(nz.within)} of the other {configs - 1} configs within the noise of the best (marked {NEAR})"
+    within = f"{len(nz.within)} of the other {_n(configs - 1, 'config')} within the noise of the best (marked {NEAR})"
     if nz.source == "seeds":
         return (
             f"Seed noise: best val acc varies by {nz.spread:.4f} between seeds of one config (pooled standard "
@@ -100,20 +101,31 @@ def health(flags: list[ev.Flag]) -> str | None:
 
 def next_sweep(nxt: NextSweep) -> str:
     return (
-        f"Next sweep: {FILE} in this folder ({', '.join(nxt.why)}: {nxt.configs} configs × {nxt.repeats} seeds = "
-        f"{nxt.runs} runs, the rest fixed at the best config); run it with fcn-sweep sweep {FILE}."
+        f"Next sweep: {FILE} in this folder ({', '.join(nxt.why)}: {_n(nxt.configs, 'config')} × "
+        f"{_n(nxt.repeats, 'seed')} = {_n(nxt.runs, 'run')}, the rest fixed at the best config); run it with "
+        f"fcn-sweep sweep {FILE}."
     )
 
 
-def summary(study: Study, results: an.Results) -> list[str]:
+def nothing_finished(study: Study) -> str:
+    """A study with no score yet: stopped before any run finished, or every run diverged or crashed."""
+    counts = ", ".join(f"{k} {v}" for k, v in study.counts.items() if v)
+    later = any(study.counts.get(s) for s in ("pending", "running"))
+    return (
+        f"Nothing has finished yet: none of the {_n(len(study.runs), 'run attempt')} ended with a score ({counts}); "
+        + ("report again once runs have finished." if later else "see Diagnostics for why.")
+    )
+
+
+def summary(study: Study, results: Results) -> list[str]:
     """The caveats that open the summary, most serious first."""
+    if results.finished_nothing:
+        return [nothing_finished(study)]
     found = results.evidence
-    if found is None:
-        return []
     out = [aliasing(a, len(study.done)) for a in found.aliases]
     out += [blocked(p, others) for p, others in found.blocked.items()]
-    if len(an.configs(study)) > 1:
-        out.append(noise(found.noise, len(an.configs(study))))
+    if len(results.configs) > 1:
+        out.append(noise(found.noise, len(results.configs)))
     if (h := health(found.health)) is not None:
         out.append(h)
     if results.next_sweep is not None:
@@ -143,7 +155,7 @@ def leaderboard_note(nz: ev.Noise) -> str:
     )
 
 
-def importance_note(imp: list[an.Importance]) -> str:
+def importance_note(imp: list[Importance]) -> str:
     groups = [i for i in imp if i.members]
     text = "The interval beside each importance spans the 5th to 95th percentile over bootstrap resamples of the runs."
     if groups:
@@ -161,7 +173,7 @@ def ablation_intervals(ab: an.Ablation, found: ev.Evidence | None) -> str:
     if not parts:
         return ""
     how = (
-        f"Student's t over the {len(ab.rows)} matched settings"
+        f"Student's t over the {_n(len(ab.rows), 'matched setting')}"
         if len(ab.rows) > 1
         else "from the seed noise, as there is one matched setting"
     )

@@ -24,7 +24,9 @@ from .. import formatting
 from . import analysis as an
 from . import binning, captions
 from .fidelity import Basis
+from .importance import Importance
 from .load import RunRecord, Study
+from .results import Results
 
 DPI = 110
 CMAP = "viridis"  # perceptually uniform and colour-blind safe; also the HTML's parallel-coordinates scale
@@ -88,7 +90,7 @@ def draw_parallel(axes: list[an.Axis], runs: list[RunRecord]) -> plt.Figure | No
     return fig
 
 
-def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
+def draw_importance(imp: list[Importance], basis: Basis) -> plt.Figure | None:
     if not imp:
         return None
     names = [i.name for i in imp][::-1]
@@ -112,7 +114,7 @@ def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None
     return fig
 
 
-def _levels_panel(ax, i: an.Importance, values: list, scores: list[float], rng: np.random.Generator) -> None:
+def _levels_panel(ax, i: Importance, values: list, scores: list[float], rng: np.random.Generator) -> None:
     """A category (or a few numbers) per tick: the runs as jittered dots, the means joined."""
     xs = range(len(i.marginal))
     for k, level in enumerate(i.marginal):
@@ -124,7 +126,7 @@ def _levels_panel(ax, i: an.Importance, values: list, scores: list[float], rng: 
     ax.set_xlim(-0.5, len(i.marginal) - 0.5)
 
 
-def _binned_panel(ax, i: an.Importance, values: list, scores: list[float]) -> None:
+def _binned_panel(ax, i: Importance, values: list, scores: list[float]) -> None:
     """A continuous parameter: every run at its own value, and each bin's mean across the bin's values."""
     ax.scatter(values, scores, s=10, color="0.6", zorder=1)
     centres = [binning.centre(lv.span, i.log) for lv in i.marginal]
@@ -140,7 +142,7 @@ def _binned_panel(ax, i: an.Importance, values: list, scores: list[float]) -> No
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def draw_marginals(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
+def draw_marginals(imp: list[Importance], basis: Basis) -> plt.Figure | None:
     if not imp:
         return None
     cols = min(3, len(imp))
@@ -220,7 +222,7 @@ def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: Call
     return Figure(name, title, caption(), path)
 
 
-def render(study: Study, results: an.Results, out: Path) -> dict[str, Figure]:
+def render(study: Study, results: Results, out: Path) -> dict[str, Figure]:
     """Every figure of the report, saved under `out`, by name."""
     _style()
     out.mkdir(parents=True, exist_ok=True)

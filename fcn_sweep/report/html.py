@@ -13,12 +13,15 @@ import os
 from html import escape
 from pathlib import Path
 
-from ..formatting import metric, pm, value
+from ..formatting import metric, plural, pm, value
 from . import analysis as an
 from . import captions, caveats
 from . import evidence as ev
+from .fidelity import Basis
 from .figures import CMAP, Figure
+from .importance import Importance
 from .load import RunRecord, Study, levels
+from .results import Results
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; background: #fafafa; }
@@ -68,7 +71,7 @@ def num(text: str) -> str:
 
 
 class Page:
-    def __init__(self, study: Study, results: an.Results, figures: dict[str, Figure], out: Path):
+    def __init__(self, study: Study, results: Results, figures: dict[str, Figure], out: Path):
         self.study, self.results, self.figures, self.out = study, results, figures, out
 
     def link(self, run: RunRecord) -> str:
@@ -103,8 +106,8 @@ class Page:
         s, r = self.study, self.results
         counts = ", ".join(f"{k} {v}" for k, v in r.diagnostics.counts.items() if v)
         items = [
-            f"{len(s.runs)} run attempts ({counts}); {len(an.configs(s))} configs with a score, "
-            f"{len(s.done)} runs that count.",
+            f"{plural(len(s.runs), 'run attempt')} ({counts}); {plural(len(r.configs), 'config')} with a score, "
+            f"{plural(len(s.done), 'run')} that count{'s' if len(s.done) == 1 else ''}.",
             "Swept: " + (", ".join(f"<b>{escape(p)}</b> ({len(levels(s, p))})" for p in s.swept) or "nothing"),
         ]
         if r.leaderboard:
@@ -193,7 +196,7 @@ class Page:
             out += self.importance_table(r.early, r.early_basis, "-early")
         return out
 
-    def importance_table(self, imp: list[an.Importance], basis: an.Basis, suffix: str) -> str:
+    def importance_table(self, imp: list[Importance], basis: Basis, suffix: str) -> str:
         note = f"<p class='note'>Over {escape(basis.describe)}.</p>"
         if not imp:
             return note + "<p class='note'>Needs at least one swept parameter and two such runs with a score.</p>"
@@ -340,7 +343,7 @@ class Page:
         )
 
 
-def write(study: Study, results: an.Results, figures: dict[str, Figure], out: Path, final: Path) -> Path:
+def write(study: Study, results: Results, figures: dict[str, Figure], out: Path, final: Path) -> Path:
     """Writes report.html into `out`; links are computed as seen from `final`, where it will live."""
     path = out / "report.html"
     path.write_text(Page(study, results, figures, final).render(), encoding="utf-8")

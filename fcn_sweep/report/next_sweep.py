@@ -16,10 +16,12 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig
+from ..formatting import plural
 from ..sweep.spec import plain
 from . import analysis as an
 from . import evidence as ev
-from .load import REPEAT_AXIS, Study, levels
+from .configs import REPEAT_AXIS
+from .load import Study, levels
 
 FILE = "next-sweep.yaml"
 COMMAND = ["${env}", "fcn-sweep", "train", "${args}"]
@@ -46,13 +48,12 @@ def _raw(study: Study, name: str) -> list[Any]:
     return [raw[v] for v in levels(study, name, study.done)]
 
 
-def plan(study: Study, results: an.Results) -> NextSweep | None:
-    found = results.evidence
-    if found is None or not results.leaderboard or not (found.aliases or found.too_few_seeds):
+def plan(study: Study, entries: list[an.Entry], found: ev.Evidence) -> NextSweep | None:
+    if not entries or not (found.aliases or found.too_few_seeds):
         return None
-    best = results.leaderboard[0]
+    best = entries[0]
     crossed = {p for a in found.aliases for p in a.params}
-    for e in an.configs(study):
+    for e in entries:
         if e.group in found.noise.within:
             crossed |= {p for p in study.swept if e.values[p] != best.values[p]}
     crossed_order = [p for p in study.swept if p in crossed]
@@ -95,8 +96,8 @@ def render(nxt: NextSweep, study: Study) -> str:
     sw = nxt.sweep
     lines = [
         f"# The next sweep for {study.name}, written by fcn-sweep report: {', '.join(nxt.why)}.",
-        f"# {nxt.configs} configs x {nxt.repeats} seeds = {nxt.runs} runs; every other parameter is fixed at the "
-        "best config's value.",
+        f"# {plural(nxt.configs, 'config')} x {plural(nxt.repeats, 'seed')} = {plural(nxt.runs, 'run')}; every other "
+        "parameter is fixed at the best config's value.",
         f"#   Locally: fcn-sweep sweep {FILE}   On W&B: wandb sweep {FILE}   (from the report folder)",
         f"project: {sw['project']}",
         f"name: {_flow(sw['name'])}",

@@ -10,6 +10,7 @@ from . import analysis as an
 from . import binning
 from .fidelity import Basis, truncated
 from .importance import Importance
+from .interactions import Interaction
 from .load import RunRecord, Study
 
 _n = formatting.plural
@@ -85,6 +86,19 @@ def ablation(ab: an.Ablation) -> str:
         f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), the red line their mean. "
         f"{formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}; mean difference from "
         f"{formatting.value(ab.reference)}: {deltas or 'n/a'}."
+    )
+
+
+def interaction(x: Interaction) -> str:
+    a, b = x.axes
+    c = x.contrast
+    return (
+        f"Mean best validation accuracy of the configs with each value of {a.name}, one line per value of "
+        f"{b.name}; the other swept parameters are averaged over. Lines that run parallel would mean the two "
+        f"effects simply add up; here they do not: {a.labels[c.a[1]]} vs {a.labels[c.a[0]]} differs by "
+        f"{x.effect(c.b[0]):+.4f} at {b.name}={b.labels[c.b[0]]} and {x.effect(c.b[1]):+.4f} at "
+        f"{b.name}={b.labels[c.b[1]]} (interaction {c.value:+.4f}). Bars: 95% interval of each mean from "
+        + ("the seed noise." if x.noise == "pooled seed noise" else f"{x.noise}.")
     )
 
 

@@ -25,6 +25,7 @@ from . import analysis as an
 from . import binning, captions
 from .fidelity import Basis
 from .importance import Importance
+from .interactions import Interaction
 from .load import RunRecord, Study
 from .results import Results
 
@@ -187,6 +188,25 @@ def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
     return fig
 
 
+def draw_interaction(x: Interaction) -> plt.Figure:
+    """One parameter's levels along x, one line per level of the other: parallel lines add up, lines
+    that spread or cross interact."""
+    a, b = x.axes
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    colors = plt.get_cmap("tab10")
+    for j, label in enumerate(b.labels):
+        pts = [(i, x.cells[i][j]) for i in range(len(a.labels)) if x.cells[i][j].mean is not None]
+        ax.errorbar([i for i, _ in pts], [c.mean for _, c in pts], yerr=[c.half or 0 for _, c in pts], fmt="o-",
+                    color=colors(j % 10), capsize=4, lw=1.8, label=f"{b.name}={label}")  # fmt: skip
+    ax.set_xticks(range(len(a.labels)), a.labels, rotation=20 if len(a.labels) > 4 else 0)
+    ax.set_xlim(-0.4, len(a.labels) - 0.6)
+    ax.set_xlabel(a.name)
+    ax.set_ylabel("best val acc (config means)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def draw_curves(runs: list[RunRecord], labels: list[str]) -> plt.Figure | None:
     runs_labels = [(r, lab) for r, lab in zip(runs, labels, strict=True) if r.history]
     if not runs_labels:
@@ -250,4 +270,9 @@ def render(study: Study, results: Results, out: Path) -> dict[str, Figure]:
         )
         for ab in results.ablations
     ]
+    figs += [
+        save(draw_interaction(x), out, f"interaction-{'-'.join(x.params)}", f"Interaction: {' × '.join(x.params)}",
+             lambda x=x: captions.interaction(x))
+        for x in results.named
+    ]  # fmt: skip
     return {f.name: f for f in figs if f is not None}

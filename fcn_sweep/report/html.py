@@ -217,6 +217,21 @@ class Page:
         note += f"<p class='note'>{escape(caveats.importance_note(imp))}</p>"
         return note + table(head, rows) + self.figure(f"importance{suffix}") + self.figure(f"marginals{suffix}")
 
+    def interactions(self) -> str:
+        found = self.results.interactions
+        if not found:
+            return "<p class='note'>No two swept parameters crossed in the configs that count.</p>"
+        header, rows = caveats.interactions_table(found)
+        out = f"<p class='note'>{escape(caveats.interactions_note(found))}</p>" + table(
+            header, [[escape(c) for c in row] for row in rows], ["best" if x.named else "" for x in found]
+        )
+        for x in self.results.named:
+            header, rows = caveats.means_table(x)
+            out += f"<h3>{escape(' × '.join(x.params))}</h3><p>{escape(caveats.interaction(x, False))}</p>"
+            out += table([escape(h) for h in header], [[escape(c) for c in row] for row in rows])
+            out += self.figure(f"interaction-{'-'.join(x.params)}")
+        return out
+
     def ablations(self) -> str:
         if not self.results.ablations:
             return "<p class='note'>Nothing swept: no ablations.</p>"
@@ -247,18 +262,23 @@ class Page:
             )
             rows.append([*(escape(value(row.context[p])) for p in others), *cells,
                          *(signed(row.delta.get(v), near.get(v, False)) for v in ab.levels[1:]), runs])  # fmt: skip
+        split = self.results.by_level.get(ab.param)
         rows.append([*(["<b>mean Δ</b>"] + [""] * (len(others) - 1) if others else []),
                      *(num(f"wins {ab.wins[v]}") for v in ab.levels),
-                     *(num(pm(ab.mean_delta[v]) if ab.mean_delta[v] else "–") for v in ab.levels[1:]), ""])  # fmt: skip
+                     *(num(pm(ab.mean_delta[v]) if ab.mean_delta[v] and not split else "–") for v in ab.levels[1:]),
+                     ""])  # fmt: skip
+        if split is not None:  # it interacts: one mean Δ per level of its partner, not one over them all
+            words = f"<p class='caveat'>Δ vs {vals[0]} {escape(caveats.by_level(ab.param, split))}.</p>"
+        else:
+            words = f"<p class='note'>{escape(caveats.ablation_intervals(ab, self.results.evidence))}</p>"
         intro = (
             f"<p class='note'>Each row holds every other swept parameter fixed and sets the runs with each "
             f"value of <b>{escape(ab.param)}</b> side by side (best validation accuracy, mean ± std over "
             f"seeds; the best of the row in bold). Δ is the difference from {vals[0]}; the last row gives "
-            f"how often each value was best and the mean Δ."
-            f"{escape(caveats.ablation_intervals(ab, self.results.evidence))} {caveats.NEAR} marks a row's Δ "
-            "inside the seed noise (95%).</p>"
+            f"how often each value was best and the mean Δ. {caveats.NEAR} marks a row's Δ inside the seed noise "
+            "(95%).</p>"
         )
-        return title + intro + table(header, rows) + self.figure(f"ablation-{ab.param}")
+        return title + intro + table(header, rows) + words + self.figure(f"ablation-{ab.param}")
 
     def curves(self) -> str:
         runs = self.results.curves
@@ -318,6 +338,7 @@ class Page:
         ("parallel", "Parallel coordinates", "parallel"),
         ("leaderboard", "Leaderboard", "leaderboard"),
         ("importance", "Parameter importance", "importance"),
+        ("interactions", "Interactions", "interactions"),
         ("ablations", "Ablations", "ablations"),
         ("curves", "Learning curves", "curves"),
         ("diagnostics", "Diagnostics", "diagnostics"),

@@ -57,7 +57,12 @@ def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
     for ab in results.ablations:
         deltas = ", ".join(f"{value(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s)
         wins = ", ".join(f"{value(v)} {w}" for v, w in ab.wins.items())
-        if ab.rows:
+        if ab.param in results.by_level:
+            out.append(
+                f"- Ablation of {ab.param} ({plural(len(ab.rows), 'matched setting')}): Δ val acc vs "
+                f"{value(ab.reference)} {caveats.by_level(ab.param, results.by_level[ab.param])}; wins: {wins}."
+            )
+        elif ab.rows:
             out.append(
                 f"- Ablation of {ab.param} ({plural(len(ab.rows), 'matched setting')}): mean Δ val acc vs "
                 f"{value(ab.reference)}: {deltas}; wins: {wins}." + caveats.ablation_intervals(ab, results.evidence)
@@ -92,6 +97,12 @@ def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
                     for i in imp
                 ],
             )  # fmt: skip
+    if results.interactions:
+        out += ["", "## Interactions", "", caveats.interactions_note(results.interactions), ""]
+        out += md_table(*caveats.interactions_table(results.interactions))
+        for x in results.named:
+            out += ["", f"Config means (mean over seeds, then over the other parameters), {' × '.join(x.params)}:", ""]
+            out += md_table(*caveats.means_table(x))
     if results.evidence.health:
         out += ["", "## Run health", ""]
         out += md_table(

@@ -1,6 +1,6 @@
 """Everything the report says, assembled once: the last stage of the analysis, the first thing the
 writers (figures, html, markdown) read. The stages run one way, each on what the earlier ones found:
-load -> analysis -> evidence -> importance -> next_sweep."""
+load -> analysis -> evidence -> importance -> interactions -> next_sweep."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from . import analysis as an
 from . import evidence as ev
 from . import fidelity
 from . import importance as im
+from . import interactions as ix
 from . import next_sweep as nx
 from .fidelity import Basis
 from .load import RunRecord, Study
@@ -28,7 +29,13 @@ class Results:
     curves: list[RunRecord]
     curve_labels: list[str]
     evidence: ev.Evidence
+    interactions: list[ix.Interaction]  # every crossed pair, named ones (beyond noise) first
+    by_level: dict[str, tuple[ix.Interaction, dict]]  # an ablated parameter that interacts: its Δ per level
     next_sweep: nx.NextSweep | None = None
+
+    @property
+    def named(self) -> list[ix.Interaction]:
+        return [x for x in self.interactions if x.named]
 
     @property
     def finished_nothing(self) -> bool:
@@ -48,6 +55,12 @@ def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 
     # a run that trained badly is shown, whether or not it ranks
     picked = an.curve_runs(study, curves, [*named, *(f.run for f in evidence.health if f.kind == "collapsed")])
     keys = an.differing(study, picked)
+    pairs = ix.interactions(study, entries, found, evidence.noise, rank)
+    by_level = {}
+    for ab in ablations:
+        if ab.rows and (x := ix.partner(pairs, ab.param)) is not None:
+            other = x.axes[1] if x.axes[0].name == ab.param else x.axes[0]
+            by_level[ab.param] = (x, ix.ablation_by_level(ab, other, evidence.noise))
     return Results(
         configs=entries,
         leaderboard=entries[:top],
@@ -60,5 +73,7 @@ def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 
         curves=picked,
         curve_labels=[an.run_label(r, keys) + "".join(f" [{f.kind}]" for f in evidence.flags(r)) for r in picked],
         evidence=evidence,
-        next_sweep=nx.plan(study, entries, evidence),
+        interactions=pairs,
+        by_level=by_level,
+        next_sweep=nx.plan(study, entries, evidence, [x for x in pairs if x.named]),
     )

@@ -52,11 +52,6 @@ def metric(x: float | None, decimals: int = DECIMALS, missing: str = MISSING) ->
     return missing if x is None else f"{x:.{decimals}f}"
 
 
-def plural(k: int, word: str) -> str:
-    """A count with its noun, singular where it is one: `1 config`, `3 configs`."""
-    return f"{k} {word}{'' if k == 1 else 's'}"
-
-
 class _Stat(Protocol):
     mean: float
     std: float

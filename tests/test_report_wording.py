@@ -8,9 +8,9 @@ import ast
 import json
 from pathlib import Path
 
-from fcn_sweep.config import RunConfig
+from fcn_sweep.config import RunConfig, config_key
 from fcn_sweep.report import build, caveats
-from fcn_sweep.report.configs import config_key, group_by_config
+from fcn_sweep.report.configs import group_by_config
 from fcn_sweep.report.next_sweep import NextSweep, render
 from fcn_sweep.sweep.store import Store
 
@@ -84,7 +84,8 @@ def test_runs_that_differ_only_in_their_seed_are_one_config():
     rows = [Row(lr=0.01, seed=0), Row(lr=0.1, seed=0), Row(lr=0.01, seed=1), Row(lr=0.01, seed=2), Row(lr=0.1, seed=5)]
     groups = group_by_config(rows)
     assert [[r.config.seed for r in g] for g in groups] == [[0, 1, 2], [0, 5]]
-    assert config_key(RunConfig(seed=3)) == config_key(RunConfig(seed=4)) != config_key(RunConfig(lr=0.5))
+    key = lambda **kw: config_key(RunConfig(**kw).to_dict())  # noqa: E731
+    assert key(seed=3) == key(seed=4) != key(lr=0.5)
 
 
 # --- the stages import one way --------------------------------------------------------------------

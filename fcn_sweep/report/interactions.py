@@ -176,6 +176,8 @@ def pair(
     def result(verdict: str, why: str = "", contrast: Contrast | None = None, compared: int = 0) -> Interaction:
         words = {"seeds": "pooled seed noise", "configs": "the spread of configs within a cell",
                  "settings": "the spread over matched settings"}[source]  # fmt: skip
+        if source == "settings" and contrast is not None and contrast.settings == 1:
+            words = "the late-epoch jitter, standing in for seed noise"
         return Interaction(
             (first, second), cells, effects, effects_b, contrast, compared, verdict, why, pooled, words, family
         )

@@ -10,7 +10,7 @@ from . import analysis as an
 from . import binning
 from .fidelity import Basis, truncated
 from .importance import Importance
-from .interactions import Interaction
+from .interactions import Axis, Interaction
 from .load import RunRecord, Study
 
 _n = formatting.plural
@@ -74,7 +74,7 @@ def curves(runs: list[RunRecord], labels: list[str]) -> str:
     )
 
 
-def ablation(ab: an.Ablation) -> str:
+def ablation(ab: an.Ablation, partner: Axis | None = None) -> str:
     best = max(ab.wins, key=ab.wins.get)
     deltas = "; ".join(
         f"{formatting.value(v)} {s.mean:+.4f}" + (f" ± {s.std:.4f}" if s.n > 1 else "")
@@ -83,9 +83,14 @@ def ablation(ab: an.Ablation) -> str:
     )
     return (
         f"Best validation accuracy (mean over seeds) for each value of {ab.param}, with every other swept "
-        f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), the red line their mean. "
-        f"{formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}; mean difference from "
-        f"{formatting.value(ab.reference)}: {deltas or 'n/a'}."
+        f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), "
+        + (
+            f"the coloured lines their mean at each level of {partner.name}, as the effect of {ab.param} depends "
+            f"on it (see Interactions). {formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}."
+            if partner
+            else f"the red line their mean. {formatting.value(best)} scores best in {ab.wins[best]} of "
+            f"{len(ab.rows)}; mean difference from {formatting.value(ab.reference)}: {deltas or 'n/a'}."
+        )
     )
 
 

@@ -25,7 +25,7 @@ from . import analysis as an
 from . import binning, captions
 from .fidelity import Basis
 from .importance import Importance
-from .interactions import Interaction
+from .interactions import Axis, Interaction
 from .load import RunRecord, Study
 from .results import Results
 
@@ -165,7 +165,14 @@ def draw_marginals(imp: list[Importance], basis: Basis) -> plt.Figure | None:
     return fig
 
 
-def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
+def _row_means(ab: an.Ablation, rows: list[an.AblationRow]) -> list[float]:
+    return [np.mean([r.val[v].mean for r in rows if v in r.val]) if any(v in r.val for r in rows) else np.nan
+            for v in ab.levels]  # fmt: skip
+
+
+def draw_ablation(ab: an.Ablation, partner: Axis | None = None) -> plt.Figure | None:
+    """One grey line per matched setting and their mean in red; where the parameter interacts with
+    `partner`, one mean per level of it instead, as one mean over both would hide the difference."""
     if not ab.rows:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 2.8))
@@ -173,13 +180,13 @@ def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
     for row in ab.rows:
         pts = [(k, row.val[v].mean) for k, v in enumerate(ab.levels) if v in row.val]
         ax.plot(*zip(*pts, strict=True), "o-", color="0.65", lw=1, ms=3)
-    means = [
-        np.mean([row.val[v].mean for row in ab.rows if v in row.val])
-        if any(v in row.val for row in ab.rows)
-        else np.nan
-        for v in ab.levels
-    ]
-    ax.plot(xs, means, "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
+    if partner is None:
+        ax.plot(xs, _row_means(ab, ab.rows), "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
+    for k, label in enumerate(partner.labels if partner else []):
+        rows = [r for r in ab.rows if partner.index(r.context[partner.name]) == k]
+        if rows:
+            ax.plot(xs, _row_means(ab, rows), "o-", color=plt.get_cmap("tab10")(k % 10), lw=2.5, ms=6,
+                    label=f"mean at {partner.name}={label}")  # fmt: skip
     ax.set_xticks(list(xs), [formatting.value(v) for v in ab.levels])
     ax.set_xlabel(ab.param)
     ax.set_ylabel("best val acc (mean over seeds)")
@@ -242,6 +249,15 @@ def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: Call
     return Figure(name, title, caption(), path)
 
 
+def _partner(results: Results, param: str) -> Axis | None:
+    """The parameter `param` interacts with (beyond noise), as an axis; None when it interacts with none."""
+    split = results.by_level.get(param)
+    if split is None:
+        return None
+    a, b = split[0].axes
+    return b if a.name == param else a
+
+
 def render(study: Study, results: Results, out: Path) -> dict[str, Figure]:
     """Every figure of the report, saved under `out`, by name."""
     _style()
@@ -266,7 +282,11 @@ def render(study: Study, results: Results, out: Path) -> dict[str, Figure]:
     ]  # fmt: skip
     figs += [
         save(
-            draw_ablation(ab), out, f"ablation-{ab.param}", f"Ablation: {ab.param}", lambda ab=ab: captions.ablation(ab)
+            draw_ablation(ab, _partner(results, ab.param)),
+            out,
+            f"ablation-{ab.param}",
+            f"Ablation: {ab.param}",
+            lambda ab=ab: captions.ablation(ab, _partner(results, ab.param)),
         )
         for ab in results.ablations
     ]

@@ -95,7 +95,7 @@ def test_a_planted_interaction_is_named_with_its_sign_and_size(planted):
     assert c.value == pytest.approx(0.10, abs=0.006)
     lo, hi = c.interval
     assert 0 < lo < c.value < hi and hi - lo < 0.02
-    assert x.effect(0) == pytest.approx(-0.12, abs=0.006) and x.effect(1) == pytest.approx(-0.02, abs=0.006)
+    assert c.at[0] == pytest.approx(-0.12, abs=0.006) and c.at[1] == pytest.approx(-0.02, abs=0.006)
     # the table of config means: normal without batch norm is the odd cell
     normal, false = x.axes[0].labels.index("normal"), 0
     assert x.cells[normal][false].mean == pytest.approx(0.88 - 0.12, abs=0.004) and x.cells[normal][false].configs == 2
@@ -115,8 +115,9 @@ def test_the_summary_and_the_html_name_it_with_its_sizes_and_split_the_ablation(
                   r"batch_norm=false, ([+-]\d\.\d{4}) at batch_norm=true \(interaction ([+-]\d\.\d{4}), 95% interval "
                   r"\[([+-]\d\.\d{4}), ([+-]\d\.\d{4})\]", head)  # fmt: skip
     assert m, head
-    assert float(m.group(2)) == pytest.approx(x.effect(0), abs=1e-4) == pytest.approx(-0.12, abs=0.006)
-    assert float(m.group(3)) == pytest.approx(x.effect(1), abs=1e-4)
+    c = x.contrast
+    assert float(m.group(2)) == pytest.approx(c.at[0], abs=1e-4) and c.at[0] == pytest.approx(-0.12, abs=0.006)
+    assert float(m.group(3)) == pytest.approx(c.at[1], abs=1e-4)
     assert float(m.group(4)) == pytest.approx(x.contrast.value, abs=1e-4) and x.contrast.value > 0
     assert float(m.group(5)) < float(m.group(4)) < float(m.group(6))
     assert "the averaged ablation of init hides this" in head
@@ -187,6 +188,10 @@ def test_three_level_parameters_and_a_missing_cell(tmp_path):
     cells = {(a, b): x.cells[ia][jb] for ia, a in enumerate(x.axes[0].labels) for jb, b in enumerate(x.axes[1].labels)}
     missing = [k for k, c in cells.items() if c.configs == 0]
     assert missing == [("normal", "0.5")] or missing == [("0.5", "normal")]
+    # and the report says it, the missing cell shown as missing
+    md = build(runs, tmp_path / "report").summary.read_text()
+    assert re.search(r"\*\*The effect of (init|dropout) depends on (dropout|init):\*\*", md)
+    assert re.search(r"^\| (normal|0\.5) \|.* – \|", md.split("## Interactions", 1)[1], re.M)
 
 
 def test_a_pair_with_every_matched_setting_missing_a_cell_is_not_estimable(tmp_path):

@@ -101,7 +101,7 @@ def interaction(x: Interaction) -> str:
         f"Mean best validation accuracy of the configs with each value of {a.name}, one line per value of "
         f"{b.name}; the other swept parameters are averaged over. Lines that run parallel would mean the two "
         f"effects simply add up; here they do not: {a.labels[c.a[1]]} vs {a.labels[c.a[0]]} differs by "
-        f"{x.effect(c.b[0]):+.4f} at {b.name}={b.labels[c.b[0]]} and {x.effect(c.b[1]):+.4f} at "
+        f"{c.at[0]:+.4f} at {b.name}={b.labels[c.b[0]]} and {c.at[1]:+.4f} at "
         f"{b.name}={b.labels[c.b[1]]} (interaction {c.value:+.4f}). Bars: 95% interval of each mean from "
         + ("the seed noise." if x.noise == "pooled seed noise" else f"{x.noise}.")
     )

@@ -197,7 +197,7 @@ def interaction(x: ix.Interaction, ablated: bool) -> str:
     """A named interaction in a sentence: the first parameter's effect at two levels of the other."""
     a, b = x.axes
     c = x.contrast
-    at = ", ".join(f"{x.effect(j):+.4f} at {b.name}={b.labels[j]}" for j in c.b)
+    at = ", ".join(f"{d:+.4f} at {b.name}={b.labels[j]}" for d, j in zip(c.at, c.b, strict=True))
     lo, hi = c.interval
     return (
         f"The effect of {a.name} depends on {b.name}: {a.labels[c.a[1]]} vs {a.labels[c.a[0]]} {at} (interaction "

@@ -75,6 +75,7 @@ class Contrast:
     a: tuple[int, int]  # two levels of the first parameter (indices into its axis)
     b: tuple[int, int]  # two levels of the second
     value: float  # effect of a[1] vs a[0] at b[1] minus that at b[0]
+    at: tuple[float, float]  # effect of a[1] vs a[0] at b[0] and at b[1], over the same matched settings
     interval: tuple[float, float] | None
     settings: int  # matched settings it rests on (1 when pooled)
 
@@ -100,11 +101,6 @@ class Interaction:
     @property
     def named(self) -> bool:
         return self.verdict == BEYOND
-
-    def effect(self, j: int) -> float | None:
-        """The contrast's effect of the first parameter (a[1] vs a[0]) at the second's level j, matched."""
-        a0, a1 = self.contrast.a
-        return _diff(self.effects[j][a1], self.effects[j][a0])
 
 
 def _diff(x: float | None, y: float | None) -> float | None:
@@ -190,8 +186,8 @@ def pair(
         held = [ctx for ctx, cs in settings.items() if all(ij in cs for ij in four)]
         if not held:
             continue
-        per = [mean[c][four[3]] - mean[c][four[2]] - mean[c][four[1]] + mean[c][four[0]] for c in held]
-        contrasts.append((a, b, held, per))
+        at = [[mean[c][four[1]] - mean[c][four[0]] for c in held], [mean[c][four[3]] - mean[c][four[2]] for c in held]]
+        contrasts.append((a, b, held, [y - x for x, y in zip(*at, strict=True)], at))
     if not contrasts:
         missing = [f"{first.labels[i]} / {second.labels[j]}" for i in range(ni) for j in range(nj)
                    if not cells[i][j].configs]  # fmt: skip
@@ -203,7 +199,8 @@ def pair(
         return result(NOT_ESTIMABLE, why)
     alpha = (1 - ev.CONFIDENCE) / max(family, len(contrasts))
     judged = []
-    for a, b, held, per in contrasts:
+    for a, b, held, per, at in contrasts:
+        at = (float(np.mean(at[0])), float(np.mean(at[1])))
         value = float(np.mean(per))
         if source == "settings" and len(held) > 1:  # no repeats: the matched settings' own spread
             half = _quantile(alpha, len(held) - 1) * float(np.std(per, ddof=1)) / math.sqrt(len(held))
@@ -215,9 +212,9 @@ def pair(
             half = None
         # read as "how far a[1] falls behind (or ahead of) a[0]", a[0] the better of the two overall
         if sum(mean[c][a[1], j] - mean[c][a[0], j] for c in held for j in b) > 0:
-            a, value = (a[1], a[0]), -value
+            a, value, at = (a[1], a[0]), -value, (-at[0], -at[1])
         interval = None if half is None else (value - half, value + half)
-        judged.append(Contrast(a, b, value, interval, len(held)))
+        judged.append(Contrast(a, b, value, at, interval, len(held)))
     beyond = [c for c in judged if c.interval and (c.interval[0] > 0 or c.interval[1] < 0)]
     top = max(beyond or judged, key=lambda c: abs(c.value))
     if top.interval is None:

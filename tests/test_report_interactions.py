@@ -13,11 +13,14 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fcn_sweep.config import RunConfig
 from fcn_sweep.report import build, interactions, load
 from fcn_sweep.report import results as results_mod
 from fcn_sweep.sweep.spec import load_sweep
+
+from .conftest import REPO, cli, needs_data
 
 BASE = {"epochs": 3, "hidden": [64], "optimizer": "adam", "lr": 1.0e-3}
 INITS = ("kaiming_uniform", "normal", "xavier_uniform")  # display order: by name
@@ -216,3 +219,24 @@ def test_continuous_parameters_use_bins_and_too_few_runs_per_cell_is_said(tmp_pa
         assert x.verdict in verdicts, (n, x.verdict, x.why)
         if n == 10:
             assert "config" in x.why
+
+
+# --- the init study, for real ---------------------------------------------------------------------
+@pytest.mark.slow
+@needs_data
+def test_the_init_study_names_the_init_by_batch_norm_interaction(tmp_path):
+    """sweeps/init-study.yaml as issue 20 ran it, 10 epochs and 2 seeds, on the first 4,096 training
+    images (about 30 minutes on two busy cores): a plain normal init costs more without batch norm."""
+    spec = yaml.safe_load((REPO / "sweeps" / "init-study.yaml").read_text())
+    spec["parameters"] |= {"epochs": {"value": 10}, "subset": {"value": 4096}, "seed": {"values": [0, 1]}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    r = cli("sweep", str(tmp_path / "sweep.yaml"), "--workers", "1", "--pack", "6", "--wandb", "disabled", "--quiet",
+            "--out", str(tmp_path / "sweep"), cwd=tmp_path, timeout=3600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rep = build(tmp_path / "sweep")
+    md = rep.summary.read_text()
+    print(md)
+    x = find(analyse(tmp_path / "sweep"), "init", "batch_norm")
+    assert x.named and x.axes[0].labels[x.contrast.a[1]] == "normal"
+    assert x.contrast.at[0] < x.contrast.at[1] < 0  # normal hurts, and more without batch norm (false comes first)
+    assert "**The effect of init depends on batch_norm:** normal vs" in md

@@ -146,6 +146,17 @@ def test_the_next_sweep_crosses_a_named_interaction_seen_with_few_seeds(tmp_path
     assert "cross init × batch_norm to size their interaction" in rep.summary.read_text()
 
 
+def test_without_repeats_the_interval_comes_from_matched_settings(tmp_path):
+    """One seed per config; dropout's three values give three matched settings of init x batch_norm,
+    whose contrasts agree on the planted 0.10 within the noise."""
+    params = {"init": ["kaiming_uniform", "normal"], "batch_norm": [True, False], "dropout": [0.1, 0.2, 0.3]}
+    res = analyse(study(tmp_path / "runs", init_bn(-0.10), params, seeds=1))
+    assert res.evidence.noise.source != "seeds"
+    x = find(res, "init", "batch_norm")
+    assert x.named and x.noise == "the spread over matched settings" and x.contrast.settings == 3
+    assert x.contrast.value == pytest.approx(0.10, abs=0.008)
+
+
 # --- no claim where there is none -----------------------------------------------------------------
 @pytest.mark.parametrize("interaction", [0.0, 0.001])
 def test_additive_effects_or_an_interaction_inside_the_noise_are_not_named(tmp_path, interaction):

@@ -103,10 +103,6 @@ class Interaction:
         return self.verdict == BEYOND
 
 
-def _diff(x: float | None, y: float | None) -> float | None:
-    return None if x is None or y is None else x - y
-
-
 def axis(study: Study, name: str, entries: list[an.Entry]) -> Axis:
     values = [e.values[name] for e in entries]
     # the fewest bins the report draws: a two-way table splits the runs once more, by the other's levels

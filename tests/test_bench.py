@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fcn_sweep.bench import parse_packs
 from fcn_sweep.bench.limits import step_flops
+from fcn_sweep.cli.bench import parse_packs
 
 from .conftest import cli, needs_data
 

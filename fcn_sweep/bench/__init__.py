@@ -36,14 +36,6 @@ DEFAULTS = {
 }
 
 
-def parse_packs(text: str) -> tuple[int, ...]:
-    """`1,16,128` -> (1, 16, 128); ValueError with what would be right otherwise."""
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"--pack takes positive integers separated by commas, such as 1,16,128; got {text!r}")
-    return tuple(sorted({int(p) for p in parts}))
-
-
 def bench(
     device: torch.device,
     steps: int | None = None,

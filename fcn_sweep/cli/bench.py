@@ -12,10 +12,15 @@ from ..device import resolve_device
 from .common import UsageError
 
 
-def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from .. import data as data_mod
-    from ..bench import GRID, bench, parse_packs
+def parse_packs(text: str) -> tuple[int, ...]:
+    """`1,16,128` -> (1, 16, 128); ValueError with what would be right otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"--pack takes positive integers separated by commas, such as 1,16,128; got {text!r}")
+    return tuple(sorted({int(p) for p in parts}))
 
+
+def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}")
     try:
@@ -23,10 +28,13 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
         hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.sweep and not Path(args.sweep).is_file():
+        raise UsageError(f"--sweep {args.sweep}: no such file; give a sweep YAML such as sweeps/grid.yaml")
+    from .. import data as data_mod  # torch: after the checks, so bad input is answered at once
+    from ..bench import GRID, bench
+
     device = resolve_device(args.device)
     sweep = Path(args.sweep) if args.sweep else GRID
-    if args.sweep and not sweep.is_file():
-        raise UsageError(f"--sweep {args.sweep}: no such file; give a sweep YAML such as sweeps/grid.yaml")
     try:
         lines = bench(device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep)
     except data_mod.DataError as e:

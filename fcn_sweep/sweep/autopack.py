@@ -92,19 +92,22 @@ def _available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def measure_rates(cfg: RunConfig, device: str, ks: Sequence[int], steps: int = 16) -> dict[int, float]:
+def measure_rates(cfg: RunConfig, device: str, ks: Sequence[int], steps: int = 16, rounds: int = 2) -> dict[int, float]:
     """Configs per second of one epoch (training and evaluation) of `cfg`'s shape at each K, from
-    `steps` timed steps each (`estimate.epoch_seconds`)."""
+    `steps` timed steps (`estimate.epoch_seconds`). The sizes take turns for `rounds` rounds and
+    each keeps its best: a small network's steps take milliseconds, and on a shared machine one
+    timing can be several times another, so a comparison of single timings could pick either K."""
     from dataclasses import replace
 
     from .. import data as data_mod
     from .estimate import epoch_seconds
 
     data = data_mod.load(device, cfg.subset)
-    rates = {}
-    for k in ks:
-        seconds, _, _ = epoch_seconds([replace(cfg, seed=cfg.seed + i) for i in range(k)], data, steps)
-        rates[k] = k / seconds
+    rates = dict.fromkeys(ks, 0.0)
+    for _ in range(rounds):
+        for k in ks:
+            seconds, _, _ = epoch_seconds([replace(cfg, seed=cfg.seed + i) for i in range(k)], data, steps)
+            rates[k] = max(rates[k], k / seconds)
     return rates
 
 

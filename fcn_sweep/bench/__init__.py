@@ -27,9 +27,9 @@ from .variants import bench_config, floor_variant, naive_variant, packed_variant
 GRID = Path(__file__).resolve().parents[2] / "sweeps" / "grid.yaml"
 
 # Per device kind: what a default run measures. On a CPU a pack of 16 costs what 16 runs alone
-# cost, and so does calibrating the sweep at K=16: fewer steps keep a run within a couple of minutes
-# on two quiet cores (`cal_steps`: the sweep estimate's timed steps per shape, the dry run's 24 on a
-# GPU). A GPU is measured where packing pays.
+# cost, and so does calibrating the sweep at K=16: fewer steps keep a run to about a minute and a
+# half at one thread, even on a loaded 2-core machine (docs/speed.md; `cal_steps`: the sweep
+# estimate's timed steps per shape, the dry run's 24 on a GPU). A GPU is measured where packing pays.
 DEFAULTS = {
     "cpu": {"steps": 30, "repeats": 3, "packs": (1, 4, 16), "cal_steps": 8},
     "cuda": {"steps": 200, "repeats": 5, "packs": (1, 16, 128, 512), "cal_steps": 24},

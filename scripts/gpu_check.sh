@@ -83,9 +83,11 @@ has_module() { "$PYTHON" -c "import $1" >/dev/null 2>&1; }
 
 # A dry run on the CPU does less of everything; the GPU run uses the bench's own GPU defaults.
 if [ "$DEVICE" = cuda ]; then
-    bench_args=() gpus=(--gpus 0)
+    bench_args=() gpus=(--gpus 0) dry=(--gpus 0)
 else
-    bench_args=(--steps 10 --repeats 1 "--pack=1,4") gpus=(--workers 1)
+    # The dry run as the issue timed it: two workers of one thread each (two threads per process on
+    # a busy CPU wait on each other: docs/speed.md).
+    bench_args=(--steps 10 --repeats 1 "--pack=1,4") gpus=(--workers 1) dry=(--workers 2)
 fi
 
 if has_module pytest; then
@@ -103,7 +105,7 @@ fi
 
 # What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
 if missing=$("$PYTHON" -c "import sweeps, fcn_sweep.sweep.runner, fcn_sweep.sweep.worker" 2>&1); then
-    step grid-dry-run 180 "$PYTHON" -m fcn_sweep sweep sweeps/grid.yaml "${gpus[@]}" --pack auto --dry-run
+    step grid-dry-run 300 "$PYTHON" -m fcn_sweep sweep sweeps/grid.yaml "${dry[@]}" --pack auto --dry-run
     step sweep-smoke 300 "$PYTHON" -m fcn_sweep sweep sweeps/smoke.yaml "${gpus[@]}" --pack auto \
         --wandb disabled --quiet --out "$OUT/sweep-smoke"
 else

@@ -297,7 +297,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if gpus:
         resolve_device(f"cuda:{max(gpus)}")
     try:
-        store = Store(url, args.sweep)
+        store = Store(url, args.sweep, create=False)
         info = store.info
         store.close()
     except StoreError as e:
@@ -315,8 +315,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     out = Path(args.out) if args.out else Path("sweeps-out") / info.name
     out.mkdir(parents=True, exist_ok=True)
-    run_workers(url, info.name, out, opts)
-    return 0
+    return run_workers(url, info.name, out, opts)  # worker.EXIT_STORE: the store was away past its window
 
 
 def _worker_parser(sub: argparse._SubParsersAction) -> None:

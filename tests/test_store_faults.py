@@ -48,11 +48,16 @@ class Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [str(REPO / "scripts" / "postgres_local.sh"), str(root / "pg"), "--port", str(port)]
-        url = subprocess.run(_as_server_user(cmd), check=True, capture_output=True, text=True, timeout=120).stdout
+        script = REPO / "scripts" / "postgres_local.sh"
+        self.start_cmd = _as_server_user([str(script), str(root / "pg"), "--port", str(port)])
+        url = self.start()
         self.password = (root / "pg" / "password").read_text().strip()
         self.url = url.strip()  # without the password: workers get it from PGPASSWORD
         self.full = self.url.replace("@", f":{self.password}@", 1)
+
+    def start(self) -> str:
+        """Start the server (again, after a stop: pg_ctl start alone would forget its port); its URL."""
+        return subprocess.run(self.start_cmd, check=True, capture_output=True, text=True, timeout=120).stdout
 
     def pg_ctl(self, *args: str) -> None:
         # With a log file: a server started without one keeps pg_ctl's output pipe open.
@@ -61,10 +66,10 @@ class Server:
         subprocess.run(_as_server_user(cmd), check=True, capture_output=True, timeout=120)
 
     def terminate_connections(self) -> int:
-        """pg_terminate_backend of every client connection to the store's database but this one."""
+        """pg_terminate_backend of every client connection but this one."""
         admin = create_engine(self.full.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            q = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+            q = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' "
             n = conn.execute(text(q + "AND pid <> pg_backend_pid()")).scalar_one()
         admin.dispose()
         return n
@@ -118,6 +123,7 @@ def start_worker(url: str, out: Path, name: str, **env: str) -> subprocess.Popen
         stdout=open(out / f"{name}.out", "w"),
         stderr=open(out / f"{name}.err", "w"),
         env=environment,
+        start_new_session=True,  # its own process group: a signal to it reaches the worker processes it runs
     )
 
 
@@ -201,13 +207,13 @@ def test_a_worker_frozen_past_the_stale_limit_finds_its_run_taken_and_writes_not
     url = new_sweep(server, tmp_path, slots=1, epochs=10)
     late = start_worker(url, tmp_path / "out", "late")
     (frozen,) = wait_until(lambda: mid_run(url), "the run mid-way")
-    late.send_signal(signal.SIGSTOP)
+    os.killpg(late.pid, signal.SIGSTOP)  # the whole process tree, as a node that froze
     other = start_worker(url, tmp_path / "out", "other")
     store = Store(url)
     wait_until(lambda: [r for r in store.runs(["running"]) if r.id != frozen.id and r.epoch >= 1], "the re-run")
     reaped = store.get_run(frozen.id)
     assert (reaped.status, reaped.stop_reason) == ("crashed", "lost")
-    late.send_signal(signal.SIGCONT)
+    os.killpg(late.pid, signal.SIGCONT)
     assert finish([late, other]) == [0, 0]
     err = (tmp_path / "out" / "late.err").read_text()
     said = [line for line in err.splitlines() if frozen.id in line]
@@ -228,7 +234,7 @@ def test_a_store_down_past_the_window_sends_the_worker_away_and_a_new_one_finish
     try:
         code = first.wait(timeout=60)
     finally:
-        server.pg_ctl("start")
+        server.start()
     err = (tmp_path / "out" / "first.err").read_text()
     lines = [line for line in err.splitlines() if "exiting" in line]
     assert code == worker.EXIT_STORE and len(lines) == 1 and "unreachable" in lines[0], err

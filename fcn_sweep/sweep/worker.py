@@ -49,7 +49,7 @@ from ..tracking import Tracker
 from ..train import FitResult
 from .controller import Controller
 from .recorder import Health, Heartbeat, Recorder
-from .store import Store, StoredRun, StoreError, StoreUnavailable
+from .store import EXIT_STORE, Store, StoredRun, StoreError, StoreUnavailable
 
 IDLE_POLL_S = 0.25
 STALE_ENV = "FCN_SWEEP_STALE_S"
@@ -57,7 +57,6 @@ STALE_ENV = "FCN_SWEEP_STALE_S"
 STALE_S = float(os.environ.get(STALE_ENV) or 15.0)
 REAP_EVERY_S = 2.0
 JUDGE_WAIT_S = 5.0  # how long Hyperband's judgement waits for the epoch it judges to be in the store
-EXIT_STORE = 75  # EX_TEMPFAIL: the store stayed away past the retry window; start the worker again later
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from .url import StoreError
 
 WINDOW_ENV = "FCN_SWEEP_STORE_RETRY_S"
+EXIT_STORE = 75  # EX_TEMPFAIL: a command ended because the store stayed away past the window; start it again later
 WINDOW_S = 300.0
 FIRST_WAIT_S, LONGEST_WAIT_S = 0.05, 5.0
 

@@ -171,3 +171,61 @@ def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path
     (again,) = store.runs(["pending"])
     assert again.slot == old.slot and again.config == old.config
     store.close()
+
+
+def test_a_report_reads_a_store_whose_url_carries_the_password(pg_url):
+    """The URL as `report --store` takes it, password in it, and no PGPASSWORD: the report's reader
+    opens the same store that `worker` and `status` open."""
+    from sqlalchemy.engine import make_url
+
+    from fcn_sweep.report.load import load, store_source
+
+    store = new_store(pg_url, name="with-pw")
+    store.add((f"r{i}", i, i, 0, RunConfig(lr=lr), {"lr": lr}) for i, lr in enumerate((0.01, 0.1)))
+    for i in range(2):
+        store.finish(f"r{i}", "finished", {"best_val_acc": 0.8 + i / 10, "test_acc_at_best": 0.8, "best_epoch": 1})
+    store.close()
+    assert "PGPASSWORD" not in os.environ
+    study = load(store_source(make_url(pg_url), "with-pw"))
+    assert sorted(r.objective for r in study.done) == [0.8, 0.9]
+
+
+def test_no_message_shows_the_password_wherever_the_url_was_given(tmp_path, pg_url):
+    password = pg_url.split("://", 1)[1].split("@")[0].split(":")[1]
+    cases = [
+        ("report", pg_url),  # where a directory goes
+        ("status", pg_url),
+        ("sweep", "--workers", pg_url),  # where a number goes: argparse's own error
+        ("slurm", "workers", pg_url + "x", "--array", "1"),
+    ]
+    for args in cases:
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip(), (args, proc.stderr)
+        assert password not in proc.stderr + proc.stdout, (args, proc.stderr)
+        assert "***" in proc.stderr, (args, proc.stderr)
+
+
+def test_commands_that_only_read_or_work_a_sweep_create_no_store_file(tmp_path):
+    for args in (["worker", "::::"], ["status", "--store", "sqlite:///nope.db"], ["report", "--store", "nope.db"]):
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+        assert "no store at" in proc.stderr, proc.stderr
+        assert list(tmp_path.iterdir()) == [], args
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly(tmp_path):
+    """`fcn-sweep status DIR | head`: the reader closed the pipe before the command wrote."""
+    import subprocess
+    import sys
+
+    store = new_store(tmp_path / "sweep.db")
+    store.add((f"r{i}", i, i, 0, RunConfig(lr=i / 100), {"lr": i / 100}) for i in range(50))
+    store.close()
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fcn_sweep", "status", str(tmp_path)], stdout=write, stderr=subprocess.PIPE
+    )
+    os.close(write)
+    os.close(read)  # the reader is gone before the command has written anything
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == "" and proc.returncode == 141  # as a Unix tool ends on SIGPIPE

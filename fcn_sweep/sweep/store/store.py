@@ -27,7 +27,7 @@ from .dialects import DIALECTS
 from .reads import Reads
 from .retry import retried
 from .rows import DONE, FILE, FINAL, STATUSES, StoredRun, SweepInfo
-from .schema import invocations, metadata, runs, sweeps
+from .schema import invocations, launches, metadata, runs, sweeps
 from .url import StoreError, parse, redact
 
 __all__ = ["DONE", "FILE", "FINAL", "STATUSES", "Store", "StoredRun", "SweepInfo"]
@@ -224,6 +224,21 @@ class Store(Attempts, Reads):
         with self._read() as conn:
             rows = conn.execute(select(*cols).where(invocations.c.sweep_id == self._sid).order_by(invocations.c.id))
             return [dict(r._mapping) for r in rows]
+
+    @retried
+    def add_launch(self, job: str, logs: str) -> None:
+        """A job array submitted for this sweep (its tasks' logs are where status looks for trouble)."""
+        with self._write() as conn:
+            launches.create(conn, checkfirst=True)  # stores made before launches were recorded lack it
+            conn.execute(insert(launches).values(sweep_id=self._sid, job=job, logs=logs, submitted=self.dialect.now()))
+
+    @retried
+    def launches(self) -> list[dict]:
+        with self._read() as conn:
+            if not inspect(conn).has_table(launches.name):
+                return []
+            q = select(launches.c.job, launches.c.logs).where(launches.c.sweep_id == self._sid)
+            return [dict(r._mapping) for r in conn.execute(q.order_by(launches.c.id))]
 
     # --- proposals and claims ---------------------------------------------------------------------
     @retried

@@ -45,8 +45,9 @@ def without_password(url: URL) -> str:
 
 
 # `scheme://user:secret@`, anywhere in a text: what sits between `user:` and the last `@` before
-# the host is hidden, whether or not the rest parses as a URL.
-_CREDENTIALS = re.compile(r"(\w[\w+.-]*://[^\s:/@'\"]*):[^\s'\"]*@")
+# the host is hidden, whether or not the rest parses as a URL; also where a path collapsed the `//`
+# (`postgresql:/user:secret@host`, a URL given where a directory goes).
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*:/{1,2}[^\s:/@'\"]*):[^\s'\"]*@")
 
 
 def redact_text(text: str) -> str:

@@ -149,6 +149,9 @@ def main() -> int:
         for _ in range(args.workers):
             workers.start()
         print(f"seed {args.seed}: {slots} slots, {args.workers} workers, {args.rounds} rounds", flush=True)
+        deadline = time.monotonic() + 600
+        while not store.runs(["running"]) and time.monotonic() < deadline:  # faults hit runs in training
+            time.sleep(0.5)
         seen: dict[str, tuple] = {}
         changed: set[str] = set()
         faults = Counter()
@@ -156,6 +159,9 @@ def main() -> int:
             time.sleep(rng.uniform(1.0, 4.0))
             fault = rng.choice(["sigkill", "sigstop", "restart", "terminate"])
             alive = workers.alive()
+            # A worker that is training, when one is: a fault there costs a run, not an idle process.
+            training = {r.host for r in store.runs(["running"])}
+            alive = [n for n in alive if f"host-{n}" in training] or alive
             if fault in ("sigkill", "sigstop") and not alive:
                 fault = "restart"
             if fault == "sigkill":

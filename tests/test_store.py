@@ -173,7 +173,7 @@ def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path
     store.close()
 
 
-def test_a_report_reads_a_store_whose_url_carries_the_password(pg_url):
+def test_a_report_reads_a_store_whose_url_carries_the_password(pg_url, monkeypatch):
     """The URL as `report --store` takes it, password in it, and no PGPASSWORD: the report's reader
     opens the same store that `worker` and `status` open."""
     from sqlalchemy.engine import make_url
@@ -185,7 +185,7 @@ def test_a_report_reads_a_store_whose_url_carries_the_password(pg_url):
     for i in range(2):
         store.finish(f"r{i}", "finished", {"best_val_acc": 0.8 + i / 10, "test_acc_at_best": 0.8, "best_epoch": 1})
     store.close()
-    assert "PGPASSWORD" not in os.environ
+    monkeypatch.delenv("PGPASSWORD", raising=False)
     study = load(store_source(make_url(pg_url), "with-pw"))
     assert sorted(r.objective for r in study.done) == [0.8, 0.9]
 

@@ -206,6 +206,10 @@ def main() -> int:
         print(f"faults: {dict(faults)}; worker exit codes: {dict(codes)}; attempts: {counts}")
         print(f"late workers' runs refused: {taken}; tracebacks: {tracebacks}; store != run dir: {len(mismatched)}; "
               f"crashed by a training error: {len(crashed)}")  # fmt: skip
+        for name, p in workers.procs.items():  # a worker that gave up (not one killed) says why
+            if p.returncode not in (0, -signal.SIGKILL):
+                said = (out / f"{name}.err").read_text().strip().splitlines() or ["(nothing)"]
+                print(f"{name} exited {p.returncode}: {said[-1]}")
         print(f"slots done {len(per_slot)}/{slots}, duplicates {duplicates}, finished runs changed {len(changed)}")
         ok = len(per_slot) == slots and not duplicates and not changed and not mismatched and not crashed
         return 0 if ok and not tracebacks else 1

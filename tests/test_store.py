@@ -219,7 +219,7 @@ def test_a_reader_that_goes_away_ends_a_command_quietly(tmp_path):
     import sys
 
     store = new_store(tmp_path / "sweep.db")
-    store.add((f"r{i}", i, i, 0, RunConfig(lr=i / 100), {"lr": i / 100}) for i in range(50))
+    store.add((f"r{i}", i, i, 0, RunConfig(lr=(i + 1) / 100), {"lr": (i + 1) / 100}) for i in range(50))
     store.close()
     read, write = os.pipe()
     proc = subprocess.Popen(

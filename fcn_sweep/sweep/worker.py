@@ -227,7 +227,6 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     host = this_host()
     tag = f"{spec.name}:{os.getpid()}@{host}"
     wandb = WandbRuns(spec)
-    health = Health(store.window, say)
 
     reaped_at = 0.0
     while not interrupted.is_set():
@@ -242,7 +241,8 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
                 break
             time.sleep(IDLE_POLL_S)
             continue
-        claim = Claim(spec, store, controller, claimed, interrupted, wandb, health, say)
+        # The store's health is judged per claim: the claim itself just found the store answering.
+        claim = Claim(spec, store, controller, claimed, interrupted, wandb, Health(store.window, say), say)
         claim.train(data_for(claimed[0].config.subset))
         wandb.report(wait=False)
     wandb.report(wait=True)

@@ -15,7 +15,7 @@ import yaml
 from fcn_sweep.config import RunConfig
 from fcn_sweep.data import load
 from fcn_sweep.sweep import worker
-from fcn_sweep.sweep.store import Store
+from fcn_sweep.sweep.store import Store, Taken
 
 from .conftest import REPO, cli, fresh_database, needs_data
 from .proposer import top_up
@@ -229,3 +229,20 @@ def test_a_reader_that_goes_away_ends_a_command_quietly(tmp_path):
     os.close(read)  # the reader is gone before the command has written anything
     _, err = proc.communicate(timeout=120)
     assert err.decode() == "" and proc.returncode == 141  # as a Unix tool ends on SIGPIPE
+
+
+def test_a_slot_is_handed_back_once_and_only_by_its_owner(store_url):
+    """A hand-back repeated (a retry after a lost answer) or made by a worker that no longer owns
+    the attempt gives no slot a second pending attempt; every slot of a pack is handed back."""
+    store = new_store(store_url)
+    store.add((f"r{i}", i, i, 0, RunConfig(), {}) for i in range(3))
+    pack = store.claim_many("w0:1@a", 3, "a")
+    ids = [r.id for r in pack]
+    assert store.requeue(ids, ["n0", "n1", "n2"], "crashed", "store unreachable", owner="w1:2@b") == []
+    assert store.requeue(ids, ["n0", "n1", "n2"], "crashed", "store unreachable", owner="w0:1@a") == ids
+    assert store.requeue(ids, ["m0", "m1", "m2"], "crashed", "store unreachable", owner="w0:1@a") == []
+    assert sorted(r.id for r in store.runs(["pending"])) == ["n0", "n1", "n2"]
+    with pytest.raises(Taken):
+        store.log_epoch("r0", {"epoch": 1}, owner="w0:1@a")  # the attempt is no longer running
+    assert store.histories(["r0"]) == {"r0": []}
+    store.close()

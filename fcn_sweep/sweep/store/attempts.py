@@ -178,10 +178,9 @@ class Attempts:
             which = and_(which, runs.c.worker == owner)
         with self._write() as conn:
             now = conn.execute(select(self.dialect.now())).scalar_one()
-            ended = conn.execute(
-                update(runs).where(which).values(status=status, stop_reason=reason, ended=now).returning(runs.c.id)
-            )
-            ended = [i for i in pairs if i in set(ended.scalars())]
+            q = update(runs).where(which).values(status=status, stop_reason=reason, ended=now).returning(runs.c.id)
+            hit = set(conn.execute(q).scalars())
+            ended = [i for i in pairs if i in hit]
             if not ended:
                 return []
             old = {r.id: r for r in conn.execute(select(runs).where(runs.c.id.in_(ended)))}

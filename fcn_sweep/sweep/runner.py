@@ -184,7 +184,7 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> int:
     display; restart one that dies (up to MAX_WORKER_FAILURES in a row). Records the invocation.
     Returns 0, or worker.EXIT_STORE when the store stayed away past its retry window (the workers
     said so, one line each; none is restarted against a store that is away)."""
-    store = Store(url, sweep, create=False)
+    store = Store(url, sweep, create=False, wait=True)
     began = store.now()
     interrupted = threading.Event()
     # The workers end their runs as the signal says (worker.Interrupt): Ctrl-C as interrupted, a

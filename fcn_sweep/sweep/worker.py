@@ -218,7 +218,7 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     torch.set_num_threads(spec.threads)
     interrupted = Interrupt()
     interrupted.install()
-    store = Store(spec.store, spec.sweep, create=False)
+    store = Store(spec.store, spec.sweep, create=False, wait=True)  # a store restarting as the worker starts
     controller = Controller(store)
     data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))  # once per worker
     warm_up(spec.device, spec.wandb_mode)

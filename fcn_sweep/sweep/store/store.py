@@ -44,12 +44,13 @@ def _pack_key_text(cfg: RunConfig) -> str:
 class Store(Attempts, Reads):
     FILE = FILE
 
-    def __init__(self, url: str | Path | URL, sweep: str | None = None, create: bool = True):
+    def __init__(self, url: str | Path | URL, sweep: str | None = None, create: bool = True, wait: bool = False):
         """Open the database at `url` (a store URL, or the path of a SQLite file) on the sweep
         named `sweep`, or on its only sweep. A database without sweeps is opened for
         `create_sweep`; with `create=False` a SQLite file that does not exist is refused rather
         than made (a command that only reads or works a sweep). Raises StoreError (one line,
-        password redacted) when it cannot. Opening does not wait out a blip: a wrong URL is said at once."""
+        password redacted) when it cannot. Opening waits out a blip only with `wait` (a worker process,
+        whose store was found good when it was started): a URL typed wrong is said at once."""
         # A URL object as such: str() of one hides its password, which would then be lost.
         self.url = parse(url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url))
         self.shown = redact(self.url)
@@ -68,8 +69,7 @@ class Store(Attempts, Reads):
         _claim = _claim.values(status="running", worker=bindparam("worker"), host=bindparam("host"), heartbeat=now)
         self._claim = _claim.values(started=now).returning(*runs.c)
         try:
-            with self._read() as conn:
-                conn.execute(select(1))
+            self.retry(self._ping) if wait else self._ping()
         except OperationalError as e:
             self.engine.dispose()
             why = retry_mod.first_line(e)
@@ -89,6 +89,10 @@ class Store(Attempts, Reads):
         elif len(names) > 1:
             self.close()
             raise StoreError(f"the store {self.shown} holds several sweeps ({', '.join(names)}); pass --sweep NAME")
+
+    def _ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(select(1))
 
     @classmethod
     def in_dir(cls, directory: str | Path, sweep: str | None = None, create: bool = True) -> Store:

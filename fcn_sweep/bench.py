@@ -5,7 +5,7 @@ Adam, batch 64) for the same number of steps:
 
 - naive: the loop most tutorials write: torchvision's FashionMNIST with ToTensor and Normalize
   per sample, a shuffling DataLoader, nn.Sequential, torch.optim.Adam and `loss.item()` each step;
-- project: this package's solo training (`train.Solo`) on its device-resident data;
+- project: this package's training of one run (`packed.Pack`, a pack of one) on its device-resident data;
 - floor: the matrix multiplies alone, forward and backward, of every layer (no gradient for the
   input images, which no implementation computes), into preallocated outputs: what any
   implementation of this step must pay on this device;
@@ -38,7 +38,6 @@ from . import data as data_mod
 from .config import RunConfig
 from .optim import Optimizer
 from .packed import Pack
-from .train import Solo
 
 TRAIN_SIZE = 50_000  # one epoch of the project's training split
 
@@ -112,7 +111,7 @@ def _first(split: data_mod.Split, n: int) -> data_mod.Split:
 
 
 def project_variant(cfg: RunConfig, data: data_mod.FashionMNIST, steps: int) -> Callable[[], float]:
-    solo = Solo(cfg, data.device)
+    solo = Pack([cfg], data.device)
     split = _first(data.train, steps * cfg.batch_size)
     return lambda: _timed(data.device, lambda: solo.train_epoch(split, lambda: False))
 

@@ -3,16 +3,16 @@
 `momentum` is one knob with one meaning across optimizers, the first-moment decay: SGD's
 momentum, Adam's and AdamW's beta1, RMSprop's momentum. The study sweeps it for all three.
 
-`Optimizer` is a run's optimizer: its hyperparameters are the param group torch's optimizer of
-that name would hold (`GROUPS`), and its step calls the multi-tensor kernel torch's own `step()`
-calls (`_fused_*` for SGD, Adam and AdamW; RMSprop has no fused kernel and takes torch's `foreach`
-sequence) with the same arguments, so the arithmetic is torch's, bit for bit
-(tests/test_optim.py). Why not torch's optimizer objects: `step()`'s Python (per-parameter state
-lookups, grouping tensors by device, hooks, profiler records) is a visible share of a small
-network's step, paid once per member per step in a pack (packed.py); and constructing the first
-one imports `torch._dynamo`, a cost in every process's start (each `wandb agent` run is a
-process). torch's CPU default, a Python loop over parameters, would cost more still. README,
-Speed, has the figures.
+`Optimizer` is the optimizer of a run, or of a group of a pack's runs sharing hyperparameters
+(`PackUpdate`): its hyperparameters are the param group torch's optimizer of that name would hold
+(`GROUPS`), and its step calls the multi-tensor kernel torch's own `step()` calls (`_fused_*` for
+SGD, Adam and AdamW; RMSprop has no fused kernel and takes torch's `foreach` sequence) with the same
+arguments, so the arithmetic is torch's, bit for bit (tests/test_optim.py). Why not torch's
+optimizer objects: `step()`'s Python (per-parameter state lookups, grouping tensors by device,
+hooks, profiler records) is a visible share of a small network's step, paid once per group of
+members per step in a pack (`PackUpdate`); and constructing the first one imports `torch._dynamo`, a
+cost in every process's start (each `wandb agent` run is a process). torch's CPU default, a Python
+loop over parameters, would cost more still. README, Speed, has the figures.
 
 Those kernels are private: a torch version may lack one (CPU fused kernels arrived in 2.4), change
 its signature, or refuse a device. The first step finds out: if the kernel call raises, the

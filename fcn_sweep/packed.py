@@ -97,10 +97,11 @@ class Pack:
         self.hidden_layers = len(first.hidden)
 
         def stack(kind: type[nn.Module], read: Callable[[nn.Module], Tensor | None]) -> list[Tensor | None]:
-            layers = [[m for m in model if isinstance(m, kind)] for model in models]
-            read_all = lambda i: [read(ls[i]) for ls in layers]  # noqa: E731
-            stacked = lambda ts: None if ts[0] is None else torch.stack([t.detach() for t in ts]).to(self.device)  # noqa: E731
-            return [stacked(read_all(i)) for i in range(len(layers[0]))]
+            out: list[Tensor | None] = []
+            for same_layer in zip(*([m for m in model if isinstance(m, kind)] for model in models), strict=True):
+                ts = [read(m) for m in same_layer]
+                out.append(None if ts[0] is None else torch.stack([t.detach() for t in ts]).to(self.device))
+            return out
 
         self.weights = stack(nn.Linear, lambda m: m.weight)  # (K, out, in), nn.Linear's layout
         # (K, out, 1); None for a Linear that feeds batch norm, which has no bias (model.py).

@@ -211,7 +211,7 @@ class RunConfig:
 
     @classmethod
     def describe(cls) -> list[tuple[str, Any, str, str]]:
-        """(name, default, accepts, help) for every field: the README's config reference."""
+        """(name, default, accepts, help) for every field: docs/config.md, the config reference."""
         return [
             (f.name, f.default if f.default is not MISSING else None, f.metadata["accepts"], f.metadata["help"])
             for f in fields(cls)
@@ -250,3 +250,10 @@ def parse_overrides(argv: Iterable[str]) -> dict[str, str]:
         out[key] = value
         i += 1
     return out
+
+
+def config_key(params: Mapping[str, Any]) -> str:
+    """What makes runs one config: their values, all but the seed. Runs that differ only in their
+    seed (seeds from `--repeats`, or `seed` swept as a parameter) are one config, with a spread over
+    seeds, in `fcn-sweep status` and in the report alike."""
+    return json.dumps({k: v for k, v in params.items() if k != "seed"}, sort_keys=True, default=str)

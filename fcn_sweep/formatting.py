@@ -63,3 +63,8 @@ def pm(s: _Stat | None, decimals: int = DECIMALS, missing: str = MISSING) -> str
     if s is None:
         return missing
     return f"{s.mean:.{decimals}f} ± {s.std:.{decimals}f}" if s.n > 1 else f"{s.mean:.{decimals}f}"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 run`, `2 runs`, `0 runs`: a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

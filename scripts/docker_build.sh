@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the fcn-sweep image: stage FashionMNIST into the build context (docker/fashion-mnist/, git-
-# ignored), then `docker build` with BuildKit. The image carries the data; see README "Reproduce in Docker".
+# ignored), then `docker build` with BuildKit. The image carries the data; see docs/docker.md.
 # Usage: scripts/docker_build.sh [DOCKER BUILD OPTIONS...]   e.g. -t fcn-sweep --build-arg BASE_IMAGE=...
 #   FCN_SWEEP_DATA  where the four IDX .gz files are (default: Debian's /usr/share/datasets/fashion-mnist)
 #   DOCKER          the docker client (default: docker); it must speak BuildKit

@@ -4,31 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# For tests only: headless Chromium (the report's browser test loads report.html in it) and PostgreSQL's
-# server binaries (the store tests start a throwaway server of their own and stop it; nothing runs as a service).
+# For tests only: SLURM (below), headless Chromium (the report's browser test loads report.html in it) and
+# PostgreSQL's server binaries (the store tests start a throwaway server of their own and stop it; nothing
+# runs as a service).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v slurmctld >/dev/null || missing+=(slurm-wlm munge)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    scripts/apt_install.sh "${missing[@]}"
     # Debian's package starts a cluster as a service; the tests need only the binaries.
     if command -v pg_ctlcluster >/dev/null; then
+        sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
         for conf in /etc/postgresql/*/main; do
             [ -d "$conf" ] || continue
             version=$(basename "$(dirname "$conf")")
-            $sudo pg_ctlcluster "$version" main stop 2>/dev/null || true
+            $sudo pg_ctlcluster "$version" main stop >/dev/null 2>&1 || true
         done
     fi
 fi
 
 # A one-node SLURM cluster (Debian's slurm-wlm + munge), for the tests marked `slurm`; stopped again on exit.
-if ! command -v slurmctld >/dev/null && command -v apt-get >/dev/null; then
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq slurm-wlm munge >/dev/null
-fi
 # Where it cannot start (not root, a real cluster's slurm.conf), those tests skip.
 if command -v slurmctld >/dev/null && [ "$(id -u)" -eq 0 ] && scripts/slurm_local.sh; then
     trap 'scripts/slurm_local.sh --stop' EXIT

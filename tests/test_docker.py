@@ -99,10 +99,10 @@ def test_build_context_admits_what_the_build_reads_and_nothing_local():
     assert not [a for a in admitted if a.split("/")[0] in (".venv", "runs", "wandb", ".git")]
 
 
-def test_readme_docker_runs_mount_runs_where_the_image_works():
-    readme = (REPO / "README.md").read_text()
+def test_docker_guide_runs_mount_runs_where_the_image_works():
+    guide = (REPO / "docs" / "docker.md").read_text()
     workdir = [args for op, args in instructions() if op == "WORKDIR"][-1]
-    section = readme.split("## Reproduce in Docker", 1)[1].split("\n## ", 1)[0]
+    section = guide.split("\n## ", 1)[0]
     mounts = re.findall(r'-v "\$PWD/runs:(\S+?)"', section)
     assert mounts and set(mounts) == {f"{workdir}/runs"}, mounts
 

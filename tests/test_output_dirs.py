@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_unwritable_output_exits_2_naming_the_path_and_the_fix(tmp_path, case, c
 def test_a_disk_that_fills_mid_run_ends_it_crashed_with_its_best_model(
     tmp_path, monkeypatch, capsys, disk_full_on_epoch_2
 ):
-    monkeypatch.setattr(cli_mod, "stop_on_signals", lambda: cli_mod.threading.Event())
+    monkeypatch.setattr(cli_mod.train, "stop_on_signals", threading.Event)
     code = cli_mod.main(["train", "--out", str(tmp_path), *TINY_ARGS, "--epochs=4"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1

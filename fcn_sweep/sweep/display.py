@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from typing import TextIO
 
 from .. import formatting
@@ -43,6 +42,7 @@ class Display:
         self.live = self.file.isatty() if live is None else live
         self.began = time.time()
         self.since = store.now()  # runs that ended before this invocation are not its to report
+        self.done_before = store.slots()[0]
         self.seen: set[str] = set()
         self.ended: list[StoredRun] = []  # runs that ended during this invocation, in the order they did
         self.per_invocation = per_invocation
@@ -77,11 +77,11 @@ class Display:
         )
 
     def summary(self) -> str:
-        states = ", ".join(f"{k} {n}" for k, n in Counter(r.status for r in self.ended).items())
+        """The invocation's own line; the sweep's counts follow it once, from `fcn-sweep status`."""
         best = self.store.best()
         top = f"; best val acc {formatting.metric(best.summary['best_val_acc'])} ({best.id})" if best else ""
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - self.began))
-        return f"sweep: {len(self.ended)} runs ended in {elapsed} ({states or 'none'}), {self.of_total()} done{top}"
+        return f"sweep: {formatting.plural(len(self.ended), 'run')} ended in {elapsed}{top}"
 
     # --- on a terminal: bars ----------------------------------------------------------------------
     def _bars(self) -> list:
@@ -128,9 +128,12 @@ class Display:
         if self.bars:
             self._redraw()
             return
+        done_now = None if self.per_invocation else self.store.slots()[0]
         for k, r in enumerate(new, len(self.ended) - len(new) + 1):
-            # with --count, each line counts up to its own run even when several ended within one tick
-            print(self.run_line(r, k if self.per_invocation else None), file=self.file, flush=True)
+            # Each line counts up to its own run, also when several ended within one tick; an attempt
+            # that leaves its slot open (crashed, preempted) cannot push the count past the store's.
+            print(self.run_line(r, k if done_now is None else min(self.done_before + k, done_now)),
+                  file=self.file, flush=True)  # fmt: skip
 
     def close(self) -> None:
         if not self.enabled:

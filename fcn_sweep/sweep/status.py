@@ -7,11 +7,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from .. import formatting
+from ..config import config_key
 from .store import Store, StoredRun
 
-WIDTH = 120  # a terminal, a log viewer, a pasted snippet: every line of `fcn-sweep status` fits
-# Short headers for long parameter names, so that a Bayesian sweep's eight parameters fit WIDTH.
-HEADER = {"hidden": "arch", "batch_norm": "bn", "weight_decay": "wd", "optimizer": "optim", "momentum": "mom"}
+# A terminal, a log viewer, a pasted snippet: every line of `fcn-sweep status` fits. Columns are named
+# by config keys, as everywhere else; `fit` narrows values (never headers) to make a wide sweep fit.
+WIDTH = 120
 MISSING = "-"
 
 
@@ -40,24 +41,25 @@ def run_row(r: StoredRun, keys: list[str], short: bool = False) -> tuple[str, ..
 
 
 def leaderboard(store: Store, top: int = 10) -> list[dict]:
-    """Configs ranked by mean best validation accuracy over their seeds (done attempts only)."""
+    """Configs ranked by mean best validation accuracy over their seeds (done attempts only). A
+    config is `config_key`'s: runs that differ only in their seed are one, whether the seeds came
+    from --repeats or from a swept `seed`, as in the report."""
     done = store.done_runs()
-    by_proposal: dict[int, list[StoredRun]] = defaultdict(list)
+    by_config: dict[str, list[StoredRun]] = defaultdict(list)
     for r in done:
         if r.summary.get("best_val_acc") is not None:
-            by_proposal[r.proposal].append(r)
+            by_config[config_key(r.params)].append(r)
 
     def stats(values: list[float]) -> tuple[float, float]:
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
     board = []
-    for proposal, runs in by_proposal.items():
+    for runs in by_config.values():
         val = stats([r.summary["best_val_acc"] for r in runs])
         test = stats([r.summary["test_acc_at_best"] for r in runs])
         board.append(
             {
-                "proposal": proposal,
-                "params": runs[0].params,
+                "params": {k: v for k, v in runs[0].params.items() if k != "seed"},
                 "seeds": len(runs),
                 "val": val,
                 "test": test,
@@ -169,11 +171,11 @@ def render(store: Store, top: int = 10) -> str:
         out[0] += "\n" + line
     runs = store.runs()
     keys = differing([r.params for r in runs])
-    header = ("id", "status", *(HEADER.get(k, k) for k in keys), "epochs", "best val", "test@best")
+    header = ("id", "status", *keys, "epochs", "val acc", "test acc")
     rows = [run_row(r, keys) for r in runs]
     if width_of(table(rows, header)) > WIDTH:  # ids lose their date before values lose digits
         rows = [run_row(r, keys, short=True) for r in runs]
-    out += ["", fit(rows, header, range(2, 2 + len(keys)))]
+    out += ["", "runs (val acc: the best epoch's; test acc: at that epoch)", fit(rows, header, range(2, 2 + len(keys)))]
     board = leaderboard(store, top)
     if board:
         keys = differing([b["params"] for b in board])
@@ -182,7 +184,7 @@ def render(store: Store, top: int = 10) -> str:
              formatting.pm(_Stat(*b["val"], b["seeds"])), formatting.pm(_Stat(*b["test"], b["seeds"])))
             for i, b in enumerate(board, 1)
         ]  # fmt: skip
-        header = ("#", *(HEADER.get(k, k) for k in keys), "seeds", "val acc", "test acc")
+        header = ("#", *keys, "seeds", "val acc", "test acc")
         out += [
             "",
             "leaderboard (by validation accuracy; mean ± std over seeds where there are several)",

@@ -1,0 +1,116 @@
+"""`fcn-sweep train` (one run, a pack of one) and `fcn-sweep wandb-agent` (W&B's agent, which starts
+`fcn-sweep train` for each run of a W&B sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ..device import resolve_device
+from .common import WANDB_MODES, UsageError, check_writable, config_from, stop_on_signals
+
+
+def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from .. import tracking
+
+    cfg = config_from(args.config, overrides, tracking.sweep_params())
+    device = resolve_device(args.device)
+    mode, why = tracking.resolve_wandb_mode(args.wandb)
+    check_writable(args.out, "--out")
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        if mode != "disabled" and os.environ.get(name):
+            check_writable(os.environ[name], name)
+
+    from .. import data as data_mod
+    from ..train import fit
+
+    try:
+        data = data_mod.load(device, cfg.subset, args.data_dir)
+    except data_mod.DataError as e:
+        raise UsageError(str(e)) from None
+    stop = stop_on_signals()
+    # Under `wandb agent`, the sweep's run id names the run directory too.
+    rundir = tracking.RunDirTracker(args.out, os.environ.get("WANDB_RUN_ID") or None)
+    trackers: list[tracking.Tracker] = [rundir]
+    if mode != "disabled":
+        wb = tracking.WandbTracker(rundir, mode, project=args.project, group=args.group)
+        trackers.append(wb)
+    trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
+    print(f"run dir: {rundir.path}", file=sys.stderr)
+    guard = tracking.WriteGuardTracker(tracking.Trackers(trackers), stop, rundir.path)
+    result = fit(cfg, guard, data=data, device=device, should_stop=stop.is_set)
+    if guard.error is not None:
+        model = rundir.path / "model.safetensors"
+        kept = f"best model (epoch {result.best_epoch}) kept in {model}" if model.exists() else "no model written"
+        print(f"fcn-sweep train: error: {guard.error}; the run ended {result.status}, {kept}", file=sys.stderr)
+        return 1
+
+    s = result.summary()
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(
+        f"{rundir.path}\n{s['status']}: best val acc {fmt(s['best_val_acc'])} at epoch {s['best_epoch']}, "
+        f"test acc there {fmt(s['test_acc_at_best'])}, final test acc {fmt(s['final_test_acc'])}"
+    )
+    if mode == "offline":
+        print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: wandb sync {wb.sync_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """`wandb agent`, with this interpreter's bin directory first on PATH: a sweep's `command:`
+    starts `fcn-sweep` through `/usr/bin/env`, which must find this installation's entry point
+    and not another one (or none) elsewhere on PATH."""
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep wandb-agent SWEEP_ID [--count N]")
+    bindir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [sys.executable, "-m", "wandb", "agent", *(["--count", str(args.count)] if args.count else []), args.sweep_id]
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        allow_abbrev=False,
+        help="train one FCN; hyperparameters as --key=value",
+        description="Train one FCN. Every RunConfig field is an override: --epochs=30 --hidden=1024,256 ...",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON config file, or a run directory to re-run")
+    p.add_argument("--from", dest="config", metavar="RUN_DIR", help="re-run the run in RUN_DIR (or its config.json)")
+    p.add_argument(
+        "--out",
+        default=os.environ.get("FCN_SWEEP_OUT", "runs"),
+        metavar="DIR",
+        help="parent of the run directory (default: FCN_SWEEP_OUT or runs)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--wandb",
+        choices=WANDB_MODES,
+        default="auto",
+        help="W&B logging: auto (online if logged in, else offline; WANDB_MODE wins), online, offline, "
+        "disabled (default: auto)",
+    )
+    p.add_argument("--project", help="W&B project (default: WANDB_PROJECT or fcn-sweep)")
+    p.add_argument("--group", help="W&B run group")
+    p.set_defaults(func=cmd_train)
+
+
+def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "wandb-agent",
+        allow_abbrev=False,
+        help="run `wandb agent` for a sweep with this installation's fcn-sweep",
+        description="wandb agent SWEEP_ID, with this installation first on PATH (also the Docker image's agent).",
+    )
+    p.add_argument("sweep_id", metavar="SWEEP_ID", help="ENTITY/PROJECT/SWEEP_ID as printed by `wandb sweep`")
+    p.add_argument("--count", type=int, help="runs to execute before exiting (default: until the sweep ends)")
+    p.set_defaults(func=cmd_wandb_agent)
+
+
+PARSERS = (_train_parser, _wandb_agent_parser)

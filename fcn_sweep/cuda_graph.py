@@ -19,22 +19,23 @@ pay back). `FCN_SWEEP_EAGER=1` turns capture off (packed.EAGER_ENV).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from . import data as data_mod
 
-if TYPE_CHECKING:
-    from .packed import Pack
+# step(split, idx, loss_sum, correct): one training step on the rows idx (K, B) of split, adding
+# each member's loss and correct count into loss_sum and correct (K,): packed.Pack's.
+Step = Callable[[data_mod.Split, Tensor, Tensor, Tensor], None]
 
 
 class CapturedSteps:
-    """The step of `pack` at one batch shape and one split: warm up eagerly, capture, replay."""
+    """A pack's step at one batch shape and one split: warm up eagerly, capture, replay."""
 
-    def __init__(self, pack: Pack):
-        self.pack = pack
+    def __init__(self, step: Step):
+        self.step_fn = step
         self.pool = torch.cuda.graph_pool_handle()  # graphs captured one after the other share memory
         self.clear()
 
@@ -56,13 +57,13 @@ class CapturedSteps:
         self.correct.zero_()
 
     def _warm_up_and_capture(self, split: data_mod.Split, idx: Tensor, key: tuple) -> None:
-        pack, k = self.pack, idx.shape[0]
+        k = idx.shape[0]
         self.idx = idx.clone()
         self.loss_sum = torch.zeros(k, device=idx.device)
         self.correct = torch.zeros(k, device=idx.device, dtype=torch.long)
 
         def step() -> None:
-            pack.train_step(*pack.batch(split, self.idx), self.loss_sum, self.correct)
+            self.step_fn(split, self.idx, self.loss_sum, self.correct)
 
         # Warm-up: this batch's real step, eagerly on a side stream (CUDA libraries allocate their
         # workspaces on first use, which a capture may not; the optimizers try their kernels).

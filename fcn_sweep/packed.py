@@ -116,7 +116,7 @@ class Pack:
         if self.device.type == "cuda" and os.environ.get(EAGER_ENV, "") in ("", "0"):
             from .cuda_graph import CapturedSteps
 
-            self.graphs = CapturedSteps(self)
+            self.graphs = CapturedSteps(lambda split, idx, *sums: self.train_step(*self.batch(split, idx), *sums))
         self.epochs_done = 0
         self._attach(steps=0)
 

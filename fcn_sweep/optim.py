@@ -247,25 +247,35 @@ class PackUpdate:
     costs one call whatever K; a bayes sweep with a continuous lr gives every member its own group,
     one kernel call each (README, Speed)."""
 
-    def __init__(self, params: list[Tensor], cfgs: list[RunConfig], moments: Moments | None = None, steps: int = 0):
-        self.params, self.moments = params, moments or zero_moments(params)
-        self.groups: list[tuple[int, int, Optimizer]] = []
+    def __init__(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        cfgs: list[RunConfig],
+        moments: Moments | None = None,
+        steps: int = 0,
+    ):
+        """`grads`: where the step finds each parameter's gradient, stacked like it (the same
+        tensors every step, so each group's slices of them are taken once)."""
+        self.moments = moments or zero_moments(params)
+        self.groups: list[tuple[int, int, Optimizer, list[Tensor]]] = []
         start = 0
         for _, members in itertools.groupby(cfgs, key=group_key):
             end = start + len(list(members))
-            views = tuple([t[start:end] for t in ts] for ts in self.moments)
-            self.groups.append((start, end, Optimizer([p[start:end] for p in params], cfgs[start], views, steps)))
+            rows = slice(start, end)
+            views = [[t[rows] for t in ts] for ts in (params, grads, *self.moments)]
+            self.groups.append((start, end, Optimizer(views[0], cfgs[start], (views[2], views[3]), steps), views[1]))
             start = end
         if start != len(cfgs) or len(self.groups) != len({group_key(c) for c in cfgs}):
             raise ValueError("PackUpdate needs the configs ordered by group_key")
 
     def lrs(self) -> list[float]:
-        return [opt.lr for start, end, opt in self.groups for _ in range(start, end)]
+        return [opt.lr for start, end, opt, _ in self.groups for _ in range(start, end)]
 
     def set_epoch(self, done: int) -> None:
-        for _, _, opt in self.groups:
+        for _, _, opt, _ in self.groups:
             opt.set_epoch(done)
 
-    def step(self, grads: list[Tensor]) -> None:
-        for start, end, opt in self.groups:
-            opt.step([g[start:end] for g in grads])
+    def step(self) -> None:
+        for _, _, opt, grads in self.groups:
+            opt.step(grads)

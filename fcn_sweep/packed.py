@@ -128,7 +128,7 @@ class Pack:
         """Gradients, optimizers and per-member constants, after setup or after members left."""
         self.grads = [torch.empty_like(p) for p in self.params]
         self._grad_of = dict(zip(map(id, self.params), self.grads, strict=True))
-        self.update = PackUpdate(self.params, self.cfgs, self.moments, steps)
+        self.update = PackUpdate(self.params, self.grads, self.cfgs, self.moments, steps)
         self.update.set_epoch(self.epochs_done)
         column = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device).view(-1, 1, 1)  # noqa: E731
         self.dropout: list[tuple[Tensor, Tensor] | None] = []
@@ -236,7 +236,7 @@ class Pack:
         logits, tapes, last_input = self.forward(x.transpose(1, 2), train=True)
         loss, dlogits = kernels.cross_entropy(logits, y, self.smoothing)
         self.backward(tapes, last_input, dlogits)
-        self.update.step(self.grads)
+        self.update.step()
         self.steps.add_(1)
         loss_sum.add_(loss, alpha=y.shape[1])
         correct.add_((logits.argmax(1) == y).sum(1))

@@ -18,7 +18,8 @@ import pytest
 
 from fcn_sweep import cli as cli_mod
 from fcn_sweep.config import RunConfig
-from fcn_sweep.report import analysis, build, load
+from fcn_sweep.report import analysis, build, fidelity, importance, load
+from fcn_sweep.report import results as results_mod
 from fcn_sweep.sweep.store import Store
 from fcn_sweep.sweep.store import StoredRun as Run
 
@@ -171,7 +172,12 @@ def test_report_of_a_real_sweep_has_every_section_with_the_stores_numbers(sweep_
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup)
     pngs = {p.name for p in (out / "figures").glob("*.png")}
     expected = {"parallel.png", "importance.png", "marginals.png", "curves.png"}
-    assert expected | {f"ablation-{p}.png" for p in SWEPT} == pngs
+    # and one figure per interaction the report names (whether this tiny sweep shows one is up to its seeds)
+    named = results_mod.analyse(study, list(SWEPT), []).named
+    assert (
+        expected | {f"ablation-{p}.png" for p in SWEPT} | {f"interaction-{'-'.join(x.params)}.png" for x in named}
+        == pngs
+    )
     # every PNG inlined, except the static parallel coordinates: the page has the interactive ones
     assert html.count("src='data:image/png;base64,") == len(pngs) - 1
     for name in pngs:
@@ -301,7 +307,7 @@ def test_importance_ranks_the_parameter_that_drives_the_objective_first(tmp_path
         write_run(tmp_path, f"run-{k:02d}", cfg, 0.5 + signal + rng.gauss(0, 0.01))
     study = load(tmp_path)
     assert set(study.swept) == {"lr", "dropout"}
-    imp = {i.name: i for i in analysis.importance(study)}
+    imp = {i.name: i for i in importance.importance(study, fidelity.full_budget(study))}
     noise = ({"lr", "dropout"} - {driver}).pop()
     assert imp[driver].importance > 0.8 > 0.2 > imp[noise].importance
     assert imp[driver].correlation > 0.9 and abs(imp[noise].correlation) < 0.3
@@ -459,7 +465,7 @@ def test_a_bayes_like_study_bins_its_continuous_parameters_and_compares_runs_at_
     rep = build(tmp_path / "runs", tmp_path / "out")
     html, md = rep.html.read_text(), rep.summary.read_text()
 
-    results = analysis.analyse(study, [], [])
+    results = results_mod.analyse(study, [], [])
     imp = {i.name: i for i in results.importance}
     for p in ("lr", "weight_decay", "dropout", "momentum"):  # 30 distinct values each, a few bins
         assert imp[p].binned and 2 <= len(imp[p].marginal) <= 8
@@ -555,7 +561,7 @@ def test_a_hyperband_sweeps_report_and_status_read_right(hyperband_sweep, tmp_pa
     assert f"Rests on the {COUNT - len(cut)} runs that trained their full 3 epochs" in md
     assert f"Rests on all {COUNT} runs at epoch 1 (the first bracket)" in md
     study = load(sweep)
-    imp = {i.name: i for i in analysis.analyse(study, [], []).early}
+    imp = {i.name: i for i in results_mod.analyse(study, [], []).early}
     assert imp["lr"].binned and imp["lr"].log and len(imp["lr"].marginal) <= 8
     for cell in param_cells(html, "leaderboard", study.swept):
         assert not ZERO.search(cell), cell

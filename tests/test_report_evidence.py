@@ -17,6 +17,7 @@ import yaml
 
 from fcn_sweep.config import RunConfig
 from fcn_sweep.report import analysis, build, evidence, load
+from fcn_sweep.report import results as results_mod
 from fcn_sweep.sweep.spec import load_sweep, params_of
 
 from .conftest import REPO, cli, needs_data
@@ -253,7 +254,7 @@ def test_a_crossed_study_with_seeds_does_not_warn(tmp_path):
     assert "Next sweep" not in top and rep.next_sweep is None and not (tmp_path / "report" / "next-sweep.yaml").exists()
     assert "Run health" not in top
     study = load(tmp_path / "runs")
-    results = analysis.analyse(study, list(study.swept), [])
+    results = results_mod.analyse(study, list(study.swept), [])
     found = results.evidence
     # the pooled seed spread is measured, and close to the 0.002 the runs were drawn with
     assert found.noise.source == "seeds" and found.noise.df == 12 * 2
@@ -292,7 +293,7 @@ def test_the_init_study_names_init_and_batch_norm_not_seed_noise(tmp_path):
     assert set(study.swept) == {"init", "batch_norm"}
     entries = analysis.configs(study)
     assert len(entries) == 6 and all(e.val.n == 3 for e in entries)  # three seeds of each config, one row
-    results = analysis.analyse(study, list(study.swept), [])
+    results = results_mod.analyse(study, list(study.swept), [])
     found = results.evidence
     assert found.aliases == [] and found.noise.source == "seeds" and "Confounded" not in md
     # init matters beyond seed noise: normal (N(0, 1) weights) trails in every batch-norm setting

@@ -1,12 +1,16 @@
 """`fcn-sweep report DIR`: what a sweep found, offline. DIR is a sweep directory or a folder of run
 directories; the report folder gets report.html (self-contained), summary.md and figures/*.png.
 
-  load.py      either source → one Study (a table of runs and what was swept)
-  analysis.py  leaderboard, importance, ablations, diagnostics, curve picks: data, no drawing
-  figures.py   the PNGs (matplotlib) with captions.py's captions
-  html.py      report.html;  markdown.py  summary.md
-  evidence.py  what the runs cannot show (aliasing, seed noise, run health); caveats.py says it
+One way, each stage on what the earlier ones found (no module imports a later one):
+  load.py        either source → one Study (a table of runs and what was swept); configs.py: what a
+                 config is (runs equal but for the seed), shared with `fcn-sweep status`
+  analysis.py    leaderboard, ablations, diagnostics, curve picks: data, no drawing
+  evidence.py    what the runs cannot show (aliasing, seed noise, run health)
+  importance.py  parameter importance, fitted once with aliased parameters joined
   next_sweep.py  next-sweep.yaml, when aliasing or too few seeds leave the question open
+  results.py     all of the above, assembled once
+  figures.py / html.py / markdown.py   the PNGs, report.html and summary.md, in the words of
+                 captions.py and caveats.py
 
 Everything the user can get wrong (DIR, --ablate, --runs) is checked before anything is written, and
 the report is assembled in a temporary folder that replaces the old one only when complete.
@@ -54,7 +58,7 @@ def build(
     top: int = 10,
     curves: int = 4,
 ) -> Report:
-    from . import analysis, figures, html, markdown, next_sweep
+    from . import figures, html, markdown, next_sweep, results
 
     study = load(directory)
     ablate = check_ablate(study, ablate)
@@ -62,16 +66,16 @@ def build(
     final = Path(out) if out is not None else Path(directory) / "report"
     if final.exists() and not final.is_dir():
         raise StudyError(f"--out {final} exists and is not a directory")
-    results = analysis.analyse(study, ablate, named, top=top, curves=curves)
+    found = results.analyse(study, ablate, named, top=top, curves=curves)
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        figs = figures.render(study, results, tmp / "figures")
-        html.write(study, results, figs, tmp, final)
-        (tmp / "summary.md").write_text(markdown.render(study, results, figs), encoding="utf-8")
-        if results.next_sweep is not None:
-            (tmp / next_sweep.FILE).write_text(next_sweep.render(results.next_sweep, study), encoding="utf-8")
+        figs = figures.render(study, found, tmp / "figures")
+        html.write(study, found, figs, tmp, final)
+        (tmp / "summary.md").write_text(markdown.render(study, found, figs), encoding="utf-8")
+        if found.next_sweep is not None:
+            (tmp / next_sweep.FILE).write_text(next_sweep.render(found.next_sweep, study), encoding="utf-8")
         final.mkdir(exist_ok=True)
         for name in OUTPUTS:  # a report from an earlier run is replaced part by part, never mixed
             target = final / name

@@ -1,9 +1,11 @@
-"""What a study says, as data: leaderboard, parameter importance, ablations, diagnostics, curve picks.
+"""What a study says, as data: leaderboard, ablations, diagnostics, curve picks, parallel axes.
 
-Pure functions of a `Study`; nothing here draws or writes. Every number is over the runs that
-count (`RunRecord.done`: ended with a score, not an interrupted attempt that was re-run), and a
-config's number is the mean over its seeds with the sample standard deviation beside it (0 for a
-single seed), the same convention as `fcn-sweep status`.
+The first stage after load.py: evidence.py, importance.py, interactions.py and next_sweep.py build
+on these (never the other way), and results.py assembles them. Pure functions of a `Study`; nothing
+here draws or writes. Every number is over the runs that count (`RunRecord.done`: ended with a
+score, not an interrupted attempt that was re-run), and a config's number is the mean over its
+seeds with the sample standard deviation beside it (0 for a single seed), the same convention as
+`fcn-sweep status`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,12 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from dataclasses import dataclass
+from typing import Any
 
 from .. import formatting
 from . import binning, fidelity
-from .fidelity import Basis
 from .load import RunRecord, Study, is_numeric, levels
-
-if TYPE_CHECKING:
-    from . import evidence, next_sweep
 
 # The states a reader must hear about: a run that did not simply finish. A run Hyperband stopped
 # did what the sweep asked of it and is reported apart (see `diagnostics`).
@@ -88,122 +84,10 @@ def leaderboard(study: Study, top: int = 10) -> list[Entry]:
     return configs(study)[:top]
 
 
-# --- parameter importance -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Level:
-    value: Any  # the parameter's value (axis value); for a bin of a continuous parameter, None
-    val: Stat
-    span: binning.Bin | None = None  # the bin's lowest and highest value
-
-    @property
-    def label(self) -> str:
-        return formatting.span(self.span.lo, self.span.hi) if self.span else formatting.value(self.value)
-
-    def holds(self, v: Any) -> bool:
-        return self.span.holds(v) if self.span else v == self.value
-
-
-@dataclass(frozen=True)
-class Importance:
-    name: str
-    importance: float  # random-forest (impurity) importance; sums to 1 over the parameters
-    correlation: float | None  # Pearson r, or η for a category of more than two values
-    measure: str  # "r" | "η"
-    log: bool  # r was taken against log10 of the value
-    marginal: list[Level]  # mean score per value (or per bin of values), over every run that has it
-    interval: tuple[float, float] | None = None  # 5th-95th percentile over bootstrap resamples of the runs
-    members: tuple[str, ...] = ()  # an aliased group (evidence.py): the parameters it stands for
-
-    @property
-    def binned(self) -> bool:
-        return any(lv.span for lv in self.marginal)
-
-    def value(self, run: RunRecord) -> Any:
-        """The run's value on this row's axis: a group's is its members' values joined."""
-        if self.members:
-            return " / ".join(formatting.value(run.value(p)) for p in self.members)
-        return run.value(self.name)
-
-
+# --- parameter values as numbers -----------------------------------------------------------------
 def log_spaced(study: Study, name: str) -> bool:
     """Learning rates and weight decays are searched in decades; correlate against the exponent."""
     return binning.log_scale(study, name, levels(study, name))
-
-
-def encode(study: Study, name: str, runs: list[RunRecord]) -> tuple[np.ndarray, bool]:
-    """One number per run: the value itself (log10 when log-spaced), or the index of its category
-    in display order (false < true). Trees only need the order; r then reads as 'later is better'."""
-    order = levels(study, name)
-    if is_numeric(order):
-        log = log_spaced(study, name)
-        xs = np.array([float(r.value(name)) for r in runs])
-        return (np.log10(xs) if log else xs), log
-    index = {v: i for i, v in enumerate(order)}
-    return np.array([float(index[r.value(name)]) for r in runs]), False
-
-
-def correlation_ratio(codes: np.ndarray, y: np.ndarray) -> float:
-    """η: the share of the objective's spread explained by the category (0 none, 1 all)."""
-    total = float(((y - y.mean()) ** 2).sum())
-    if total == 0:
-        return 0.0
-    between = sum(float((codes == c).sum()) * (float(y[codes == c].mean()) - float(y.mean())) ** 2 for c in set(codes))
-    return math.sqrt(between / total)
-
-
-def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    if x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def marginal(study: Study, name: str, runs: list[RunRecord], scores: list[float]) -> list[Level]:
-    """Mean score per value of the parameter; per bin of values when it has more than a reader can
-    take in (a continuous parameter of a random or Bayesian sweep)."""
-    values = [r.value(name) for r in runs]
-    found = binning.bins(values, binning.log_scale(study, name, values)) if is_numeric(values) else None
-    if found is None:
-        return [Level(v, Stat.of([s for r, s in zip(runs, scores, strict=True) if r.value(name) == v]))
-                for v in levels(study, name, runs)]  # fmt: skip
-    pairs = list(zip(values, scores, strict=True))
-    # each value in the first bin that holds it: the spans do not overlap, so that is the only one
-    return [Level(None, Stat.of([s for v, s in pairs if b.holds(v)]), b) for b in found]
-
-
-def importance(study: Study, basis: Basis | None = None, seed: int = 0) -> list[Importance]:
-    """Per swept parameter: random-forest importance for the score (what W&B's importance panel
-    shows), its correlation with the score, and the marginal mean score per value; most important
-    first. The runs and their scores are the basis's (default: the runs that reached their full
-    budget, by best val acc: see fidelity.py)."""
-    from sklearn.ensemble import RandomForestRegressor
-
-    basis = basis or fidelity.full_budget(study)
-    runs = basis.runs
-    if not study.swept or len(runs) < 2:
-        return []
-    y = np.array(basis.scores, dtype=float)
-    encoded = {p: encode(study, p, runs) for p in study.swept}
-    X = np.column_stack([encoded[p][0] for p in study.swept])
-    if y.std() > 0:
-        forest = RandomForestRegressor(n_estimators=300, random_state=seed, n_jobs=1).fit(X, y)
-        weights = forest.feature_importances_
-    else:  # nothing to explain
-        weights = np.zeros(len(study.swept))
-    out = []
-    for p, w in zip(study.swept, weights, strict=True):
-        x, log = encoded[p]
-        categorical = not is_numeric(levels(study, p)) and len(set(x)) > 2
-        out.append(
-            Importance(
-                name=p,
-                importance=float(w),
-                correlation=correlation_ratio(x, y) if categorical else pearson(x, y),
-                measure="η" if categorical else "r",
-                log=log,
-                marginal=marginal(study, p, runs, basis.scores),
-            )
-        )
-    return sorted(out, key=lambda i: -i.importance)
 
 
 # --- ablations ------------------------------------------------------------------------------------
@@ -232,6 +116,8 @@ def ablation(study: Study, param: str) -> Ablation:
     others = [p for p in study.swept if p != param]
     entries = configs(study)
     order = levels(study, param, [r for e in entries for r in e.runs])
+    if not order:  # nothing has a score yet: nothing to set side by side
+        return Ablation(param, [], None, [], {}, {})
     contexts: dict[tuple, dict[Any, Entry]] = defaultdict(dict)
     for e in entries:
         contexts[tuple(e.values[p] for p in others)][e.values[param]] = e
@@ -372,49 +258,3 @@ def parallel_axes(study: Study) -> tuple[list[Axis], list[RunRecord]]:
             )
     axes.append(Axis("best_val_acc", "best val acc", [r.objective for r in runs], None, None))
     return axes, runs
-
-
-# --- everything at once ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Results:
-    leaderboard: list[Entry]
-    importance: list[Importance]  # over `basis`: the runs that reached their full budget
-    basis: Basis
-    early: list[Importance]  # over `early_basis`: every run at the first bracket (when runs were cut short)
-    early_basis: Basis | None
-    ablations: list[Ablation]
-    diagnostics: Diagnostics
-    curves: list[RunRecord]
-    curve_labels: list[str]
-    evidence: evidence.Evidence | None = None
-    next_sweep: next_sweep.NextSweep | None = None
-
-
-def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 10, curves: int = 4) -> Results:
-    from . import evidence as ev
-    from . import next_sweep as nx
-
-    entries = configs(study)
-    basis, early_basis = fidelity.bases(study)
-    imp = importance(study, basis)
-    rank = {i.name: k for k, i in enumerate(imp)}
-    # the parameter that matters most first: that is the ablation a reader wants to see
-    ablations = [ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))]
-    found = ev.assess(study, entries, ablations)
-    # a run that trained badly is shown, whether or not it ranks
-    picked = curve_runs(study, curves, [*named, *(f.run for f in found.health if f.kind == "collapsed")])
-    keys = differing(study, picked)
-    results = Results(
-        leaderboard=entries[:top],
-        # aliased groups and intervals on the same runs and scores as each forest: its basis's
-        importance=ev.importance(study, imp, found.aliases, basis),
-        basis=basis,
-        early=ev.importance(study, importance(study, early_basis), found.aliases, early_basis) if early_basis else [],
-        early_basis=early_basis,
-        ablations=ablations,
-        diagnostics=diagnostics(study),
-        curves=picked,
-        curve_labels=[run_label(r, keys) + "".join(f" [{f.kind}]" for f in found.flags(r)) for r in picked],
-        evidence=found,
-    )
-    return replace(results, next_sweep=nx.plan(study, results))

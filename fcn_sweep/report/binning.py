@@ -73,13 +73,13 @@ def n_bins(n_runs: int) -> int:
     return max(MIN_BINS, min(MAX_LEVELS, round(math.sqrt(n_runs))))
 
 
-def bins(values: list[float], log: bool) -> list[Bin] | None:
+def bins(values: list[float], log: bool, k: int | None = None) -> list[Bin] | None:
     """The bins for these values (one per run), or None when there are few enough distinct values
-    to list each one."""
+    to list each one; `k` bins where given (a two-way table needs coarser ones), else n_bins."""
     if len(set(values)) <= MAX_LEVELS:
         return None
     xs = np.log10(values) if log else np.asarray(values, dtype=float)
-    k = n_bins(len(values))
+    k = k or n_bins(len(values))
     edges = np.linspace(xs.min(), xs.max(), k + 1) if log else np.quantile(xs, np.linspace(0, 1, k + 1))
     index = np.searchsorted(edges[1:-1], xs, side="right")
     members = [np.asarray(values, dtype=float)[index == i] for i in range(k)]

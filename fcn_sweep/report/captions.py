@@ -9,11 +9,11 @@ from .. import formatting
 from . import analysis as an
 from . import binning
 from .fidelity import Basis, truncated
+from .importance import Importance
+from .interactions import Axis, Interaction
 from .load import RunRecord, Study
 
-
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
+_n = formatting.plural
 
 
 def parallel(study: Study, runs: list[RunRecord]) -> str:
@@ -34,7 +34,7 @@ def rests_on(basis: Basis) -> str:
     return f"Rests on {basis.describe}."
 
 
-def importance(imp: list[an.Importance], basis: Basis) -> str:
+def importance(imp: list[Importance], basis: Basis) -> str:
     top = imp[0]
     return (
         f"{rests_on(basis)} Left: how much of the variation in {basis.name} each swept parameter explains, as "
@@ -49,7 +49,7 @@ def importance(imp: list[an.Importance], basis: Basis) -> str:
     )
 
 
-def marginals(imp: list[an.Importance], basis: Basis) -> str:
+def marginals(imp: list[Importance], basis: Basis) -> str:
     binned = [i.name for i in imp if i.binned]
     bins = (
         f" Parameters with more than {binning.MAX_LEVELS} distinct values ({', '.join(binned)}) are drawn "
@@ -74,18 +74,36 @@ def curves(runs: list[RunRecord], labels: list[str]) -> str:
     )
 
 
-def ablation(ab: an.Ablation) -> str:
+def ablation(ab: an.Ablation, partner: Axis | None = None) -> str:
     best = max(ab.wins, key=ab.wins.get)
     deltas = "; ".join(
-        f"{formatting.value(v)} {s.mean:+.4f} ± {s.std:.4f}"
+        f"{formatting.value(v)} {s.mean:+.4f}" + (f" ± {s.std:.4f}" if s.n > 1 else "")
         for v, s in ab.mean_delta.items()
         if v != ab.reference and s
     )
     return (
         f"Best validation accuracy (mean over seeds) for each value of {ab.param}, with every other swept "
-        f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), the red line their mean. "
-        f"{formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}; mean difference from "
-        f"{formatting.value(ab.reference)}: {deltas or 'n/a'}."
+        f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), "
+        + (
+            f"the coloured lines their mean at each level of {partner.name}, as the effect of {ab.param} depends "
+            f"on it (see Interactions). {formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}."
+            if partner
+            else f"the red line their mean. {formatting.value(best)} scores best in {ab.wins[best]} of "
+            f"{len(ab.rows)}; mean difference from {formatting.value(ab.reference)}: {deltas or 'n/a'}."
+        )
+    )
+
+
+def interaction(x: Interaction) -> str:
+    a, b = x.axes
+    c = x.contrast
+    return (
+        f"Mean best validation accuracy of the configs with each value of {a.name}, one line per value of "
+        f"{b.name}; the other swept parameters are averaged over. Lines that run parallel would mean the two "
+        f"effects simply add up; here they do not: {a.labels[c.a[1]]} vs {a.labels[c.a[0]]} differs by "
+        f"{c.at[0]:+.4f} at {b.name}={b.labels[c.b[0]]} and {c.at[1]:+.4f} at "
+        f"{b.name}={b.labels[c.b[1]]} (interaction {c.value:+.4f}). Bars: 95% interval of each mean from "
+        + ("the seed noise." if x.noise == "pooled seed noise" else f"{x.noise}.")
     )
 
 

@@ -3,8 +3,9 @@
 A study answers "does X matter?" only where X varied while everything else stayed put, only by more
 than the runs vary from seed to seed, and only on runs that trained sensibly. W&B's importance panel
 (and a forest like ours) checks none of this: given two parameters that always change together it
-credits whichever it splits on first. This module finds those limits; `caveats` puts them in words,
-`next_sweep` writes the sweep that would lift them.
+credits whichever it splits on first. This module finds those limits (importance.py fits the forest
+with aliased parameters joined); `caveats` puts them in words, `next_sweep` writes the sweep that
+would lift them.
 
 Pure functions of a `Study` and the analysis results; nothing here draws or writes.
 """
@@ -19,18 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import formatting
 from . import analysis as an
-from .fidelity import Basis
-from .load import RunRecord, Study, is_numeric, levels
+from .load import RunRecord, Study, is_numeric
 
 # A continuous draw (random or bayes search) gives every config its own value of a number; that it
 # then "determines" every other parameter says nothing, as a forest splits it by thresholds. Only a
 # small hand-made study gives each config its own value on purpose.
 SAMPLED_ABOVE = 8
 CONFIDENCE = 0.95
-BOOTSTRAP = 20  # resamples of the runs for the importance interval; its ends are the 5th and 95th percentiles
-BOOTSTRAP_TREES = 20
 MAX_REPEATS = 10  # beyond this many seeds per config, a gap is a tie for any practical purpose
 MIN_REPEATS = 3  # the fewest seeds from which a seed spread is worth estimating
 # Run health. Seed noise in best val acc is a few tenths of a percent, so a five-point fall from the
@@ -115,80 +112,6 @@ def blockers(study: Study, entries: list[an.Entry], param: str) -> list[str]:
         elif len(diff) == fewest:
             found |= diff
     return [p for p in others if p in found]
-
-
-# --- importance, per aliased group, with an interval ----------------------------------------------
-def _columns(study: Study, runs: list[RunRecord], groups: list[tuple[str, ...]]) -> np.ndarray:
-    cols = []
-    for g in groups:
-        if len(g) == 1:
-            cols.append(an.encode(study, g[0], runs)[0])
-        else:
-            combos = sorted({tuple(str(r.value(p)) for p in g) for r in runs})
-            index = {c: i for i, c in enumerate(combos)}
-            cols.append(np.array([float(index[tuple(str(r.value(p)) for p in g)]) for r in runs]))
-    return np.column_stack(cols)
-
-
-def _forest(X: np.ndarray, y: np.ndarray, trees: int, seed: int) -> np.ndarray:
-    from sklearn.ensemble import RandomForestRegressor
-
-    if y.std() == 0:
-        return np.zeros(X.shape[1])
-    return RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=1).fit(X, y).feature_importances_
-
-
-def importance(
-    study: Study, imp: list[an.Importance], found: list[Alias], basis: Basis, seed: int = 0
-) -> list[an.Importance]:
-    """The forest refitted with one column per aliased group (so its importance is not split between
-    members at random), each importance with a bootstrap interval over the runs. The runs and scores
-    are the basis's, those `imp` was computed on."""
-    runs = basis.runs
-    if not imp:
-        return imp
-    grouped = {p for a in found for p in a.params}
-    groups = [a.params for a in found] + [(i.name,) for i in imp if i.name not in grouped]
-    y = np.array(basis.scores, dtype=float)
-    X = _columns(study, runs, groups)
-    point = _forest(X, y, 300, seed) if found else None
-    rng = np.random.default_rng(seed)
-    boot = []
-    for k in range(BOOTSTRAP):
-        pick = rng.integers(0, len(runs), len(runs))
-        boot.append(_forest(X[pick], y[pick], BOOTSTRAP_TREES, seed + k))
-    lo, hi = np.percentile(np.array(boot), [5, 95], axis=0)
-    by_name = {i.name: i for i in imp}
-    out = []
-    for k, g in enumerate(groups):
-        interval = (float(lo[k]), float(hi[k]))
-        if len(g) == 1:
-            single = by_name[g[0]]
-            w = single.importance if point is None else float(point[k])
-            out.append(replace(single, importance=w, interval=interval))
-            continue
-        rank = {p: {v: i for i, v in enumerate(levels(study, p, runs))} for p in g}
-        combos = sorted(
-            {tuple(r.value(p) for p in g) for r in runs}, key=lambda c: [rank[p][v] for p, v in zip(g, c, strict=True)]
-        )
-        index = {c: i for i, c in enumerate(combos)}
-        codes = np.array([float(index[tuple(r.value(p) for p in g)]) for r in runs])
-        marginal = [
-            an.Level(" / ".join(map(formatting.value, c)), an.Stat.of(y[codes == index[c]].tolist())) for c in combos
-        ]
-        out.append(
-            an.Importance(
-                name=" + ".join(g),
-                importance=float(point[k]),
-                correlation=an.correlation_ratio(codes, y),
-                measure="η",
-                log=False,
-                marginal=marginal,
-                interval=interval,
-                members=g,
-            )
-        )
-    return sorted(out, key=lambda i: -i.importance)
 
 
 # --- seed noise -----------------------------------------------------------------------------------
@@ -351,12 +274,11 @@ class Evidence:
         return [f for f in self.health if f.run.id == run.id]
 
 
-def assess(study: Study, entries: list[an.Entry], ablations: list[an.Ablation]) -> Evidence:
-    found = aliases(study, entries)
+def assess(study: Study, entries: list[an.Entry], ablations: list[an.Ablation], found: list[Alias]) -> Evidence:
     nz = noise(study, entries)
     return Evidence(
         aliases=found,
-        blocked={ab.param: blockers(study, entries, ab.param) for ab in ablations if not ab.rows},
+        blocked={ab.param: blockers(study, entries, ab.param) for ab in ablations if entries and not ab.rows},
         noise=nz,
         ablations={ab.param: ablation_noise(ab, nz) for ab in ablations},
         health=health(study.done),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from ..formatting import plural
 from .load import RunRecord, Study
 
 
@@ -30,8 +31,7 @@ class Basis:
         return "best val acc" if self.epoch is None else f"val acc at epoch {self.epoch}"
 
 
-def _n(k: int, word: str) -> str:
-    return f"{k} {word}{'' if k == 1 else 's'}"
+_n = plural
 
 
 def cut_short(r: RunRecord) -> bool:

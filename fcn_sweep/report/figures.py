@@ -24,7 +24,10 @@ from .. import formatting
 from . import analysis as an
 from . import binning, captions
 from .fidelity import Basis
+from .importance import Importance
+from .interactions import Axis, Interaction
 from .load import RunRecord, Study
+from .results import Results
 
 DPI = 110
 CMAP = "viridis"  # perceptually uniform and colour-blind safe; also the HTML's parallel-coordinates scale
@@ -88,7 +91,7 @@ def draw_parallel(axes: list[an.Axis], runs: list[RunRecord]) -> plt.Figure | No
     return fig
 
 
-def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
+def draw_importance(imp: list[Importance], basis: Basis) -> plt.Figure | None:
     if not imp:
         return None
     names = [i.name for i in imp][::-1]
@@ -112,7 +115,7 @@ def draw_importance(imp: list[an.Importance], basis: Basis) -> plt.Figure | None
     return fig
 
 
-def _levels_panel(ax, i: an.Importance, values: list, scores: list[float], rng: np.random.Generator) -> None:
+def _levels_panel(ax, i: Importance, values: list, scores: list[float], rng: np.random.Generator) -> None:
     """A category (or a few numbers) per tick: the runs as jittered dots, the means joined."""
     xs = range(len(i.marginal))
     for k, level in enumerate(i.marginal):
@@ -124,7 +127,7 @@ def _levels_panel(ax, i: an.Importance, values: list, scores: list[float], rng: 
     ax.set_xlim(-0.5, len(i.marginal) - 0.5)
 
 
-def _binned_panel(ax, i: an.Importance, values: list, scores: list[float]) -> None:
+def _binned_panel(ax, i: Importance, values: list, scores: list[float]) -> None:
     """A continuous parameter: every run at its own value, and each bin's mean across the bin's values."""
     ax.scatter(values, scores, s=10, color="0.6", zorder=1)
     centres = [binning.centre(lv.span, i.log) for lv in i.marginal]
@@ -140,7 +143,7 @@ def _binned_panel(ax, i: an.Importance, values: list, scores: list[float]) -> No
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def draw_marginals(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
+def draw_marginals(imp: list[Importance], basis: Basis) -> plt.Figure | None:
     if not imp:
         return None
     cols = min(3, len(imp))
@@ -162,7 +165,14 @@ def draw_marginals(imp: list[an.Importance], basis: Basis) -> plt.Figure | None:
     return fig
 
 
-def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
+def _row_means(ab: an.Ablation, rows: list[an.AblationRow]) -> list[float]:
+    return [np.mean([r.val[v].mean for r in rows if v in r.val]) if any(v in r.val for r in rows) else np.nan
+            for v in ab.levels]  # fmt: skip
+
+
+def draw_ablation(ab: an.Ablation, partner: Axis | None = None) -> plt.Figure | None:
+    """One grey line per matched setting and their mean in red; where the parameter interacts with
+    `partner`, one mean per level of it instead, as one mean over both would hide the difference."""
     if not ab.rows:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 2.8))
@@ -170,16 +180,35 @@ def draw_ablation(ab: an.Ablation) -> plt.Figure | None:
     for row in ab.rows:
         pts = [(k, row.val[v].mean) for k, v in enumerate(ab.levels) if v in row.val]
         ax.plot(*zip(*pts, strict=True), "o-", color="0.65", lw=1, ms=3)
-    means = [
-        np.mean([row.val[v].mean for row in ab.rows if v in row.val])
-        if any(v in row.val for row in ab.rows)
-        else np.nan
-        for v in ab.levels
-    ]
-    ax.plot(xs, means, "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
+    if partner is None:
+        ax.plot(xs, _row_means(ab, ab.rows), "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
+    for k, label in enumerate(partner.labels if partner else []):
+        rows = [r for r in ab.rows if partner.index(r.context[partner.name]) == k]
+        if rows:
+            ax.plot(xs, _row_means(ab, rows), "o-", color=plt.get_cmap("tab10")(k % 10), lw=2.5, ms=6,
+                    label=f"mean at {partner.name}={label}")  # fmt: skip
     ax.set_xticks(list(xs), [formatting.value(v) for v in ab.levels])
     ax.set_xlabel(ab.param)
     ax.set_ylabel("best val acc (mean over seeds)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_interaction(x: Interaction) -> plt.Figure:
+    """One parameter's levels along x, one line per level of the other: parallel lines add up, lines
+    that spread or cross interact."""
+    a, b = x.axes
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    colors = plt.get_cmap("tab10")
+    for j, label in enumerate(b.labels):
+        pts = [(i, x.cells[i][j]) for i in range(len(a.labels)) if x.cells[i][j].mean is not None]
+        ax.errorbar([i for i, _ in pts], [c.mean for _, c in pts], yerr=[c.half or 0 for _, c in pts], fmt="o-",
+                    color=colors(j % 10), capsize=4, lw=1.8, label=f"{b.name}={label}")  # fmt: skip
+    ax.set_xticks(range(len(a.labels)), a.labels, rotation=20 if len(a.labels) > 4 else 0)
+    ax.set_xlim(-0.4, len(a.labels) - 0.6)
+    ax.set_xlabel(a.name)
+    ax.set_ylabel("best val acc (config means)")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
@@ -220,7 +249,16 @@ def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: Call
     return Figure(name, title, caption(), path)
 
 
-def render(study: Study, results: an.Results, out: Path) -> dict[str, Figure]:
+def _partner(results: Results, param: str) -> Axis | None:
+    """The parameter `param` interacts with (beyond noise), as an axis; None when it interacts with none."""
+    split = results.by_level.get(param)
+    if split is None:
+        return None
+    a, b = split[0].axes
+    return b if a.name == param else a
+
+
+def render(study: Study, results: Results, out: Path) -> dict[str, Figure]:
     """Every figure of the report, saved under `out`, by name."""
     _style()
     out.mkdir(parents=True, exist_ok=True)
@@ -244,8 +282,17 @@ def render(study: Study, results: an.Results, out: Path) -> dict[str, Figure]:
     ]  # fmt: skip
     figs += [
         save(
-            draw_ablation(ab), out, f"ablation-{ab.param}", f"Ablation: {ab.param}", lambda ab=ab: captions.ablation(ab)
+            draw_ablation(ab, _partner(results, ab.param)),
+            out,
+            f"ablation-{ab.param}",
+            f"Ablation: {ab.param}",
+            lambda ab=ab: captions.ablation(ab, _partner(results, ab.param)),
         )
         for ab in results.ablations
     ]
+    figs += [
+        save(draw_interaction(x), out, f"interaction-{'-'.join(x.params)}", f"Interaction: {' × '.join(x.params)}",
+             lambda x=x: captions.interaction(x))
+        for x in results.named
+    ]  # fmt: skip
     return {f.name: f for f in figs if f is not None}

@@ -13,12 +13,15 @@ import os
 from html import escape
 from pathlib import Path
 
-from ..formatting import metric, pm, value
+from ..formatting import metric, plural, pm, value
 from . import analysis as an
 from . import captions, caveats
 from . import evidence as ev
+from .fidelity import Basis
 from .figures import CMAP, Figure
+from .importance import Importance
 from .load import RunRecord, Study, levels
+from .results import Results
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; background: #fafafa; }
@@ -68,7 +71,7 @@ def num(text: str) -> str:
 
 
 class Page:
-    def __init__(self, study: Study, results: an.Results, figures: dict[str, Figure], out: Path):
+    def __init__(self, study: Study, results: Results, figures: dict[str, Figure], out: Path):
         self.study, self.results, self.figures, self.out = study, results, figures, out
 
     def link(self, run: RunRecord) -> str:
@@ -103,8 +106,8 @@ class Page:
         s, r = self.study, self.results
         counts = ", ".join(f"{k} {v}" for k, v in r.diagnostics.counts.items() if v)
         items = [
-            f"{len(s.runs)} run attempts ({counts}); {len(an.configs(s))} configs with a score, "
-            f"{len(s.done)} runs that count.",
+            f"{plural(len(s.runs), 'run attempt')} ({counts}); {plural(len(r.configs), 'config')} with a score, "
+            f"{plural(len(s.done), 'run')} that count{'s' if len(s.done) == 1 else ''}.",
             "Swept: " + (", ".join(f"<b>{escape(p)}</b> ({len(levels(s, p))})" for p in s.swept) or "nothing"),
         ]
         if r.leaderboard:
@@ -193,7 +196,7 @@ class Page:
             out += self.importance_table(r.early, r.early_basis, "-early")
         return out
 
-    def importance_table(self, imp: list[an.Importance], basis: an.Basis, suffix: str) -> str:
+    def importance_table(self, imp: list[Importance], basis: Basis, suffix: str) -> str:
         note = f"<p class='note'>Over {escape(basis.describe)}.</p>"
         if not imp:
             return note + "<p class='note'>Needs at least one swept parameter and two such runs with a score.</p>"
@@ -213,6 +216,21 @@ class Page:
                 f"mean {basis.name} per value (or bin of values)"]  # fmt: skip
         note += f"<p class='note'>{escape(caveats.importance_note(imp))}</p>"
         return note + table(head, rows) + self.figure(f"importance{suffix}") + self.figure(f"marginals{suffix}")
+
+    def interactions(self) -> str:
+        found = self.results.interactions
+        if not found:
+            return "<p class='note'>No two swept parameters crossed in the configs that count.</p>"
+        header, rows = caveats.interactions_table(found)
+        out = f"<p class='note'>{escape(caveats.interactions_note(found))}</p>" + table(
+            header, [[escape(c) for c in row] for row in rows], ["best" if x.named else "" for x in found]
+        )
+        for x in self.results.named:
+            header, rows = caveats.means_table(x)
+            out += f"<h3>{escape(' × '.join(x.params))}</h3><p>{escape(caveats.interaction(x, False))}</p>"
+            out += table([escape(h) for h in header], [[escape(c) for c in row] for row in rows])
+            out += self.figure(f"interaction-{'-'.join(x.params)}")
+        return out
 
     def ablations(self) -> str:
         if not self.results.ablations:
@@ -244,18 +262,23 @@ class Page:
             )
             rows.append([*(escape(value(row.context[p])) for p in others), *cells,
                          *(signed(row.delta.get(v), near.get(v, False)) for v in ab.levels[1:]), runs])  # fmt: skip
+        split = self.results.by_level.get(ab.param)
         rows.append([*(["<b>mean Δ</b>"] + [""] * (len(others) - 1) if others else []),
                      *(num(f"wins {ab.wins[v]}") for v in ab.levels),
-                     *(num(pm(ab.mean_delta[v]) if ab.mean_delta[v] else "–") for v in ab.levels[1:]), ""])  # fmt: skip
+                     *(num(pm(ab.mean_delta[v]) if ab.mean_delta[v] and not split else "–") for v in ab.levels[1:]),
+                     ""])  # fmt: skip
+        if split is not None:  # it interacts: one mean Δ per level of its partner, not one over them all
+            words = f"<p class='caveat'>Δ vs {vals[0]} {escape(caveats.by_level(ab.param, split))}.</p>"
+        else:
+            words = f"<p class='note'>{escape(caveats.ablation_intervals(ab, self.results.evidence))}</p>"
         intro = (
             f"<p class='note'>Each row holds every other swept parameter fixed and sets the runs with each "
             f"value of <b>{escape(ab.param)}</b> side by side (best validation accuracy, mean ± std over "
             f"seeds; the best of the row in bold). Δ is the difference from {vals[0]}; the last row gives "
-            f"how often each value was best and the mean Δ."
-            f"{escape(caveats.ablation_intervals(ab, self.results.evidence))} {caveats.NEAR} marks a row's Δ "
-            "inside the seed noise (95%).</p>"
+            f"how often each value was best and the mean Δ. {caveats.NEAR} marks a row's Δ inside the seed noise "
+            "(95%).</p>"
         )
-        return title + intro + table(header, rows) + self.figure(f"ablation-{ab.param}")
+        return title + intro + table(header, rows) + words + self.figure(f"ablation-{ab.param}")
 
     def curves(self) -> str:
         runs = self.results.curves
@@ -315,6 +338,7 @@ class Page:
         ("parallel", "Parallel coordinates", "parallel"),
         ("leaderboard", "Leaderboard", "leaderboard"),
         ("importance", "Parameter importance", "importance"),
+        ("interactions", "Interactions", "interactions"),
         ("ablations", "Ablations", "ablations"),
         ("curves", "Learning curves", "curves"),
         ("diagnostics", "Diagnostics", "diagnostics"),
@@ -340,7 +364,7 @@ class Page:
         )
 
 
-def write(study: Study, results: an.Results, figures: dict[str, Figure], out: Path, final: Path) -> Path:
+def write(study: Study, results: Results, figures: dict[str, Figure], out: Path, final: Path) -> Path:
     """Writes report.html into `out`; links are computed as seen from `final`, where it will live."""
     path = out / "report.html"
     path.write_text(Page(study, results, figures, final).render(), encoding="utf-8")

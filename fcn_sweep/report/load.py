@@ -19,9 +19,9 @@ from typing import Any
 
 from ..config import ConfigError, RunConfig
 from ..sweep.store import FILE, STATUSES, Store, StoreError, redact
+from .configs import REPEAT_AXIS, group_numbers
 
 OBJECTIVE = "best_val_acc"  # the sweep objective as a run's summary holds it (max of val/acc)
-REPEAT_AXIS = "seed"
 # Attempts that are only a placeholder for a later attempt of the same slot, or not over yet:
 # they are counted, but no number of theirs enters the analysis.
 NOT_DONE = ("pending", "running")
@@ -135,15 +135,6 @@ def levels(study: Study, name: str, runs: list[RunRecord] | None = None) -> list
     return sorted(seen, key=lambda v: _order_key(seen[v]))
 
 
-def repeat_groups(configs: list[RunConfig]) -> list[int]:
-    """One group number per config: configs equal apart from the seed share one. A sweep file may
-    list seeds as a parameter (W&B has no repeats), so the store's proposal is not always the config."""
-    groups: dict[str, int] = {}
-    return [
-        groups.setdefault(json.dumps({**c.to_dict(), REPEAT_AXIS: None}, sort_keys=True), len(groups)) for c in configs
-    ]
-
-
 def swept_params(configs: list[RunConfig]) -> tuple[str, ...]:
     names = [f.name for f in fields(RunConfig) if f.name != REPEAT_AXIS]
     return tuple(n for n in names if len({json.dumps(axis_value(c, n)) for c in configs}) > 1)
@@ -174,7 +165,7 @@ def load_store(store: Store, source: Path | StoreSource, sweep_dir: Path | None)
             id=r.id, group=group, state=r.status, stop_reason=r.stop_reason, config=r.config,
             summary=r.summary, history=histories[r.id], run_dir=_find_run_dir(sweep_dir, r.id, r.run_dir),
         )
-        for r, group in zip(rows, repeat_groups([r.config for r in rows]), strict=True)
+        for r, group in zip(rows, group_numbers([r.config for r in rows]), strict=True)
     ]  # fmt: skip
     return Study(source, "sweep", runs, swept_params([r.config for r in runs]), counts, name, sweep)
 
@@ -210,7 +201,7 @@ def load_run_dirs(directory: Path) -> Study:
     paths = sorted(p for p in directory.iterdir() if (p / "config.json").is_file())
     read = [(p, *_read_run_dir(p)) for p in paths]
     runs = []
-    for (path, cfg, summary, history), group in zip(read, repeat_groups([c for _, c, *_ in read]), strict=True):
+    for (path, cfg, summary, history), group in zip(read, group_numbers([c for _, c, *_ in read]), strict=True):
         # summary.json is written last: a run directory without one crashed or is still running.
         state = summary.get("status", "crashed")
         reason = summary.get("stop_reason") if summary else "no summary.json (crashed, or still running)"

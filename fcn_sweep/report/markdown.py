@@ -4,11 +4,13 @@ to the report folder)."""
 
 from __future__ import annotations
 
-from ..formatting import pm, value
+from ..formatting import plural, pm, value
 from . import analysis as an
 from . import captions, caveats
 from .figures import Figure
+from .importance import Importance
 from .load import Study
+from .results import Results
 
 TOP = 5  # a write-up's table; the HTML has the full leaderboard
 
@@ -20,30 +22,30 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["---"] * len(header)), *map(line, rows)]
 
 
-def interval(i: an.Importance) -> str:
+def interval(i: Importance) -> str:
     return "" if i.interval is None else f" [{i.interval[0]:.2f}, {i.interval[1]:.2f}]"
 
 
-def correlation(i: an.Importance) -> str:
+def correlation(i: Importance) -> str:
     if i.correlation is None:
         return "–"
     return f"{i.measure} = {i.correlation:+.2f}" + (" (log10)" if i.log else "")
 
 
-def ranked(imp: list[an.Importance]) -> str:
+def ranked(imp: list[Importance]) -> str:
     return ", ".join(f"{i.name} ({i.importance:.2f}{interval(i)}{', aliased' if i.members else ''})" for i in imp)
 
 
-def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str:
+def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
     out = [f"# Study report: {study.name}", ""]
     counts = ", ".join(f"{k} {v}" for k, v in results.diagnostics.counts.items() if v)
-    out.append(f"- {len(study.runs)} run attempts ({counts}); swept: {', '.join(study.swept) or 'nothing'}.")
+    out.append(f"- {plural(len(study.runs), 'run attempt')} ({counts}); swept: {', '.join(study.swept) or 'nothing'}.")
     if results.leaderboard:
         b = results.leaderboard[0]
         cfg = ", ".join(f"{k}={value(v)}" for k, v in b.values.items()) or "(the only config)"
         out.append(
             f"- Best config by validation accuracy: {cfg}: val acc {pm(b.val)}, test acc {pm(b.test)} "
-            f"({b.val.n} seed{'s' if b.val.n > 1 else ''}; mean ± std)."
+            f"({'mean ± std over ' if b.val.n > 1 else ''}{plural(b.val.n, 'seed')})."
         )
     if results.importance:
         out.append(
@@ -55,9 +57,14 @@ def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str
     for ab in results.ablations:
         deltas = ", ".join(f"{value(v)} {pm(s)}" for v, s in ab.mean_delta.items() if v != ab.reference and s)
         wins = ", ".join(f"{value(v)} {w}" for v, w in ab.wins.items())
-        if ab.rows:
+        if ab.param in results.by_level:
             out.append(
-                f"- Ablation of {ab.param} ({len(ab.rows)} matched settings): mean Δ val acc vs "
+                f"- Ablation of {ab.param} ({plural(len(ab.rows), 'matched setting')}): Δ val acc vs "
+                f"{value(ab.reference)} {caveats.by_level(ab.param, results.by_level[ab.param])}; wins: {wins}."
+            )
+        elif ab.rows:
+            out.append(
+                f"- Ablation of {ab.param} ({plural(len(ab.rows), 'matched setting')}): mean Δ val acc vs "
                 f"{value(ab.reference)}: {deltas}; wins: {wins}." + caveats.ablation_intervals(ab, results.evidence)
             )
     out += [f"- {line}" for line in captions.stop_lines(results.diagnostics)]
@@ -90,6 +97,12 @@ def render(study: Study, results: an.Results, figures: dict[str, Figure]) -> str
                     for i in imp
                 ],
             )  # fmt: skip
+    if results.interactions:
+        out += ["", "## Interactions", "", caveats.interactions_note(results.interactions), ""]
+        out += md_table(*caveats.interactions_table(results.interactions))
+        for x in results.named:
+            out += ["", f"Config means (mean over seeds, then over the other parameters), {' × '.join(x.params)}:", ""]
+            out += md_table(*caveats.means_table(x))
     if results.evidence.health:
         out += ["", "## Run health", ""]
         out += md_table(

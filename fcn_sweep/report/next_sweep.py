@@ -16,10 +16,13 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig
+from ..formatting import plural
 from ..sweep.spec import plain
 from . import analysis as an
 from . import evidence as ev
-from .load import REPEAT_AXIS, Study, levels
+from . import interactions as ix
+from .configs import REPEAT_AXIS
+from .load import Study, levels
 
 FILE = "next-sweep.yaml"
 COMMAND = ["${env}", "fcn-sweep", "train", "${args}"]
@@ -46,18 +49,23 @@ def _raw(study: Study, name: str) -> list[Any]:
     return [raw[v] for v in levels(study, name, study.done)]
 
 
-def plan(study: Study, results: an.Results) -> NextSweep | None:
-    found = results.evidence
-    if found is None or not results.leaderboard or not (found.aliases or found.too_few_seeds):
+def plan(study: Study, entries: list[an.Entry], found: ev.Evidence, named: list[ix.Interaction]) -> NextSweep | None:
+    """The sweep that settles what is open: aliased parameters crossed, ties with the best resolved,
+    named interactions sized (crossed, with the seeds that put an interval of half its size on each)."""
+    seeds = max((e.val.n for e in entries), default=0)
+    sizing = [(x, ix.seeds_to_size(x, found.noise)) for x in named]
+    sizing = [(x, n) for x, n in sizing if n > seeds]
+    if not entries or not (found.aliases or found.too_few_seeds or sizing):
         return None
-    best = results.leaderboard[0]
-    crossed = {p for a in found.aliases for p in a.params}
-    for e in an.configs(study):
+    best = entries[0]
+    crossed = {p for a in found.aliases for p in a.params} | {p for x, _ in sizing for p in x.params}
+    for e in entries:
         if e.group in found.noise.within:
             crossed |= {p for p in study.swept if e.values[p] != best.values[p]}
     crossed_order = [p for p in study.swept if p in crossed]
     need = found.noise.repeats
     repeats = max(ev.MIN_REPEATS, need) if need is not None and need <= ev.MAX_REPEATS else ev.MIN_REPEATS
+    repeats = max([repeats, *(n for _, n in sizing)])
     fixed = best.runs[0].config.to_dict()
     params: dict[str, Any] = {}
     for f in fields(RunConfig):
@@ -70,7 +78,8 @@ def plan(study: Study, results: an.Results) -> NextSweep | None:
     why = []
     if found.aliases:
         why.append("cross " + "; ".join(" × ".join(a.params) for a in found.aliases))
-    if found.too_few_seeds:
+    why += [f"cross {' × '.join(x.params)} to size their interaction" for x, _ in sizing]
+    if found.too_few_seeds or sizing:
         why.append(f"{repeats} seeds per config")
     sweep = {
         "project": "fcn-sweep",
@@ -95,8 +104,8 @@ def render(nxt: NextSweep, study: Study) -> str:
     sw = nxt.sweep
     lines = [
         f"# The next sweep for {study.name}, written by fcn-sweep report: {', '.join(nxt.why)}.",
-        f"# {nxt.configs} configs x {nxt.repeats} seeds = {nxt.runs} runs; every other parameter is fixed at the "
-        "best config's value.",
+        f"# {plural(nxt.configs, 'config')} x {plural(nxt.repeats, 'seed')} = {plural(nxt.runs, 'run')}; every other "
+        "parameter is fixed at the best config's value.",
         f"#   Locally: fcn-sweep sweep {FILE}   On W&B: wandb sweep {FILE}   (from the report folder)",
         f"project: {sw['project']}",
         f"name: {_flow(sw['name'])}",

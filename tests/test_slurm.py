@@ -248,3 +248,67 @@ def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_ser
     assert finished == list(range(8)), [(r.slot, r.status, r.stop_reason) for r in runs]
     assert {r.status for r in runs} == {"finished", "preempted"}
     assert files_holding(tmp_path / "slurm", env["PGPASSWORD"]) == []  # the script and the task logs
+
+
+def test_a_password_cut_off_from_the_tasks_is_refused_before_submitting():
+    """--export narrows the job's environment, the only way the URL's password reaches the tasks."""
+    assert slurm.job_environment(None, ("--export=NONE",)) is None  # no password: this environment, as it is
+    assert slurm.job_environment("pw", ("--mem=4G",))["PGPASSWORD"] == "pw"
+    with pytest.raises(slurm.LaunchError, match=r"~/\.pgpass"):
+        slurm.job_environment("pw", ("--export=NONE",))
+
+
+@pytest.mark.slurm
+@needs_slurm
+@needs_data
+def test_a_url_password_reaches_the_tasks_by_their_environment_and_no_file(tmp_path, postgres_server):
+    """`slurm workers postgresql://USER:PASSWORD@...` with no PGPASSWORD anywhere: the tasks work the
+    sweep to its end, and the password is in no file (script, logs, run directories)."""
+    from sqlalchemy.engine import make_url
+
+    from fcn_sweep.sweep.store import Store
+
+    url = fresh_database(postgres_server)
+    name = make_sweep(url, tmp_path / "sweep")
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"} | {"WANDB_MODE": "disabled"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fcn_sweep", "slurm", "workers", url, "--sweep", name, "--array", "1",
+         "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for_job(done.stdout.split()[2].rstrip(":"), timeout=300)
+    store = Store(url, name)
+    assert sorted(r.status for r in store.runs()) == ["finished", "finished"], tmp_path / "slurm" / "logs"
+    store.close()
+    assert files_holding(tmp_path, make_url(url).password) == []
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_status_shows_tasks_that_could_not_open_the_store(tmp_path, postgres_server):
+    """The password changed between submitting and the tasks' start: each task says so in its log,
+    and `fcn-sweep status` repeats it (the store cannot hold what a task could not write to it)."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(fresh_database(postgres_server))
+    role, old = "r_" + secrets.token_hex(4), secrets.token_hex(8)
+    admin = create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{old}' SUPERUSER"))
+    as_role = url.set(username=role, password=old).render_as_string(hide_password=False)
+    name = make_sweep(as_role, tmp_path / "sweep")
+    done = cli("slurm", "workers", as_role, "--sweep", name, "--array", "1", "--out", str(tmp_path),
+               "--sbatch-arg=--begin=now+4", env={"WANDB_MODE": "disabled"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with admin.connect() as conn:
+        conn.execute(text(f"ALTER ROLE {role} PASSWORD '{secrets.token_hex(8)}'"))
+    admin.dispose()
+    wait_for_job(done.stdout.split()[2].rstrip(":"))
+    status = cli("status", "--store", url.render_as_string(hide_password=False), "--sweep", name)
+    assert status.returncode == 0, status.stderr
+    line = next(x for x in status.stdout.splitlines() if x.startswith("slurm job"))
+    assert "1 task(s) could not work the sweep" in line and "password authentication failed" in line, line
+    assert old not in status.stdout

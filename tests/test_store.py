@@ -15,7 +15,7 @@ import yaml
 from fcn_sweep.config import RunConfig
 from fcn_sweep.data import load
 from fcn_sweep.sweep import worker
-from fcn_sweep.sweep.store import Store
+from fcn_sweep.sweep.store import Store, Taken
 
 from .conftest import REPO, cli, fresh_database, needs_data
 from .proposer import top_up
@@ -170,4 +170,79 @@ def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path
     assert store.get_run(old.id).stop_reason == "write failed: No space left on device"
     (again,) = store.runs(["pending"])
     assert again.slot == old.slot and again.config == old.config
+    store.close()
+
+
+def test_a_report_reads_a_store_whose_url_carries_the_password(pg_url, monkeypatch):
+    """The URL as `report --store` takes it, password in it, and no PGPASSWORD: the report's reader
+    opens the same store that `worker` and `status` open."""
+    from sqlalchemy.engine import make_url
+
+    from fcn_sweep.report.load import load, store_source
+
+    store = new_store(pg_url, name="with-pw")
+    store.add((f"r{i}", i, i, 0, RunConfig(lr=lr), {"lr": lr}) for i, lr in enumerate((0.01, 0.1)))
+    for i in range(2):
+        store.finish(f"r{i}", "finished", {"best_val_acc": 0.8 + i / 10, "test_acc_at_best": 0.8, "best_epoch": 1})
+    store.close()
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    study = load(store_source(make_url(pg_url), "with-pw"))
+    assert sorted(r.objective for r in study.done) == [0.8, 0.9]
+
+
+def test_no_message_shows_the_password_wherever_the_url_was_given(tmp_path, pg_url):
+    password = pg_url.split("://", 1)[1].split("@")[0].split(":")[1]
+    cases = [
+        ("report", pg_url),  # where a directory goes
+        ("status", pg_url),
+        ("sweep", "--workers", pg_url),  # where a number goes: argparse's own error
+        ("slurm", "workers", pg_url + "x", "--array", "1"),
+    ]
+    for args in cases:
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip(), (args, proc.stderr)
+        assert password not in proc.stderr + proc.stdout, (args, proc.stderr)
+        assert "***" in proc.stderr, (args, proc.stderr)
+
+
+def test_commands_that_only_read_or_work_a_sweep_create_no_store_file(tmp_path):
+    for args in (["worker", "::::"], ["status", "--store", "sqlite:///nope.db"], ["report", "--store", "nope.db"]):
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+        assert "no store at" in proc.stderr, proc.stderr
+        assert list(tmp_path.iterdir()) == [], args
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly(tmp_path):
+    """`fcn-sweep status DIR | head`: the reader closed the pipe before the command wrote."""
+    import subprocess
+    import sys
+
+    store = new_store(tmp_path / "sweep.db")
+    store.add((f"r{i}", i, i, 0, RunConfig(lr=(i + 1) / 100), {"lr": (i + 1) / 100}) for i in range(50))
+    store.close()
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fcn_sweep", "status", str(tmp_path)], stdout=write, stderr=subprocess.PIPE
+    )
+    os.close(write)
+    os.close(read)  # the reader is gone before the command has written anything
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == "" and proc.returncode == 141  # as a Unix tool ends on SIGPIPE
+
+
+def test_a_slot_is_handed_back_once_and_only_by_its_owner(store_url):
+    """A hand-back repeated (a retry after a lost answer) or made by a worker that no longer owns
+    the attempt gives no slot a second pending attempt; every slot of a pack is handed back."""
+    store = new_store(store_url)
+    store.add((f"r{i}", i, i, 0, RunConfig(), {}) for i in range(3))
+    pack = store.claim_many("w0:1@a", 3, "a")
+    ids = [r.id for r in pack]
+    assert store.requeue(ids, ["n0", "n1", "n2"], "crashed", "store unreachable", owner="w1:2@b") == []
+    assert store.requeue(ids, ["n0", "n1", "n2"], "crashed", "store unreachable", owner="w0:1@a") == ids
+    assert store.requeue(ids, ["m0", "m1", "m2"], "crashed", "store unreachable", owner="w0:1@a") == []
+    assert sorted(r.id for r in store.runs(["pending"])) == ["n0", "n1", "n2"]
+    with pytest.raises(Taken):
+        store.log_epoch("r0", {"epoch": 1}, owner="w0:1@a")  # the attempt is no longer running
+    assert store.histories(["r0"]) == {"r0": []}
     store.close()

@@ -8,6 +8,8 @@ share. Handlers import the package's heavy modules (torch, wandb, the store) ins
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +23,22 @@ __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "check_writable", "main"]
 FAMILIES = (train, sweep, report, bench, slurm)
 
 
+def hide_passwords(text: str) -> str:
+    from ..sweep.store import redact_text  # here: it imports SQLAlchemy, which `--help` does not need
+
+    return redact_text(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose own errors quote the argument they refuse: a store URL's password is hidden there too."""
+
+    def error(self, message: str):
+        super().error(hide_passwords(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
     about = "Train FCNs on FashionMNIST; run W&B sweeps on W&B, locally or on many machines; report on them."
-    parser = argparse.ArgumentParser(prog="fcn-sweep", description=about, allow_abbrev=False)
+    parser = Parser(prog="fcn-sweep", description=about, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     for family in FAMILIES:
         for add in family.PARSERS:
@@ -32,10 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every command's one way out: its exit code; bad input as one line (exit 2), a store away past
+    its retry window as one line (worker.EXIT_STORE), a reader gone (`| head`) quietly, as Unix tools
+    do; no message shows a store URL's password, whatever argument it was given in."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     try:
         return args.func(args, extra)
     except (ConfigError, DeviceError, UsageError) as e:
-        print(f"fcn-sweep {args.command}: error: {e}", file=sys.stderr)
+        print(f"fcn-sweep {args.command}: error: {hide_passwords(str(e))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # Nothing more can reach the reader; the interpreter's last flush must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except ValueError as e:
+        from ..sweep.store import EXIT_STORE, StoreUnavailable
+
+        if not isinstance(e, StoreUnavailable):
+            raise
+        print(f"fcn-sweep {args.command}: error: {hide_passwords(str(e))}", file=sys.stderr)
+        return EXIT_STORE

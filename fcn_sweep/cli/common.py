@@ -86,7 +86,7 @@ def open_store(args: argparse.Namespace, command: str):
     if url is None:
         return None
     try:
-        store = Store(url, args.sweep)
+        store = Store(url, args.sweep, create=False)  # status and report read; they never make a store
         store.info  # noqa: B018  (a store without sweeps fails here, not later)
     except StoreError as e:
         raise UsageError(str(e)) from None
@@ -104,7 +104,7 @@ def open_sweep(store: str, name: str | None):
             raise UsageError(f"{store} is neither a store URL (postgresql://...) nor a sweep directory or SQLite file")
         store = str(path.resolve())
     try:
-        opened = Store(store, name)
+        opened = Store(store, name, create=False)
         opened.info  # noqa: B018  (a store without sweeps says so here)
     except StoreError as e:
         raise UsageError(str(e)) from None

@@ -43,15 +43,20 @@ def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         slurm.sbatch_path()
         slurm.check_reachable(store_arg, args.partition)
+        # A password never goes into the script: workers get it by PGPASSWORD (from the URL, through
+        # the job's environment; else the submitting shell's) or ~/.pgpass.
+        env = slurm.job_environment(store.url.password, sb.extra)
     except slurm.LaunchError as e:
+        store.close()
         raise UsageError(str(e)) from None
-    store.close()
-    # A password never goes into the script: workers get it by PGPASSWORD (sbatch passes it on) or ~/.pgpass.
     shown = without_password(store.url) if "://" in store_arg else store_arg
     job = slurm.WorkersJob(shown, info.name, out, args.pack)
     logs = out / "slurm" / "logs"
-    return _submit(slurm.render_workers(job, sb, logs), out / "slurm", logs, "workers", sb.array,
-                   f"fcn-sweep status --store {without_password(store.url)} --sweep {info.name}")  # fmt: skip
+    watch = f"fcn-sweep status --store {without_password(store.url)} --sweep {info.name}"
+    job_id = _submit(slurm.render_workers(job, sb, logs), out / "slurm", logs, "workers", sb.array, watch, env)
+    store.add_launch(job_id, str(logs))  # for status, which shows the tasks that could not start
+    store.close()
+    return 0
 
 
 def cmd_slurm_agents(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -73,7 +78,8 @@ def cmd_slurm_agents(args: argparse.Namespace, extra: Sequence[str]) -> int:
     out = Path(args.out).resolve()
     job = slurm.AgentsJob(args.sweep_id, out, args.per_gpu, args.count, args.stagger)
     logs = out / "slurm" / "logs"
-    return _submit(slurm.render_agents(job, sb, logs), out / "slurm", logs, "agents", sb.array, "wandb sweep page")
+    _submit(slurm.render_agents(job, sb, logs), out / "slurm", logs, "agents", sb.array, "wandb sweep page")
+    return 0
 
 
 def _sbatch_options(args: argparse.Namespace):
@@ -94,18 +100,19 @@ def _sbatch_options(args: argparse.Namespace):
     return sb
 
 
-def _submit(text: str, directory: Path, logs: Path, kind: str, tasks: int, watch: str) -> int:
+def _submit(text: str, directory: Path, logs: Path, kind: str, tasks: int, watch: str, env=None) -> str:
+    """Write the script and submit it (sbatch in `env`, else this environment); the job id."""
     from ..sweep.launch import slurm
 
     logs.mkdir(parents=True, exist_ok=True)
     script = slurm.write_script(text, directory, kind)
     try:
-        job = slurm.submit(script)
+        job = slurm.submit(script, env)
     except slurm.LaunchError as e:
         raise UsageError(str(e)) from None
     print(f"submitted job {job}: {tasks} array task(s) of {kind}\nscript: {script}")
     print(f"watch:  squeue -j {job}\n        {watch}\nlogs:   {logs}/{job}_*")
-    return 0
+    return job
 
 
 def _slurm_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ from .common import WANDB_MODES, UsageError, check_writable, gpu_list, store_url
 def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from ..sweep.runner import SweepOptions, run_sweep
     from ..sweep.spec import SweepFileError
-    from ..sweep.store import StoreError, without_password
+    from ..sweep.store import StoreError, StoreUnavailable, without_password
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep sweep --help")
@@ -54,6 +54,8 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     try:
         store, directory = run_sweep(args.file, args.out, args.resume, opts)
+    except StoreUnavailable:
+        raise  # not the input: main says it and exits with its own code
     except (SweepFileError, StoreError) as e:
         raise UsageError(str(e)) from None
     from ..sweep.status import render
@@ -85,7 +87,7 @@ def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     a sweep that exists already (in --store, or the sweep directory) counts what it has done."""
     from ..sweep.runner import default_dir
     from ..sweep.spec import SweepFileError, load_sweep
-    from ..sweep.store import FILE, Store, StoreError
+    from ..sweep.store import FILE, Store, StoreError, parse
 
     try:
         sweep = load_sweep(args.file) if args.file else None
@@ -99,8 +101,13 @@ def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     store = None
     if url:
         try:
-            store = Store(url)
-            store = Store(url, name) if name in store.sweep_names() else None
+            parsed = parse(url)
+            if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
+                url = None  # a store the sweep would create: nothing done yet, and a dry run creates nothing
+            elif name in (held := Store(url, create=False)).sweep_names():
+                store = Store(url, name, create=False)
+            else:
+                held.close()
         except StoreError as e:
             raise UsageError(str(e)) from None
     if sweep is None and store is None:
@@ -141,7 +148,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if gpus:
         resolve_device(f"cuda:{max(gpus)}")
     try:
-        store = Store(url, args.sweep)
+        store = Store(url, args.sweep, create=False)  # a worker works a sweep; it never makes a store
         info = store.info
         store.close()
     except StoreError as e:
@@ -159,8 +166,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     )
     out = Path(args.out) if args.out else Path("sweeps-out") / info.name
     out.mkdir(parents=True, exist_ok=True)
-    run_workers(url, info.name, out, opts)
-    return 0
+    return run_workers(url, info.name, out, opts)  # worker.EXIT_STORE: the store was away past its window
 
 
 def _worker_parser(sub: argparse._SubParsersAction) -> None:

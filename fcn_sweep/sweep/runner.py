@@ -33,7 +33,7 @@ from . import worker as worker_mod
 from .controller import Controller
 from .display import Display
 from .spec import SweepFileError, load_sweep
-from .store import FILE, Store, StoreError, redact
+from .store import FILE, Store, StoreError, StoreUnavailable, redact
 
 TICK_S = 0.5
 MAX_WORKER_FAILURES = 3  # a worker that dies this often in a row has a cause a restart won't fix
@@ -159,7 +159,10 @@ def run_sweep(sweep_file: str | None, out: str | None, resume: str | None, opts:
     worker_mod.reap(store)  # on a resume: whatever was running when the last process died, and is silent
     if opts.workers:
         url = opts.store or str(directory / FILE)
-        run_workers(url, store.info.name, directory, opts)
+        code = run_workers(url, store.info.name, directory, opts)
+        if code:
+            store.close()
+            raise StoreUnavailable(f"the store {store.shown} was away past its retry window; resume the sweep later")
     return store, directory
 
 
@@ -176,10 +179,12 @@ def swept(sweep: dict) -> list[str]:
     return [k for k, spec in sweep.get("parameters", {}).items() if "value" not in spec]
 
 
-def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
+def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> int:
     """Run `opts.workers` worker processes on this machine until the sweep is done, with a live
-    display; restart one that dies (up to MAX_WORKER_FAILURES in a row). Records the invocation."""
-    store = Store(url, sweep)
+    display; restart one that dies (up to MAX_WORKER_FAILURES in a row). Records the invocation.
+    Returns 0, or worker.EXIT_STORE when the store stayed away past its retry window (the workers
+    said so, one line each; none is restarted against a store that is away)."""
+    store = Store(url, sweep, create=False, wait=True)
     began = store.now()
     interrupted = threading.Event()
     # The workers end their runs as the signal says (worker.Interrupt): Ctrl-C as interrupted, a
@@ -212,6 +217,7 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
         store, [s.name for s in specs], enabled=opts.progress, total=asked_for(Controller(store), opts),
         per_invocation=opts.count is not None, swept=swept(store.info.config),
     )  # fmt: skip
+    store_away = False  # a worker, or this process, found the store away past its window
     try:
         while procs:
             # Wake on a tick, or at once when a worker exits: the sweep ends as soon as its last does.
@@ -223,7 +229,15 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
             for name, p in list(procs.items()):
                 if not p.is_alive():
                     del procs[name]
-                    worker_mod.reap(store)
+                    store_away |= p.exitcode == worker_mod.EXIT_STORE
+                    if store_away:
+                        continue  # the store is away: no restart, and nothing to reap now
+                    try:
+                        worker_mod.reap(store)
+                        done = worker_mod.sweep_done(store)
+                    except StoreUnavailable:
+                        store_away = True
+                        continue
                     failures[name] = failures.get(name, 0) + 1 if p.exitcode else 0
                     if failures[name] > MAX_WORKER_FAILURES:
                         print(
@@ -232,13 +246,26 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> None:
                             file=sys.stderr,
                         )
                     # Replace a lost worker, and restart one that left while a lost run was re-queued.
-                    elif not interrupted.is_set() and not worker_mod.sweep_done(store):
+                    elif not interrupted.is_set() and not done:
                         start(next(s for s in specs if s.name == name))
-            display.update()
+            try:
+                with store.patience(0):  # the display skips a tick rather than wait for the store
+                    display.update()
+            except StoreUnavailable:
+                pass
     finally:
-        display.close()
+        try:
+            with store.patience(0 if store_away else store.window):
+                display.close()
+        except StoreUnavailable:
+            pass
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        # For `fcn-sweep status`'s account of where the workers' time went.
-        store.add_invocation(began, store.now(), len(specs), opts.pack)
+        # For `fcn-sweep status`'s account of where the workers' time went (not worth waiting for).
+        try:
+            with store.patience(0 if store_away else store.window):
+                store.add_invocation(began, store.now(), len(specs), opts.pack)
+        except StoreUnavailable:
+            pass
         store.close()
+    return worker_mod.EXIT_STORE if store_away else 0

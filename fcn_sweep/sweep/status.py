@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .. import formatting
 from ..config import config_key
+from .launch.slurm import launch_trouble
 from .store import Store, StoredRun
 
 # A terminal, a log viewer, a pasted snippet: every line of `fcn-sweep status` fits. Columns are named
@@ -169,6 +170,7 @@ def render(store: Store, top: int = 10) -> str:
     line = time_line(store)
     if line:
         out[0] += "\n" + line
+    out[0] += "".join("\n" + trouble for trouble in launch_trouble(store.launches()))  # SLURM tasks that failed
     runs = store.runs()
     keys = differing([r.params for r in runs])
     header = ("id", "status", *keys, "epochs", "val acc", "test acc")

@@ -15,6 +15,14 @@ worker reaps next re-queues its runs. SIGINT (Ctrl-C) ends the runs in flight as
 preemption) ends them as `preempted`, which no one counts as crashed. Either way each slot gets a
 fresh pending attempt at once, for this sweep's next worker, and the worker exits within a batch.
 
+The store may go away for a while (a restart, dropped connections): training goes on, its records
+wait and are written when the store returns (recorder). A store that stays away for the whole
+retry window (FCN_SWEEP_STORE_RETRY_S) is never recorded as a config's crash: the runs in flight
+are handed back (re-queued with the reason, or left for the reaper when even that cannot be
+written) and the worker exits with EXIT_STORE and one line, to be started again by whoever
+started it (SLURM's requeue, a supervisor). A worker that froze past the stale limit finds its
+runs taken by others when it wakes, and stops them (fencing: see store.attempts).
+
 Costs paid once per worker, not per run: importing torch, loading the data of the runs pending at
 start, the first use of the BLAS and of W&B (~1 s of imports and the service start on the first `wandb.init`) happen in
 `warm_up`, before the first claim, so that a run's own time is its training.
@@ -40,12 +48,15 @@ from ..config import RunConfig
 from ..tracking import Tracker
 from ..train import FitResult
 from .controller import Controller
-from .store import Store, StoredRun
+from .recorder import Health, Heartbeat, Recorder
+from .store import EXIT_STORE, Store, StoredRun, StoreError, StoreUnavailable
 
-HEARTBEAT_S = 0.5
 IDLE_POLL_S = 0.25
-STALE_S = 15.0  # a running run whose heartbeat is older than this (database clock) has lost its worker
+STALE_ENV = "FCN_SWEEP_STALE_S"
+# A running run whose heartbeat is older than this (database clock) has lost its worker.
+STALE_S = float(os.environ.get(STALE_ENV) or 15.0)
 REAP_EVERY_S = 2.0
+JUDGE_WAIT_S = 5.0  # how long Hyperband's judgement waits for the epoch it judges to be in the store
 
 
 @dataclass(frozen=True)
@@ -62,17 +73,22 @@ class WorkerSpec:
 
 
 class StoreTracker(Tracker):
-    """Mirrors the run into the store: every epoch, then the outcome. It records; it decides nothing."""
+    """Mirrors the run into the store: every epoch, then the outcome, queued on the claim's Recorder
+    and fenced to this worker. It records; it decides nothing."""
 
-    def __init__(self, store: Store, run: StoredRun, stop_reason: Callable[[], str]):
-        self.store, self.run, self.stop_reason = store, run, stop_reason
+    def __init__(self, recorder: Recorder, run: StoredRun, stop_reason: Callable[[], str]):
+        self.recorder, self.run, self.stop_reason = recorder, run, stop_reason
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
-        self.store.log_epoch(self.run.id, tracking.jsonable(metrics))
+        row, store, owner = tracking.jsonable(metrics), self.recorder.store, self.run.worker
+        self.recorder.submit(self.run.id, lambda: store.log_epoch(self.run.id, row, owner))
 
     def finish(self, result: FitResult) -> None:
         reason = self.stop_reason() if result.status == "stopped" else None
-        self.store.finish(self.run.id, result.status, tracking.jsonable(result.summary()), reason)
+        summary, store, owner = tracking.jsonable(result.summary()), self.recorder.store, self.run.worker
+        self.recorder.submit(
+            self.run.id, lambda: store.finish(self.run.id, result.status, summary, reason, owner), final=True
+        )
 
 
 class HyperbandJudge(Tracker):
@@ -81,28 +97,22 @@ class HyperbandJudge(Tracker):
     those of other workers in the store, and stops this one at once when it fails its bracket.
     Deciding per epoch rather than on a timer stops a run at the bracket it fails."""
 
-    def __init__(self, run: StoredRun, controller: Controller):
-        self.run, self.controller = run, controller
+    def __init__(self, run: StoredRun, controller: Controller, recorder: Recorder):
+        self.run, self.controller, self.recorder = run, controller, recorder
         self.stop_requested = threading.Event()
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
-        if self.run.id in self.controller.early_stop():
+        # Judged on the store as it is once this epoch is in it; while the store is away, not at all
+        # (training does not wait for it), and the next epoch that reaches it is judged.
+        if self.recorder.health.away or not self.recorder.flush(JUDGE_WAIT_S):
+            return
+        try:
+            with self.recorder.store.patience(0):
+                stop = self.run.id in self.controller.early_stop()
+        except StoreUnavailable:
+            return
+        if stop:
             self.stop_requested.set()
-
-
-class Heartbeat(threading.Thread):
-    """Beats for every run of a claim; `stop_requested[run_id]` is set when the store asks it to stop."""
-
-    def __init__(self, store: Store, run_ids: list[str]):
-        super().__init__(daemon=True)
-        self.store, self.run_ids = store, run_ids
-        self.stop_requested = {i: threading.Event() for i in run_ids}
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(HEARTBEAT_S):
-            for run_id in self.store.heartbeat(self.run_ids):
-                self.stop_requested[run_id].set()
 
 
 def this_host() -> str:
@@ -134,11 +144,16 @@ def reap(store: Store) -> list[str]:
 
 def maintain(store: Store, controller: Controller, want_pending: int) -> None:
     """A worker's share of running the sweep: propose (random/bayes) until `want_pending` are
-    pending, mark the sweep closed once no proposal can follow, under the sweep lock."""
-    with store.exclusive():
-        controller.top_up(want_pending)
-        if controller.exhausted() and not store.info.closed:
-            store.set_closed(True)
+    pending, mark the sweep closed once no proposal can follow, under the sweep lock (a blip of the
+    store retries the whole block: its transaction went with the connection)."""
+
+    def under_lock() -> None:
+        with store.exclusive():
+            controller.top_up(want_pending)
+            if controller.exhausted() and not store.info.closed:
+                store.set_closed(True)
+
+    store.retry(under_lock)
 
 
 def sweep_done(store: Store) -> bool:
@@ -185,6 +200,17 @@ class Interrupt(threading.Event):
 
 
 def main(spec: WorkerSpec) -> None:
+    """The worker process: exits 0 when the sweep is done, EXIT_STORE (one line) when the store
+    stayed away past the retry window or cannot be opened."""
+    say = lambda text: print(f"fcn-sweep worker {spec.name}: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        work(spec, say)
+    except StoreError as e:  # StoreUnavailable, or a store that cannot be opened any more
+        say(f"{e}; exiting with code {EXIT_STORE}, to be started again once the store is back")
+        sys.exit(EXIT_STORE)
+
+
+def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     import torch
 
     from .. import data as data_mod
@@ -192,7 +218,7 @@ def main(spec: WorkerSpec) -> None:
     torch.set_num_threads(spec.threads)
     interrupted = Interrupt()
     interrupted.install()
-    store = Store(spec.store, spec.sweep)
+    store = Store(spec.store, spec.sweep, create=False, wait=True)  # a store restarting as the worker starts
     controller = Controller(store)
     data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))  # once per worker
     warm_up(spec.device, spec.wandb_mode)
@@ -215,7 +241,9 @@ def main(spec: WorkerSpec) -> None:
                 break
             time.sleep(IDLE_POLL_S)
             continue
-        train_claim(spec, store, controller, claimed, data_for(claimed[0].config.subset), interrupted, wandb)
+        # The store's health is judged per claim: the claim itself just found the store answering.
+        claim = Claim(spec, store, controller, claimed, interrupted, wandb, Health(store.window, say), say)
+        claim.train(data_for(claimed[0].config.subset))
         wandb.report(wait=False)
     wandb.report(wait=True)
     store.close()
@@ -253,57 +281,91 @@ class WandbRuns:
         self.pending = still
 
 
-def train_claim(
-    spec: WorkerSpec,
-    store: Store,
-    controller: Controller,
-    claimed: list[StoredRun],
-    data,
-    interrupted: Interrupt,
-    wandb: WandbRuns,
-) -> None:
-    """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
-    from ..packed import fit_packed
-    from ..train import fit
+class Claim:
+    """One claim (a run alone, or a pack): trained, every outcome recorded, and what the store
+    could not take handed back."""
 
-    beat = Heartbeat(store, [r.id for r in claimed])
-    beat.start()
-    reason = lambda: interrupted.cause if interrupted.is_set() else "hyperband"  # noqa: E731
-    trackers, member_stops = [], []
-    for r in claimed:
-        rundir = tracking.RunDirTracker(Path(spec.out).resolve() / "runs", r.id)
-        store.set_run_dir(r.id, str(rundir.path))
-        judge = HyperbandJudge(r, controller)
-        trackers.append(
-            tracking.Trackers([rundir, *wandb.tracker(r.id, rundir), StoreTracker(store, r, reason), judge])
-        )
-        stops = (beat.stop_requested[r.id], judge.stop_requested)
-        member_stops.append(lambda stops=stops: any(e.is_set() for e in stops))
-    try:
-        if len(claimed) == 1:
-            stop = lambda: interrupted.is_set() or member_stops[0]()  # noqa: E731
-            fit(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
-        else:
-            cfgs = [r.config for r in claimed]
-            fit_packed(cfgs, trackers, data, spec.device, should_stop=interrupted.is_set, member_stops=member_stops)
+    def __init__(self, spec, store, controller, claimed, interrupted, wandb, health, say):
+        self.spec, self.store, self.controller, self.claimed = spec, store, controller, claimed
+        self.interrupted, self.wandb, self.say = interrupted, wandb, say
+        self.owner = claimed[0].worker
+        self.recorder = Recorder(store, self.owner, [r.id for r in claimed], health, say)
+
+    def train(self, data) -> None:
+        """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
+        from ..packed import fit_packed
+        from ..train import fit
+
+        spec, store, claimed, rec, interrupted = self.spec, self.store, self.claimed, self.recorder, self.interrupted
+        beat = Heartbeat(rec)
+        rec.start()
+        beat.start()
+        reason = lambda: interrupted.cause if interrupted.is_set() else "hyperband"  # noqa: E731
+        trackers, member_stops = [], []
+        for r in claimed:
+            rundir = tracking.RunDirTracker(Path(spec.out).resolve() / "runs", r.id)
+            rec.submit(r.id, lambda r=r, path=str(rundir.path): store.set_run_dir(r.id, path, self.owner))
+            judge = HyperbandJudge(r, self.controller, rec)
+            trackers.append(
+                tracking.Trackers([rundir, *self.wandb.tracker(r.id, rundir), StoreTracker(rec, r, reason), judge])
+            )
+            stops = (beat.stop_requested[r.id], judge.stop_requested, rec.taken[r.id])
+            member_stops.append(lambda stops=stops: any(e.is_set() for e in stops))
+        # The whole claim stops on a signal, or when the store stayed away past the window.
+        halt = lambda: interrupted.is_set() or rec.health.expired()  # noqa: E731
+        try:
+            if len(claimed) == 1:
+                stop = lambda: halt() or member_stops[0]()  # noqa: E731
+                fit(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
+            else:
+                cfgs = [r.config for r in claimed]
+                fit_packed(cfgs, trackers, data, spec.device, should_stop=halt, member_stops=member_stops)
+            self._settle()
+        except OSError as e:
+            # This host's disk or mount failed (full, gone read-only), not the config: the slots go back to
+            # pending for a worker that can write, and this worker leaves (its runner restarts it a few times).
+            rec.flush()
+            self._hand_back("crashed", f"write failed: {e.strerror or e}")
+            raise
+        except Exception:  # a bug or an OOM in one config must not take the sweep down
+            error = traceback.format_exc(limit=3)
+            rec.flush()  # outcomes already made stand; only the runs without one crashed
+            for r in claimed:
+                if r.id in rec.live:
+                    rec.submit(r.id, lambda r=r: store.finish(r.id, "crashed", {"error": error}, "error", self.owner))
+            self._settle()
+        finally:
+            beat.done.set()
+            rec.close()
+
+    def _settle(self) -> None:
+        """Once training ended: wait for the records to reach the store; then re-queue the runs a
+        signal interrupted, or hand back what the store could not take (StoreUnavailable)."""
+        rec, store, interrupted = self.recorder, self.store, self.interrupted
+        if not rec.flush():
+            self._hand_back("crashed", "store unreachable")
+            raise StoreUnavailable(f"the store {store.shown} was unreachable for over {rec.health.window_s:g} s "
+                                   f"({rec.health.why})")  # fmt: skip
         if interrupted.is_set():
             # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
-            again = [r.id for r in claimed if store.get_run(r.id).stop_reason == interrupted.cause]
-            new_ids = [tracking.new_run_id() for _ in again]
-            if interrupted.cause == "preempted":  # the signal, as the reason: scancel (TERM) or a warning (USR1)
-                store.requeue(again, new_ids, "preempted", interrupted.signal_name)
-            else:
-                store.requeue(again, new_ids, "stopped", "interrupted")
-    except OSError as e:
-        # This host's disk or mount failed (full, gone read-only), not the config: the slots go back to
-        # pending for a worker that can write, and this worker leaves (its runner restarts it a few times).
-        again = [r.id for r in claimed if store.get_run(r.id).status == "running"]
-        store.requeue(again, [tracking.new_run_id() for _ in again], "crashed", f"write failed: {e.strerror or e}")
-        raise
-    except Exception:  # a bug or an OOM in one config must not take the sweep down
-        error = traceback.format_exc(limit=3)
-        for r in claimed:
-            if store.get_run(r.id).status == "running":
-                store.finish(r.id, "crashed", {"error": error}, "error")
-    finally:
-        beat.done.set()
+            again = [r.id for r in self.claimed if store.get_run(r.id).stop_reason == interrupted.cause]
+            # The signal, as the reason: scancel (TERM) or a warning (USR1); Ctrl-C: interrupted.
+            status, why = ("preempted", interrupted.signal_name) if interrupted.cause == "preempted" else (
+                "stopped", "interrupted")  # fmt: skip
+            store.requeue(again, [tracking.new_run_id() for _ in again], status, why, self.owner)
+
+    def _hand_back(self, status: str, reason: str) -> None:
+        """The runs still this worker's and in flight get a fresh pending attempt each; if the store
+        cannot take even that now, they are left for the reaper (their heartbeat is silent)."""
+        mine = [r.id for r in self.claimed if not self.recorder.taken[r.id].is_set()]
+        try:
+            with self.store.patience(0 if self.recorder.health.expired() else self.store.window):
+                self.store.requeue(mine, [tracking.new_run_id() for _ in mine], status, reason, self.owner)
+        except StoreUnavailable:
+            pass
+
+
+def train_claim(spec, store, controller, claimed, data, interrupted, wandb) -> None:
+    """One claim, trained and recorded, as a worker does it (tests call it directly)."""
+    say = lambda text: print(f"fcn-sweep worker {spec.name}: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    Claim(spec, store, controller, claimed, interrupted, wandb, Health(store.window, say), say).train(data)

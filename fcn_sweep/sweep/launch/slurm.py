@@ -9,12 +9,18 @@ keeps working without this package's help (`sbatch workers-....sbatch` again aft
 
 The scripts name everything by absolute path (the interpreter, the store, the log folder), take
 their threads and GPUs from SLURM's variables at run time, and never hold a secret: the W&B API
-key reaches an agent through the environment sbatch exports or the ~/.netrc of `wandb login`.
+key reaches an agent through the environment sbatch exports or the ~/.netrc of `wandb login`; the
+password of a store URL reaches the workers as PGPASSWORD in the environment of the sbatch that
+submits them (`job_environment`), never through a file.
+
+A task that cannot work the sweep (its store refuses it) cannot say so in the store; it says so in
+its log, and `fcn-sweep status` reads the logs of the arrays the store records (`launch_trouble`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import shlex
 import shutil
 import socket
@@ -231,9 +237,23 @@ def write_script(text: str, directory: Path, kind: str) -> Path:
     return path
 
 
-def submit(script: Path) -> str:
+def job_environment(password: str | None, extra: tuple[str, ...]) -> dict[str, str] | None:
+    """The environment sbatch runs in, which SLURM gives the job's tasks (its default --export=ALL):
+    with the store URL's password as PGPASSWORD, so that the tasks have it and no file does. None:
+    this process's own."""
+    if password is None:
+        return None
+    if any(arg.startswith("--export") for arg in extra):
+        raise LaunchError(
+            "the store URL's password reaches the tasks only through the job's environment, which "
+            "--sbatch-arg=--export... narrows; drop that option, or give the password by ~/.pgpass on the nodes"
+        )
+    return {**os.environ, "PGPASSWORD": password}
+
+
+def submit(script: Path, env: dict[str, str] | None = None) -> str:
     """The job id sbatch assigns."""
-    done = subprocess.run([sbatch_path(), "--parsable", str(script)], capture_output=True, text=True)
+    done = subprocess.run([sbatch_path(), "--parsable", str(script)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise LaunchError(f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()}")
     return done.stdout.strip().split(";")[0]
@@ -311,3 +331,25 @@ def check_reachable(store: str, partition: str | None) -> None:
         socket.create_connection((host, url.port or 5432), timeout=5).close()
     except OSError as e:
         raise LaunchError(f"store {store}: no PostgreSQL answers at {host}:{url.port or 5432} ({e})") from None
+
+
+# --- tasks that could not work the sweep ----------------------------------------------------------
+# What a worker prints when it cannot start (a usage error: the store refused it) or gives up (the
+# store away past its window): the lines status repeats from the task logs.
+TROUBLE = ("fcn-sweep worker: error:", "exiting with code")
+
+
+def launch_trouble(launches: list[dict]) -> list[str]:
+    """For each recorded array whose log folder this host can read, one line when tasks said they
+    could not work the sweep: how many, and the first thing one said."""
+    out = []
+    for launch in launches:
+        found = []
+        for log in sorted(Path(launch["logs"]).glob(f"{launch['job']}_*.out")):
+            lines = [x for x in log.read_text(errors="replace").splitlines() if any(t in x for t in TROUBLE)]
+            if lines:
+                found.append((log, lines[-1].strip()))
+        if found:
+            log, said = found[0]
+            out.append(f"slurm job {launch['job']}: {len(found)} task(s) could not work the sweep: {said} ({log})")
+    return out

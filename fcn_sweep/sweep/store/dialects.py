@@ -52,7 +52,12 @@ def _sqlite_engine(url: URL, local: threading.local) -> Engine:
 
 def _postgresql_engine(url: URL, local: threading.local) -> Engine:
     return create_engine(
-        url.set(drivername="postgresql+psycopg"), connect_args={"connect_timeout": 10}, pool_size=2, max_overflow=4
+        url.set(drivername="postgresql+psycopg"),
+        connect_args={"connect_timeout": 10},
+        pool_size=2,
+        max_overflow=4,
+        # A pooled connection may have died with a restart or pg_terminate_backend: checked before each use.
+        pool_pre_ping=True,
     )
 
 

@@ -8,6 +8,8 @@ and nothing queries inside it (what a query filters on has its own column: `pack
   runs         one row per attempt at one slot (a proposed config and, with --repeats, one of its
                seeds); a lost or interrupted attempt gets a fresh row for the same slot
   metrics      one JSON object per run and epoch, exactly what the run directory holds
+  launches     one row per job array `fcn-sweep slurm workers` submitted: its job id and log folder,
+               so that status can say when tasks could not work the sweep (made when first needed)
 
 Every time is seconds since the epoch on the database's clock (dialects.now), never a host's.
 """
@@ -82,6 +84,16 @@ runs = Table(
 )
 Index("runs_claim", runs.c.sweep_id, runs.c.status, runs.c.slot, runs.c.created)
 Index("runs_pack", runs.c.sweep_id, runs.c.status, runs.c.pack_key, runs.c.slot)
+
+launches = Table(
+    "launches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sweep_id", Integer, ForeignKey("sweeps.id"), nullable=False),
+    Column("job", String(64), nullable=False),
+    Column("logs", Text, nullable=False),
+    Column("submitted", Float, nullable=False),
+)
 
 metrics = Table(
     "metrics",

@@ -4,6 +4,7 @@ sees is `redact`ed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -43,10 +44,12 @@ def without_password(url: URL) -> str:
     return bare.render_as_string()
 
 
+# `scheme://user:secret@`, anywhere in a text: what sits between `user:` and the last `@` before
+# the host is hidden, whether or not the rest parses as a URL; also where a path collapsed the `//`
+# (`postgresql:/user:secret@host`, a URL given where a directory goes).
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*:/{1,2}[^\s:/@'\"]*):[^\s'\"]*@")
+
+
 def redact_text(text: str) -> str:
-    """A URL-like string with whatever sits between `user:` and `@` hidden, parsable or not."""
-    scheme, sep, rest = text.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return text
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    """Any text (an error message, a URL typed wrong) with the password of every URL in it hidden."""
+    return _CREDENTIALS.sub(r"\1:***@", text)

@@ -1,0 +1,249 @@
+"""A shared sweep survives its database: a PostgreSQL of its own (restarted, stopped, its connections
+ended) under real `fcn-sweep worker` processes (SIGSTOP'd, SIGKILL'd), tiny runs. What must hold
+afterwards: every slot done exactly once, the store's epochs equal each run directory's, no
+store error recorded as a config's crash, a late worker's writes refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from fcn_sweep.sweep import worker
+from fcn_sweep.sweep.store import Store
+
+from .conftest import PG_BINS, REPO, _as_server_user, needs_data
+
+SWEEP = """\
+name: faults
+method: grid
+metric: {{name: val/acc, goal: maximize}}
+parameters:
+  epochs: {{value: {epochs}}}
+  subset: {{value: 1024}}
+  batch_size: {{value: 64}}
+  hidden: {{value: [64, 32]}}
+  lr: {{values: {lrs}}}
+"""
+
+
+class Server:
+    """A throwaway PostgreSQL of this module's own (scripts/postgres_local.sh), so restarting or
+    stopping it disturbs no other test."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        script = REPO / "scripts" / "postgres_local.sh"
+        self.start_cmd = _as_server_user([str(script), str(root / "pg"), "--port", str(port)])
+        url = self.start()
+        self.password = (root / "pg" / "password").read_text().strip()
+        self.url = url.strip()  # without the password: workers get it from PGPASSWORD
+        self.full = self.url.replace("@", f":{self.password}@", 1)
+
+    def start(self) -> str:
+        """Start the server (again, after a stop: pg_ctl start alone would forget its port); its URL."""
+        return subprocess.run(self.start_cmd, check=True, capture_output=True, text=True, timeout=120).stdout
+
+    def pg_ctl(self, *args: str) -> None:
+        # With a log file: a server started without one keeps pg_ctl's output pipe open.
+        pg = self.root / "pg"
+        cmd = [str(PG_BINS[-1]), "-D", str(pg / "data"), "-l", str(pg / "server.log"), "-w", *args]
+        subprocess.run(_as_server_user(cmd), check=True, capture_output=True, timeout=120)
+
+    def terminate_connections(self) -> int:
+        """pg_terminate_backend of every client connection but this one."""
+        admin = create_engine(self.full.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            q = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            n = conn.execute(text(q + "AND pid <> pg_backend_pid()")).scalar_one()
+        admin.dispose()
+        return n
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not PG_BINS:
+        pytest.skip("PostgreSQL is not installed (Debian: postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="fcn-sweep-faults-"))
+    root.chmod(0o777)
+    srv = Server(root)
+    try:
+        yield srv
+    finally:
+        subprocess.run(
+            _as_server_user([str(PG_BINS[-1]), "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def new_sweep(srv: Server, tmp_path: Path, slots: int, epochs: int) -> str:
+    """A fresh database on the server holding a planned grid of `slots` tiny runs; its URL."""
+    from fcn_sweep.sweep.runner import SweepOptions, run_sweep
+
+    name = f"f{time.monotonic_ns()}"
+    admin = create_engine(srv.full.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = srv.full.rsplit("/", 1)[0] + "/" + name
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(SWEEP.format(epochs=epochs, lrs=[round(0.001 * (k + 1), 4) for k in range(slots)]))
+    store, _ = run_sweep(str(sweep_file), str(tmp_path / "made"), None, SweepOptions(workers=0, store=url))
+    store.close()
+    return url
+
+
+def start_worker(url: str, out: Path, name: str, **env: str) -> subprocess.Popen:
+    """`fcn-sweep worker URL` as a user starts it: the password from PGPASSWORD, output to files."""
+    parsed = make_url(url)
+    bare = parsed.set(password=None).render_as_string(hide_password=False)
+    environment = {
+        **os.environ, "PGPASSWORD": parsed.password, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
+        "FCN_SWEEP_STALE_S": "4", **env,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fcn_sweep", "worker", bare, "--out", str(out), "--quiet", "--wandb", "disabled"],
+        stdout=open(out / f"{name}.out", "w"),
+        stderr=open(out / f"{name}.err", "w"),
+        env=environment,
+        start_new_session=True,  # its own process group: a signal to it reaches the worker processes it runs
+    )
+
+
+def wait_until(condition, what: str, timeout: float = 180.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 240.0) -> list[int]:
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail("a worker did not finish")
+    return codes
+
+
+def assert_every_slot_done_once(url: str) -> Store:
+    """Every slot has exactly one attempt done for good, finished; no store error became a config's
+    crash; and each finished attempt's epochs in the store are its run directory's metrics.jsonl."""
+    store = Store(url)
+    runs = store.runs()
+    done = store.done_runs()
+    slots = {r.slot for r in runs}
+    assert Counter(r.slot for r in done) == Counter(slots), [(r.slot, r.status, r.stop_reason) for r in runs]
+    assert {r.status for r in done} == {"finished"}
+    assert not [r for r in runs if r.status == "crashed" and r.stop_reason == "error"], "a blip became a crash"
+    assert store.counts()["pending"] == store.counts()["running"] == 0
+    histories = store.histories(r.id for r in done)
+    for r in done:
+        on_disk = [json.loads(line) for line in (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert histories[r.id] == on_disk, r.id
+        assert len(on_disk) == r.config.epochs
+    return store
+
+
+def mid_run(url: str, at_least: int = 1):
+    store = Store(url)
+    try:
+        return [r for r in store.runs(["running"]) if r.epoch >= at_least]
+    finally:
+        store.close()
+
+
+@needs_data
+def test_a_server_restart_mid_sweep_loses_no_slot_and_trains_none_twice(server, tmp_path):
+    url = new_sweep(server, tmp_path, slots=4, epochs=6)
+    procs = [start_worker(url, tmp_path / "out", f"w{i}", FCN_SWEEP_HOST=f"host{i}") for i in range(2)]
+    wait_until(lambda: mid_run(url), "a run mid-way")
+    server.pg_ctl("-m", "fast", "restart")
+    assert finish(procs) == [0, 0], [(tmp_path / "out" / f"w{i}.err").read_text() for i in range(2)]
+    assert_every_slot_done_once(url).close()
+    errors = "".join((tmp_path / "out" / f"w{i}.err").read_text() for i in range(2))
+    assert "Traceback" not in errors, errors
+
+
+@needs_data
+def test_every_connection_terminated_mid_run_loses_no_slot_and_trains_none_twice(server, tmp_path):
+    url = new_sweep(server, tmp_path, slots=4, epochs=6)
+    procs = [start_worker(url, tmp_path / "out", f"w{i}", FCN_SWEEP_HOST=f"host{i}") for i in range(2)]
+    wait_until(lambda: mid_run(url), "a run mid-way")
+    for _ in range(3):
+        assert server.terminate_connections() > 0
+        time.sleep(0.7)
+    assert finish(procs) == [0, 0], [(tmp_path / "out" / f"w{i}.err").read_text() for i in range(2)]
+    assert_every_slot_done_once(url).close()
+    errors = "".join((tmp_path / "out" / f"w{i}.err").read_text() for i in range(2))
+    assert "Traceback" not in errors, errors
+
+
+@needs_data
+def test_a_worker_frozen_past_the_stale_limit_finds_its_run_taken_and_writes_nothing(server, tmp_path):
+    """SIGSTOP a worker mid-run; another worker re-queues the run and takes it; SIGCONT: the late
+    worker's writes are refused, it says so in one line, and the slot has one final attempt."""
+    url = new_sweep(server, tmp_path, slots=1, epochs=10)
+    late = start_worker(url, tmp_path / "out", "late")
+    (frozen,) = wait_until(lambda: mid_run(url), "the run mid-way")
+    os.killpg(late.pid, signal.SIGSTOP)  # the whole process tree, as a node that froze
+    other = start_worker(url, tmp_path / "out", "other")
+    store = Store(url)
+    wait_until(lambda: [r for r in store.runs(["running"]) if r.id != frozen.id and r.epoch >= 1], "the re-run")
+    reaped = store.get_run(frozen.id)
+    assert (reaped.status, reaped.stop_reason) == ("crashed", "lost")
+    os.killpg(late.pid, signal.SIGCONT)
+    assert finish([late, other]) == [0, 0]
+    err = (tmp_path / "out" / "late.err").read_text()
+    said = [line for line in err.splitlines() if frozen.id in line]
+    assert len(said) == 1 and "writing nothing more" in said[0], err
+    after = store.get_run(frozen.id)
+    assert (after.status, after.epoch, after.summary) == (reaped.status, reaped.epoch, reaped.summary)
+    assert len(store.histories([frozen.id])[frozen.id]) == reaped.epoch  # no epoch of the late worker landed
+    store.close()
+    assert_every_slot_done_once(url).close()
+
+
+@needs_data
+def test_a_store_down_past_the_window_sends_the_worker_away_and_a_new_one_finishes(server, tmp_path):
+    url = new_sweep(server, tmp_path, slots=2, epochs=30)
+    first = start_worker(url, tmp_path / "out", "first", FCN_SWEEP_STORE_RETRY_S="3")
+    wait_until(lambda: mid_run(url), "a run mid-way")
+    server.pg_ctl("-m", "fast", "stop")
+    try:
+        code = first.wait(timeout=60)
+    finally:
+        server.start()
+    err = (tmp_path / "out" / "first.err").read_text()
+    lines = [line for line in err.splitlines() if "exiting" in line]
+    assert code == worker.EXIT_STORE and len(lines) == 1 and "unreachable" in lines[0], err
+    assert "Traceback" not in err and server.password not in err
+    store = Store(url)
+    worker.reap(store)  # the worker is gone: its runs are pending again
+    assert store.counts()["running"] == 0 and store.counts()["pending"] == 2
+    assert not store.runs(["finished"]) and not [r for r in store.runs(["crashed"]) if r.stop_reason == "error"]
+    store.close()
+    again = start_worker(url, tmp_path / "out", "again")
+    assert finish([again]) == [0]
+    assert_every_slot_done_once(url).close()

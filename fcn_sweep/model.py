@@ -3,18 +3,19 @@
 A saved model is one safetensors file whose metadata holds the RunConfig as JSON, so the file
 alone rebuilds the network (`load_model`).
 
-Dropout draws its masks from a generator the run owns rather than from torch's global one, for two
-reasons. Reproducibility across paths: a model trained alone and the same config trained inside a
-pack of K models (packed.py) must draw the very same masks, which a shared global stream cannot
-give. Speed: `nn.Dropout` calls `bernoulli_`, which on the CPU costs about as much as a third of the
-step's matrix multiplies at batch 64 (one Mersenne-twister draw and a float conversion per element).
-Instead one 64-bit draw is cut into four 16-bit integers, and an element is kept when its integer
-clears a threshold: the rate is `p` rounded to a multiple of 2**-16 (0.3 becomes 0.300003) and kept
-units are scaled by 1/(1 - that rate), so the layer stays unbiased. The same code runs on CUDA.
+A Linear that feeds batch norm has no bias: the normalisation subtracts the batch mean, which
+cancels any bias, so its gradient is zero but for rounding noise, which adaptive optimizers (Adam,
+RMSprop) divide by its own size and turn into steps of about lr: noise in the running mean, and a
+run no longer equal to itself on another device or in a pack. Files written while that bias
+existed still load: it folds exactly into the norm's running mean (`load_model`).
+
+Training does not run this nn.Sequential (packed.py trains every run, with kernels.py's layers and
+rng.py's dropout masks); it is the network a user loads, evaluates and builds on.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -49,46 +50,21 @@ INITS: dict[str, Callable[[torch.Tensor, RunConfig], object] | None] = {
 }
 
 
-_LEVELS = 1 << 16  # a mask draw is a uniform 16-bit integer
+_LEVELS = 1 << 16  # a mask draw is a uniform 16-bit integer (rng.py)
 
 
 def dropout_threshold(p: float) -> tuple[int, float]:
-    """(int16 threshold, scale of kept units) for rate p: kept when the draw is >= the threshold."""
+    """(int16 threshold, scale of kept units) for rate p: a unit is kept when its draw is >= the
+    threshold, so the rate is p rounded to a multiple of 2**-16 (0.3 becomes 0.300003), and kept
+    units are scaled by 1/(1 - that rate), so the layer stays unbiased."""
     dropped = round(p * _LEVELS)
     return dropped - _LEVELS // 2, _LEVELS / (_LEVELS - dropped)
-
-
-def random_int16(n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    """n uniform int16 values, drawn four at a time from full-range 64-bit integers."""
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
-    return words.random_(-(1 << 63), None, generator=generator).view(torch.int16)[:n]
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout whose masks come from `generator` (see the module docstring); None: torch's global one."""
-
-    generator: torch.Generator | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        threshold, scale = dropout_threshold(self.p)
-        bits = random_int16(x.numel(), x.device, self.generator).view(x.shape)
-        return x * keep_mask(bits, threshold, scale, x)
 
 
 def keep_mask(bits: torch.Tensor, threshold: int | torch.Tensor, scale: float | torch.Tensor, like: torch.Tensor):
     """`scale` where `bits` clears `threshold`, else 0, in `like`'s dtype. Compared straight into a
     float tensor: a bool mask and its conversion cost three times as much (torch 2.14, CPU)."""
     return torch.ge(bits, threshold, out=torch.empty(bits.shape, dtype=like.dtype, device=like.device)).mul_(scale)
-
-
-def use_generator(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
-    """Make every Dropout of `model` draw from `generator`, in layer order, as a run does."""
-    for m in model.modules():
-        if isinstance(m, Dropout):
-            m.generator = generator
-    return model
 
 
 def build_fcn(cfg: RunConfig) -> nn.Sequential:
@@ -100,18 +76,37 @@ def build_fcn(cfg: RunConfig) -> nn.Sequential:
             layers.append(nn.BatchNorm1d(width))
         layers.append(ACTIVATIONS[cfg.activation]())
         if rate > 0:
-            layers.append(Dropout(rate))
+            layers.append(nn.Dropout(rate))
         width_in = width
     layers.append(nn.Linear(width_in, N_CLASSES))
     model = nn.Sequential(*layers)
 
     init = INITS[cfg.init]
-    if init is not None:
-        for m in model:
-            if isinstance(m, nn.Linear):
-                init(m.weight, cfg)
-                nn.init.zeros_(m.bias)
+    for m in model:
+        if isinstance(m, nn.Linear) and init is not None:
+            init(m.weight, cfg)
+            nn.init.zeros_(m.bias)
+    for linear in _linears_into_norms(model):
+        # Drawn above and dropped here, so that a seed's initial weights are what they were when
+        # this Linear had a bias (the default init draws it from the same stream).
+        linear.register_parameter("bias", None)
     return model
+
+
+def _linears_into_norms(model: nn.Sequential) -> list[nn.Linear]:
+    return [
+        m for m, after in itertools.pairwise(model) if isinstance(m, nn.Linear) and isinstance(after, nn.BatchNorm1d)
+    ]
+
+
+def fold_norm_biases(model: nn.Sequential, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict written when a Linear before batch norm had a bias, as one without: batch norm
+    sees z + b against its running mean m, which is z against m - b, in training and evaluation."""
+    state, into_norms = dict(state), _linears_into_norms(model)
+    for (name, m), (norm, _) in itertools.pairwise(model.named_children()):
+        if m in into_norms and f"{name}.bias" in state:
+            state[f"{norm}.running_mean"] = state[f"{norm}.running_mean"] - state.pop(f"{name}.bias")
+    return state
 
 
 def param_count(model: nn.Module) -> int:
@@ -133,5 +128,5 @@ def load_model(path: str | Path) -> tuple[nn.Sequential, RunConfig]:
         raise ValueError(f"{path} holds no fcn-sweep config; it was not written by fcn-sweep")
     cfg = RunConfig.from_dict(json.loads(meta["config"]))
     model = build_fcn(cfg)
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(fold_norm_biases(model, load_file(str(path))))
     return model.eval(), cfg

@@ -1,61 +1,62 @@
-"""Packed training: K configs of one shape trained at once, each as if it ran alone.
+"""The trainer: K runs of one shape trained at once, each as if it ran alone; a run alone is a pack of one.
 
 A sweep trains thousands of small networks, and one of them leaves most of an accelerator idle:
 a small network's step is a few small matrix multiplies and a long tail of tiny kernels and
-Python. Horizontally fused training (Wang et al., MLSys 2021) stacks the weights of K
-models into (K, out, in) tensors and runs every layer as one batched matrix multiply, so the
-fixed cost per step is paid once for K models.
+Python. Horizontally fused training (Wang et al., MLSys 2021) stacks the weights of K models into
+(K, out, in) tensors and runs every layer as one batched matrix multiply, so the fixed cost of a
+step is paid once for K models. Here the rest of the step is stacked too, so that the operations
+a step dispatches do not grow with K:
+
+- the layers, forward and backward, are written by hand over the stacked tensors (kernels.py);
+- per-member constants (dropout rates, label smoothing) are (K, 1, 1) tensors;
+- dropout masks are a function of (member seed, step, layer, position) (rng.py), made for all
+  members by one set of operations;
+- members sharing an optimizer's hyperparameters sit side by side and step with one fused kernel
+  call per group (optim.PackUpdate says why groups);
+- on CUDA the whole step is captured once as a CUDA graph and replayed (cuda_graph.py).
 
 Members must share what fixes the tensor shapes and the step count: hidden widths, batch norm,
 activation, batch size, epochs and training subset (`PACK_FIELDS`). Everything else stays per
 member: seed (so init, shuffle order and dropout masks), dropout rates, init, optimizer, lr,
 momentum, weight decay, schedule and label smoothing.
 
-Equivalence with `train.fit` is the contract: each member starts where it would alone
-(`train.init_model`: the same initial weights, shuffle order and dropout-mask generator), draws
-its masks in the same order and sizes, and normalises with its own batch statistics. Its
-optimizer and lr schedule are `fit`'s (`optim.Optimizer`: torch's own kernel, called directly) over
-views of its slice of the stacked tensors and of the stacked moments. Slice k of a stacked tensor
-is contiguous, so the fused kernels update a member in one pass over memory. The epochs, metrics,
-best-epoch rule and endings are `train.lifecycle`'s, the same code a solo run goes through.
-
-One kernel call per member, not one elementwise update over the whole stack with per-member
-hyperparameters as (K, 1, 1) tensors: an Adam step written as tensor operations makes several
-passes over parameters, gradients and moments where the fused kernel makes one, and a pack's
-state does not fit in cache, so K fused calls are the faster way (README, Speed).
-
-What differs is the order of some floating-point sums (a batched matrix multiply against a plain
-one), so the metrics agree to float tolerance (tests/test_packed.py states the contract); each
-tracker receives what `fit` would send it, best weights included as a plain `build_fcn` state dict.
-
-A member whose loss turns NaN leaves the pack at the end of that epoch: NaN cannot leak into the
-others, since every operation is per member (batched products, per-channel batch norm, per-member
-losses and optimizers), and dropping it stops paying for its compute.
+Equivalence with the run alone is the contract: each member starts where it would alone (the
+same initial weights and shuffle order, drawn from its seed), draws the same dropout masks (they
+depend on its seed, not on the pack), normalises with its own batch statistics and steps with its
+own optimizer. What differs is the order of some floating-point sums (a batched product over K
+against one over 1), so the metrics agree to float tolerance (tests/test_packed.py states the
+contract); each tracker receives what a run alone would send it, best weights included as a plain
+`build_fcn` state dict. A member whose loss turns NaN leaves the pack at the end of that epoch: NaN
+cannot leak into the others, since every operation is per member.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from . import data as data_mod
+from . import kernels
 from .config import RunConfig
-from .model import ACTIVATIONS, dropout_threshold, keep_mask, param_count
-from .optim import Optimizer, zero_moments
+from .lifecycle import lifecycle
+from .model import build_fcn, dropout_threshold, keep_mask, param_count
+from .optim import PackUpdate, group_key, zero_moments
+from .results import FitResult
+from .rng import CounterBits, member_key
 from .tracking.tracker import Tracker
-from .train import EVAL_BATCH, FitResult, init_model, lifecycle
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
 PACK_FIELDS = ("hidden", "activation", "batch_norm", "batch_size", "epochs", "subset")
-
-BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # nn.BatchNorm1d's defaults, which build_fcn keeps
+EVAL_BATCH = 8192
+# FCN_SWEEP_EAGER=1 runs the CUDA step op by op instead of replaying a captured graph (debugging,
+# profiling); the CPU always runs eagerly.
+EAGER_ENV = "FCN_SWEEP_EAGER"
 
 
 def pack_key(config: RunConfig | Mapping[str, Any]) -> str:
@@ -65,32 +66,6 @@ def pack_key(config: RunConfig | Mapping[str, Any]) -> str:
     return json.dumps([values.get(name) for name in PACK_FIELDS])
 
 
-# --- the pack ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Member:
-    cfg: RunConfig
-    shuffle: torch.Generator
-    masks: torch.Generator
-    keys: list[tuple[str, str]]  # state-dict prefix of each Linear and of the BatchNorm after it ("" if none)
-    update: Optimizer | None = None  # over views of this member's slice of the pack's tensors and moments
-
-    def point_optimizer_at(self, params: list[torch.Tensor], moments: tuple[list, list]) -> None:
-        """Build the member's optimizer over `params` (views) and `moments`, or move it there."""
-        if self.update is None:
-            self.update = Optimizer(params, self.cfg, moments)
-        else:
-            self.update.params, self.update.moments = params, moments
-
-
-def _module_keys(model: nn.Sequential) -> list[tuple[str, str]]:
-    names = [(name, type(m)) for name, m in model.named_children()]
-    linears = [n for n, t in names if t is nn.Linear]
-    norms = [n for n, t in names if t is nn.BatchNorm1d]
-    return list(itertools.zip_longest(linears, norms, fillvalue=""))
-
-
 def check_packable(cfgs: Sequence[RunConfig]) -> None:
     if not cfgs:
         raise ValueError("a pack needs at least one config")
@@ -98,169 +73,179 @@ def check_packable(cfgs: Sequence[RunConfig]) -> None:
         raise ValueError(f"configs differ in some of {', '.join(PACK_FIELDS)}; pack only configs of one pack_key")
 
 
+def initial_model(cfg: RunConfig) -> nn.Sequential:
+    """A run's initial network, drawn from its seed alone (on the CPU, the same on every device)."""
+    torch.manual_seed(cfg.seed)
+    return build_fcn(cfg)
+
+
 class Pack:
-    """The stacked tensors of the live members; index k on the first axis is `members[k]`. A
-    `train.Trainer`: `train.lifecycle` runs the epochs."""
+    """The stacked tensors of the live members, a `lifecycle.Trainer`. Members are kept in the order
+    of their optimizer groups (`slot`); every method takes and answers in the order of `cfgs`."""
 
-    def __init__(self, cfgs: Sequence[RunConfig], device: torch.device):
+    def __init__(self, cfgs: Sequence[RunConfig], device: torch.device | str):
         check_packable(cfgs)
-        members, models = [], []
-        for cfg in cfgs:
-            model, shuffle, masks = init_model(cfg, device)
-            members.append(_Member(cfg, shuffle, masks, _module_keys(model)))
-            models.append(model)
-        self.param_counts = [param_count(m) for m in models]
-        self.members, self.device, self.steps = members, device, 0
-        self.batch_norm, self.act = cfgs[0].batch_norm, ACTIVATIONS[cfgs[0].activation]()
+        self.device = torch.device(device)
+        order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
+        self.cfgs = [cfgs[i] for i in order]  # by slot
+        self.slot = [order.index(i) for i in range(len(cfgs))]  # run i of `cfgs` -> its slot
+        models = [initial_model(c) for c in self.cfgs]
+        self.param_counts = [param_count(models[s]) for s in self.slot]
+        self.shuffles = [torch.Generator().manual_seed(c.seed) for c in self.cfgs]
+        first = self.cfgs[0]
+        self.batch_norm, self.act = first.batch_norm, kernels.ACTIVATIONS[first.activation]
+        self.hidden_layers = len(first.hidden)
 
-        def stack(kind: type[nn.Module], read: Callable[[nn.Module], torch.Tensor]) -> list[torch.Tensor]:
-            layers = [[m for m in model if isinstance(m, kind)] for model in models]
-            return [torch.stack([read(ls[i]).detach() for ls in layers]).to(device) for i in range(len(layers[0]))]
+        def stack(kind: type[nn.Module], read: Callable[[nn.Module], Tensor | None]) -> list[Tensor | None]:
+            out: list[Tensor | None] = []
+            for same_layer in zip(*([m for m in model if isinstance(m, kind)] for model in models), strict=True):
+                ts = [read(m) for m in same_layer]
+                out.append(None if ts[0] is None else torch.stack([t.detach() for t in ts]).to(self.device))
+            return out
 
-        # Weights are stored (K, in, out), nn.Linear's transposed, so that both the product and its
-        # weight gradient are plain contiguous batched products (no transposed copy per step).
-        # Biases and batch-norm affines are (K, 1, width), so they broadcast over the batch axis.
-        self.weights = stack(nn.Linear, lambda m: m.weight.t())
-        self.biases = stack(nn.Linear, lambda m: m.bias.view(1, -1))
-        self.gammas = stack(nn.BatchNorm1d, lambda m: m.weight.view(1, -1))
-        self.betas = stack(nn.BatchNorm1d, lambda m: m.bias.view(1, -1))
+        self.weights = stack(nn.Linear, lambda m: m.weight)  # (K, out, in), nn.Linear's layout
+        # (K, out, 1); None for a Linear that feeds batch norm, which has no bias (model.py).
+        self.biases = stack(nn.Linear, lambda m: None if m.bias is None else m.bias.view(-1, 1))
+        self.gammas = stack(nn.BatchNorm1d, lambda m: m.weight)  # (K, width)
+        self.betas = stack(nn.BatchNorm1d, lambda m: m.bias)
         self.running_means = stack(nn.BatchNorm1d, lambda m: m.running_mean)
         self.running_vars = stack(nn.BatchNorm1d, lambda m: m.running_var)
-        self.moments = zero_moments(self.params)  # every member's optimizer state, stacked like params
-        self._attach()
+        self.steps = torch.zeros((), dtype=torch.int64, device=self.device)  # on the device: graphs count too
+        self.moments = zero_moments(self.params)
+        self.graphs = None
+        if self.device.type == "cuda" and os.environ.get(EAGER_ENV, "") in ("", "0"):
+            from .cuda_graph import CapturedSteps
+
+            self.graphs = CapturedSteps(lambda split, idx, *sums: self.train_step(*self.batch(split, idx), *sums))
+        self.epochs_done = 0
+        self._attach(steps=0)
 
     @property
-    def params(self) -> list[torch.Tensor]:
-        return [*self.weights, *self.biases, *self.gammas, *self.betas]
+    def params(self) -> list[Tensor]:
+        return [*self.weights, *(b for b in self.biases if b is not None), *self.gammas, *self.betas]
 
-    def lrs(self) -> list[float]:
-        return [m.update.lr for m in self.members]
-
-    def set_epoch(self, done: int) -> None:
-        for m in self.members:
-            m.update.set_epoch(done)
-
-    def _attach(self) -> None:
-        """Per-member views, optimizers and constants, after setup or after members left."""
-        for p in self.params:
-            p.requires_grad_(True)
-        for k, m in enumerate(self.members):
-            m.point_optimizer_at([p.detach()[k] for p in self.params], tuple([t[k] for t in ts] for ts in self.moments))
-        cfgs = [m.cfg for m in self.members]
+    def _attach(self, steps: int) -> None:
+        """Gradients, optimizers and per-member constants, after setup or after members left."""
+        self.grads = [torch.empty_like(p) for p in self.params]
+        self._grad_of = dict(zip(map(id, self.params), self.grads, strict=True))
+        self.update = PackUpdate(self.params, self.grads, self.cfgs, self.moments, steps)
+        self.update.set_epoch(self.epochs_done)
         column = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device).view(-1, 1, 1)  # noqa: E731
-        self.dropout = []
-        for rates in zip(*(c.dropout_rates() for c in cfgs), strict=True):
-            active = [k for k, rate in enumerate(rates) if rate > 0]
+        self.dropout: list[tuple[Tensor, Tensor] | None] = []
+        for rates in zip(*(c.dropout_rates() for c in self.cfgs), strict=True):
             # A member without dropout here keeps every unit: threshold below any draw, scale 1.
             th, scale = zip(*(dropout_threshold(r) if r > 0 else (-(1 << 15), 1.0) for r in rates), strict=True)
-            self.dropout.append((active, column(th, torch.int16), column(scale, torch.float32)) if active else None)
-        smoothing = [c.label_smoothing for c in cfgs]
-        self.smoothing = column(smoothing, torch.float32).view(-1, 1) if any(smoothing) else None
+            active = any(r > 0 for r in rates)
+            self.dropout.append((column(th, torch.int16), column(scale, torch.float32)) if active else None)
+        smoothing = [c.label_smoothing for c in self.cfgs]
+        self.smoothing = column(smoothing, torch.float32) if any(smoothing) else None
+        self.bits = CounterBits(torch.tensor([member_key(c.seed) for c in self.cfgs], device=self.device))
+        if self.graphs is not None:
+            self.graphs.clear()
+
+    # --- what the lifecycle asks, in the order of its runs ---------------------------------------
+
+    def lrs(self) -> list[float]:
+        by_slot = self.update.lrs()
+        return [by_slot[s] for s in self.slot]
+
+    def set_epoch(self, done: int) -> None:
+        before, self.epochs_done = self.update.lrs(), done
+        self.update.set_epoch(done)
+        if self.graphs is not None and self.update.lrs() != before:
+            self.graphs.clear()  # the lrs are constants of the captured kernels
 
     def keep(self, ks: list[int]) -> None:
-        """Only members ks (ascending) stay; every stacked tensor is cut down to them."""
-        idx = torch.tensor(ks, device=self.device)
-        take = lambda ts: [t.detach().index_select(0, idx) for t in ts]  # noqa: E731
-        self.members = [self.members[k] for k in ks]
-        self.weights, self.biases = take(self.weights), take(self.biases)
-        self.gammas, self.betas = take(self.gammas), take(self.betas)
+        """Only runs ks (ascending) stay; every stacked tensor is cut down to them."""
+        slots = sorted(self.slot[k] for k in ks)
+        self.slot = [slots.index(self.slot[k]) for k in ks]
+        idx = torch.tensor(slots, device=self.device)
+        take = lambda ts: [t.index_select(0, idx) for t in ts]  # noqa: E731
+        self.cfgs = [self.cfgs[s] for s in slots]
+        self.shuffles = [self.shuffles[s] for s in slots]
+        self.weights, self.gammas, self.betas = take(self.weights), take(self.gammas), take(self.betas)
+        self.biases = [None if b is None else b.index_select(0, idx) for b in self.biases]
         self.running_means, self.running_vars = take(self.running_means), take(self.running_vars)
-        self.moments = tuple(take(ts) for ts in self.moments)
-        self._attach()
+        self.moments = (take(self.moments[0]), take(self.moments[1]))
+        self._attach(steps=int(self.steps))
 
-    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        """Logits (K, B, 10) of inputs (K, B, 784), or of (B, 784) shared by every member."""
-        h = x if x.dim() == 3 else x.expand(len(self.members), *x.shape)
-        last = len(self.weights) - 1
-        for i in range(last):
-            h = torch.baddbmm(self.biases[i], h, self.weights[i])
-            if self.batch_norm:
-                h = self._batch_norm(h, i, train)
-            h = self.act(h)
-            if train and self.dropout[i] is not None:
-                h = h * self._dropout_mask(h, *self.dropout[i])
-        return torch.baddbmm(self.biases[last], h, self.weights[last])
-
-    def _batch_norm(self, h: torch.Tensor, i: int, train: bool) -> torch.Tensor:
-        # Member k's feature j is channel k*F + j of a (B, K*F) batch: one native batch-norm call
-        # normalises every member with its own statistics and updates its own running averages.
-        k, n, f = h.shape
-        out = F.batch_norm(
-            h.transpose(0, 1).reshape(n, k * f),
-            self.running_means[i].view(-1),
-            self.running_vars[i].view(-1),
-            self.gammas[i].view(-1),
-            self.betas[i].view(-1),
-            train,
-            BN_MOMENTUM,
-            BN_EPS,
-        )
-        return out.view(n, k, f).transpose(0, 1)
-
-    def _dropout_mask(self, h: torch.Tensor, active: list[int], threshold: torch.Tensor, scale: torch.Tensor):
-        # model.Dropout's draw, per member from its own generator: ceil(B*F / 4) 64-bit words each.
-        k, n, f = h.shape
-        words = torch.empty((k, (n * f + 3) // 4), dtype=torch.int64, device=h.device)
-        for j in active:
-            words[j].random_(-(1 << 63), None, generator=self.members[j].masks)
-        bits = words.view(torch.int16)[:, : n * f].view(k, n, f)
-        return keep_mask(bits, threshold, scale, h)
-
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-        logits = self.forward(x, train=True)
-        logp = F.log_softmax(logits, dim=2)
-        per_sample = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
-        if self.smoothing is not None:  # (1 - eps) * nll + eps * mean over classes of -log p, as torch's
-            per_sample = torch.lerp(per_sample, -logp.mean(2), self.smoothing)
-        loss = per_sample.mean(1)
-        # Each member's loss depends on its own slice only, so the gradient of the sum is, slice by
-        # slice, the gradient of each member's own loss. backward() rather than autograd.grad: it
-        # lays each gradient out like its parameter (contiguous), and torch's fused CPU optimizers
-        # silently misread a non-contiguous gradient (torch 2.14.1).
-        for p in self.params:
-            p.grad = None
-        loss.sum().backward()
-        grads = [p.grad.unbind(0) for p in self.params]
-        self.steps += 1
-        for k, m in enumerate(self.members):
-            m.update.step([g[k] for g in grads])
-        loss_sum.add_(loss.detach(), alpha=y.shape[1])
-        correct.add_((logits.detach().argmax(2) == y).sum(1))
-
-    @torch.inference_mode()
-    def evaluate(self, split: data_mod.Split) -> tuple[list[float], list[float]]:
-        """Per member: mean loss (without label smoothing) and accuracy, as train.evaluate."""
-        k = len(self.members)
-        loss_sum = torch.zeros(k, device=self.device)
-        correct = torch.zeros(k, device=self.device, dtype=torch.long)
-        chunk = max(256, EVAL_BATCH // k)  # K members' activations at once stay as small as one's
-        for start in range(0, len(split), chunk):
-            x, y = split.x[start : start + chunk], split.y[start : start + chunk]
-            logits = self.forward(x, train=False)
-            loss_sum += F.cross_entropy(logits.transpose(1, 2), y.expand(k, -1), reduction="none").sum(1)
-            correct += (logits.argmax(2) == y).sum(1)
-        return [s / len(split) for s in loss_sum.tolist()], [c / len(split) for c in correct.tolist()]
-
-    def state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's weights as the state dict of its own `build_fcn(cfg)`, on the CPU."""
-        out = {}
-
-        cpu = lambda t: t[k].detach().to("cpu", copy=True)  # noqa: E731
-        for i, (linear, norm) in enumerate(self.members[k].keys):
-            out[f"{linear}.weight"] = cpu(self.weights[i]).t().contiguous()
-            out[f"{linear}.bias"] = cpu(self.biases[i]).view(-1)
-            if norm:
-                out[f"{norm}.weight"], out[f"{norm}.bias"] = cpu(self.gammas[i]).view(-1), cpu(self.betas[i]).view(-1)
-                out[f"{norm}.running_mean"] = cpu(self.running_means[i])
-                out[f"{norm}.running_var"] = cpu(self.running_vars[i])
-                out[f"{norm}.num_batches_tracked"] = torch.tensor(self.steps)
+    def state(self, k: int) -> dict[str, Tensor]:
+        """Run k's weights as the state dict of its own `build_fcn(cfg)`, on the CPU."""
+        s, out, layer = self.slot[k], {}, 0
+        cpu = lambda t: t[s].detach().to("cpu", copy=True)  # noqa: E731
+        for name, m in build_fcn(self.cfgs[s]).named_children():
+            if isinstance(m, nn.Linear):
+                out[f"{name}.weight"] = cpu(self.weights[layer])
+                if self.biases[layer] is not None:
+                    out[f"{name}.bias"] = cpu(self.biases[layer]).view(-1)
+                layer += 1
+            elif isinstance(m, nn.BatchNorm1d):
+                stats = (self.gammas, self.betas, self.running_means, self.running_vars)
+                for key, t in zip(("weight", "bias", "running_mean", "running_var"), stats, strict=True):
+                    out[f"{name}.{key}"] = cpu(t[layer - 1])
+                out[f"{name}.num_batches_tracked"] = self.steps.detach().to("cpu", copy=True)
         return out
 
+    # --- the step --------------------------------------------------------------------------------
+
+    def forward(self, a: Tensor, train: bool) -> tuple[Tensor, list[kernels.Tape], Tensor]:
+        """(logits (K, 10, B), the tapes of the hidden layers, the last layer's input) of inputs a:
+        (K, 784, B), or (784, B) shared by every member."""
+        tapes = []
+        for i in range(self.hidden_layers):
+            z = kernels.linear(self.weights[i], a, self.biases[i])
+            pre, saved = z, None
+            if self.batch_norm:
+                stats = (self.gammas[i], self.betas[i], self.running_means[i], self.running_vars[i])
+                pre, saved = kernels.batch_norm(z, *stats, train)
+            out = self.act[0](pre)
+            mask = self._dropout_mask(i, out) if train and self.dropout[i] is not None else None
+            tapes.append(kernels.Tape(a, z, pre, out, mask, saved))
+            a = out if mask is None else out * mask
+        return kernels.linear(self.weights[-1], a, self.biases[-1]), tapes, a
+
+    def _dropout_mask(self, i: int, like: Tensor) -> Tensor:
+        counter = self.steps * self.hidden_layers + i
+        bits = self.bits.draw(counter, like[0].numel()).reshape(like.shape)
+        return keep_mask(bits, *self.dropout[i], like)
+
+    def backward(self, tapes: list[kernels.Tape], last_input: Tensor, dlogits: Tensor) -> None:
+        """Each parameter's gradient of each member's own mean loss, into `self.grads`."""
+        grad = lambda t: self._grad_of[id(t)]  # noqa: E731
+        torch.bmm(dlogits, last_input.transpose(1, 2), out=grad(self.weights[-1]))
+        torch.sum(dlogits, 2, keepdim=True, out=grad(self.biases[-1]))
+        dh = torch.bmm(self.weights[-1].transpose(1, 2), dlogits)
+        for i in reversed(range(self.hidden_layers)):
+            tape = tapes[i]
+            if tape.mask is not None:
+                dh.mul_(tape.mask)
+            dz = self.act[1](dh, tape.pre, tape.out)
+            if self.batch_norm:
+                stats = (self.gammas[i], self.running_means[i], self.running_vars[i])
+                dz, dgamma, dbeta = kernels.batch_norm_backward(dz, tape, *stats)
+                grad(self.gammas[i]).view(-1).copy_(dgamma)
+                grad(self.betas[i]).view(-1).copy_(dbeta)
+            else:
+                torch.sum(dz, 2, keepdim=True, out=grad(self.biases[i]))
+            torch.bmm(dz, tape.inp.transpose(1, 2), out=grad(self.weights[i]))
+            if i:
+                dh = torch.bmm(self.weights[i].transpose(1, 2), dz)
+
+    def train_step(self, x: Tensor, y: Tensor, loss_sum: Tensor, correct: Tensor) -> None:
+        """One step of every member on its own batch: x (K, B, 784), y (K, B)."""
+        logits, tapes, last_input = self.forward(x.transpose(1, 2), train=True)
+        loss, dlogits = kernels.cross_entropy(logits, y, self.smoothing)
+        self.backward(tapes, last_input, dlogits)
+        self.update.step()
+        self.steps.add_(1)
+        loss_sum.add_(loss, alpha=y.shape[1])
+        correct.add_((logits.argmax(1) == y).sum(1))
+
     def train_epoch(self, split: data_mod.Split, should_stop: Callable[[], bool]) -> list[tuple[float, float]] | None:
-        """Per member (loss, accuracy) over one epoch, or None if stopped part-way; as train.train_epoch."""
-        k, n = len(self.members), len(split)
-        batch_size = self.members[0].cfg.batch_size
-        perms = torch.stack([torch.randperm(n, generator=m.shuffle) for m in self.members]).to(self.device)
+        """Per run (loss, accuracy) over one epoch, or None if stopped part-way."""
+        k, n = len(self.cfgs), len(split)
+        batch_size = self.cfgs[0].batch_size
+        perms = torch.stack([torch.randperm(n, generator=g) for g in self.shuffles]).to(self.device)
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         seen = 0
@@ -268,11 +253,35 @@ class Pack:
             if should_stop():
                 return None
             idx = perms[:, start : start + batch_size]
-            flat = idx.reshape(-1)  # index_select: a quarter of the time of x[idx]
-            x = split.x.index_select(0, flat).view(k, -1, split.x.shape[1])
-            self.train_step(x, split.y[idx], loss_sum, correct)
+            if self.graphs is not None and idx.shape[1] == batch_size:
+                self.graphs.step(split, idx, loss_sum, correct)
+            else:  # the CPU, or the last partial batch: one eager step
+                self.train_step(*self.batch(split, idx), loss_sum, correct)
             seen += idx.shape[1]
-        return [(s / seen, c / seen) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
+        by_slot = [(s / seen, c / seen) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
+        return [by_slot[s] for s in self.slot]
+
+    @staticmethod
+    def batch(split: data_mod.Split, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Each member's rows: idx (K, B) -> x (K, B, 784), y (K, B). index_select: a quarter of x[idx]'s time."""
+        flat = idx.reshape(-1)
+        x = split.x.index_select(0, flat).view(*idx.shape, split.x.shape[1])
+        return x, split.y.index_select(0, flat).view(idx.shape)
+
+    @torch.inference_mode()
+    def evaluate(self, split: data_mod.Split) -> tuple[list[float], list[float]]:
+        """Per run: mean loss (without label smoothing) and accuracy."""
+        k = len(self.cfgs)
+        loss_sum = torch.zeros(k, device=self.device)
+        correct = torch.zeros(k, device=self.device, dtype=torch.long)
+        chunk = max(256, EVAL_BATCH // k)  # K members' activations at once stay as small as one's
+        for start in range(0, len(split), chunk):
+            x, y = split.x[start : start + chunk], split.y[start : start + chunk]
+            logits = self.forward(x.t(), train=False)[0]
+            loss_sum += F.cross_entropy(logits, y.expand(k, -1), reduction="none").sum(1)
+            correct += (logits.argmax(1) == y).sum(1)
+        losses, accs = [s / len(split) for s in loss_sum.tolist()], [c / len(split) for c in correct.tolist()]
+        return [losses[s] for s in self.slot], [accs[s] for s in self.slot]
 
 
 def fit_packed(
@@ -283,14 +292,14 @@ def fit_packed(
     should_stop: Callable[[], bool] = lambda: False,
     member_stops: Sequence[Callable[[], bool]] | None = None,
 ) -> list[FitResult]:
-    """Train `cfgs` (all of one `pack_key`) at once; to each tracker and in each result, what `fit`
-    would give that config alone. Results come back in the order of `cfgs`.
+    """Train `cfgs` (all of one `pack_key`) at once; to each tracker and in each result, what that
+    config trained alone would give. Results come back in the order of `cfgs`.
 
-    A member whose training loss turns NaN or infinite ends as `diverged` after that epoch, as with
-    `fit`, and leaves the pack; `should_stop()` ends every member still training as `stopped`,
-    dropping the epoch in flight. `member_stops[i]()` turning true (Hyperband stopping one run of a
-    sweep) ends member i alone as `stopped` at the end of the epoch: the epoch in flight is shared
-    by the whole pack, so finishing it costs that member nothing and keeps its result."""
+    A member whose training loss turns NaN or infinite ends as `diverged` after that epoch and
+    leaves the pack; `should_stop()` ends every member still training as `stopped`, dropping the
+    epoch in flight. `member_stops[i]()` turning true (Hyperband stopping one run of a sweep) ends
+    member i alone as `stopped` at the end of the epoch: the epoch in flight is shared by the whole
+    pack, so finishing it costs that member nothing and keeps its result."""
     check_packable(cfgs)
     data = data or data_mod.load(device, cfgs[0].subset)
     pack = Pack(cfgs, data.device)

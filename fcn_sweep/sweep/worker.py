@@ -169,13 +169,13 @@ def warm_up(device: str, wandb_mode: str) -> None:
     """Pay the per-process first-use costs of torch and W&B (see the module docstring) before any run."""
     import torch
 
-    from ..train import Solo
+    from ..packed import Pack
 
     if wandb_mode != "disabled":
         tracking.warm_up_wandb()
-    solo = Solo(RunConfig(hidden=(8,)), torch.device(device))
-    solo.model(torch.zeros(2, 28 * 28, device=device)).sum().backward()
-    solo.update.step()
+    pack = Pack([RunConfig(hidden=(8,))], torch.device(device))
+    y = torch.zeros(1, 2, dtype=torch.long, device=device)
+    pack.train_step(torch.zeros(1, 2, 28 * 28, device=device), y, torch.zeros(1, device=device), y[:, 0].clone())
 
 
 SIGNAL_CAUSES = {signal.SIGINT: "interrupted", signal.SIGTERM: "preempted", signal.SIGUSR1: "preempted"}

@@ -9,7 +9,7 @@ from ..config import RunConfig
 from .tracker import Tracker
 
 if TYPE_CHECKING:
-    from ..train import FitResult
+    from ..results import FitResult
 
 
 class ProgressTracker(Tracker):

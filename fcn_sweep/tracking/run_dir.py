@@ -22,7 +22,7 @@ from .records import jsonable, new_run_id, write_json
 from .tracker import Tracker
 
 if TYPE_CHECKING:
-    from ..train import FitResult
+    from ..results import FitResult
 
 
 class RunDirTracker(Tracker):

@@ -1,4 +1,4 @@
-"""The `Tracker` protocol: what a run's lifecycle (`train.lifecycle`) tells whoever records it.
+"""The `Tracker` protocol: what a run's lifecycle (`lifecycle.lifecycle`) tells whoever records it.
 
 Events come in order: `start` once, `log_epoch` once per completed epoch (the metrics row), then
 `finish` once with the run's `FitResult`. Implementations: `RunDirTracker` (run_dir.py),
@@ -9,12 +9,9 @@ Events come in order: `start` once, `log_epoch` once per completed epoch (the me
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ..config import RunConfig
-
-if TYPE_CHECKING:
-    from ..train import FitResult
+from ..results import FitResult
 
 
 class Tracker:

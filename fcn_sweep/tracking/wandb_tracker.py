@@ -21,7 +21,7 @@ from .run_dir import RunDirTracker
 from .tracker import Tracker
 
 if TYPE_CHECKING:
-    from ..train import FitResult
+    from ..results import FitResult
 
 
 DEFAULT_PROJECT = "fcn-sweep"

@@ -12,7 +12,7 @@ optimizer objects: `step()`'s Python (per-parameter state lookups, grouping tens
 hooks, profiler records) is a visible share of a small network's step, paid once per group of
 members per step in a pack (`PackUpdate`); and constructing the first one imports `torch._dynamo`, a
 cost in every process's start (each `wandb agent` run is a process). torch's CPU default, a Python
-loop over parameters, would cost more still. README, Speed, has the figures.
+loop over parameters, would cost more still. docs/speed.md has the figures.
 
 Those kernels are private: a torch version may lack one (CPU fused kernels arrived in 2.4), change
 its signature, or refuse a device. The first step finds out: if the kernel call raises, the
@@ -245,7 +245,7 @@ class PackUpdate:
     memory; measured on a CPU it is 3x slower with preallocated buffers and worse without. A pack
     whose members share their hyperparameters (a run alone, seeds of one config, a grid's cell)
     costs one call whatever K; a bayes sweep with a continuous lr gives every member its own group,
-    one kernel call each (README, Speed)."""
+    one kernel call each (docs/speed.md)."""
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ configs per second at a few pack sizes. The rest of this module gathers those fa
 - Where rates were measured, the smallest K within RATE_TOLERANCE of the best rate wins: a pack
   costs latency (every member's first result waits for the whole pack's epoch) and Hyperband
   decides per epoch, so a larger K must pay for itself. On a CPU the matrix multiplies already run
-  near the CPU's peak and packing wins back little (README, Speed), so there K comes from a short
+  near the CPU's peak and packing wins back little (docs/speed.md), so there K comes from a short
   measurement (`measure_rates`, a few seconds); without one a CPU trains alone.
 - Without rates on a GPU, the largest K that fits and fills, up to MAX_PACK: a GPU runs one small
   network's step far below its FLOP rate (launch-bound), and packing is what fills it.

@@ -23,12 +23,9 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,11 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from fcn_sweep.sweep.store import Store  # noqa: E402
+from tests.pg_server import PG_BINS, Server  # noqa: E402  (the tests' throwaway server)
 
-PG_CTL = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
 SWEEP = """\
 name: fault-run
 method: grid
@@ -53,34 +49,6 @@ parameters:
   lr: {{values: {lrs}}}
 """
 STALE_S = "4"  # the stale limit the workers use: a SIGSTOP longer than this loses the worker its run
-
-
-def as_server_user(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-class Server:
-    def __init__(self, root: Path):
-        self.pg = root / "pg"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cmd = as_server_user([str(REPO / "scripts" / "postgres_local.sh"), str(self.pg), "--port", str(port)])
-        self.url = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout.strip()
-        self.password = (self.pg / "password").read_text().strip()
-        self.full = self.url.replace("@", f":{self.password}@", 1)
-
-    def pg_ctl(self, *args: str) -> None:
-        cmd = [str(PG_CTL[-1]), "-D", str(self.pg / "data"), "-l", str(self.pg / "server.log"), "-w", *args]
-        subprocess.run(as_server_user(cmd), check=True, capture_output=True, timeout=120)
-
-    def terminate_connections(self) -> int:
-        admin = create_engine(self.full.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            q = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-            n = conn.execute(text(q + "AND pid <> pg_backend_pid()")).scalar_one()
-        admin.dispose()
-        return n
 
 
 class Workers:
@@ -123,13 +91,12 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--seed", type=int, default=int(time.time()))
     args = ap.parse_args()
-    if not PG_CTL:
+    if not PG_BINS:
         print("fault_run: PostgreSQL's server binaries are not installed (Debian: postgresql)", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
-    root = Path(tempfile.mkdtemp(prefix="fcn-sweep-fault-run-"))
-    root.chmod(0o777)
-    server = Server(root)
+    server = Server("fcn-sweep-fault-run-")
+    root = server.root
     out = root / "out"
     out.mkdir()
     try:
@@ -217,9 +184,7 @@ def main() -> int:
         for p in getattr(locals().get("workers"), "procs", {}).values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
-        subprocess.run(as_server_user([str(PG_CTL[-1]), "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]),
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import pytest
 from fcn_sweep import data as data_mod
 from fcn_sweep.config import RunConfig
 
+from .pg_server import PG_BINS, Server
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough that one epoch takes well under a second on two CPU cores, big enough to learn.
@@ -55,39 +57,16 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: i
 
 
 # --- a throwaway PostgreSQL server for the session, and a store of either backend for a test -------
-PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-
-
-def _as_server_user(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; tests (and CI) may run as root, so it runs as `postgres`."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
-    """The URL (password included) of a PostgreSQL server started by scripts/postgres_local.sh on a
-    free loopback port, in a temporary directory that is removed after the session."""
-    import shutil
-    import socket
-    import tempfile
-
+    """The URL (password included) of a throwaway PostgreSQL server for the session (pg_server.Server)."""
     if not PG_BINS:
         pytest.skip("PostgreSQL is not installed (Debian: postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="fcn-sweep-pg-"))
-    root.chmod(0o777)  # the server user writes its cluster here
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = _as_server_user([str(REPO / "scripts" / "postgres_local.sh"), str(root / "pg"), "--port", str(port)])
-    url = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout.strip()
-    password = (root / "pg" / "password").read_text().strip()
-    user_at = url.split("://", 1)[1].split("@", 1)[0]
+    server = Server()
     try:
-        yield url.replace(f"://{user_at}@", f"://{user_at}:{password}@")
+        yield server.full
     finally:
-        stop = [str(PG_BINS[-1]), "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]
-        subprocess.run(_as_server_user(stop), capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
 
 
 def fresh_database(server_url: str) -> str:

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +21,8 @@ from sqlalchemy.engine import make_url
 from fcn_sweep.sweep import worker
 from fcn_sweep.sweep.store import Store
 
-from .conftest import PG_BINS, REPO, _as_server_user, needs_data
+from .conftest import needs_data
+from .pg_server import PG_BINS, Server
 
 SWEEP = """\
 name: faults
@@ -39,57 +37,16 @@ parameters:
 """
 
 
-class Server:
-    """A throwaway PostgreSQL of this module's own (scripts/postgres_local.sh), so restarting or
-    stopping it disturbs no other test."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        script = REPO / "scripts" / "postgres_local.sh"
-        self.start_cmd = _as_server_user([str(script), str(root / "pg"), "--port", str(port)])
-        url = self.start()
-        self.password = (root / "pg" / "password").read_text().strip()
-        self.url = url.strip()  # without the password: workers get it from PGPASSWORD
-        self.full = self.url.replace("@", f":{self.password}@", 1)
-
-    def start(self) -> str:
-        """Start the server (again, after a stop: pg_ctl start alone would forget its port); its URL."""
-        return subprocess.run(self.start_cmd, check=True, capture_output=True, text=True, timeout=120).stdout
-
-    def pg_ctl(self, *args: str) -> None:
-        # With a log file: a server started without one keeps pg_ctl's output pipe open.
-        pg = self.root / "pg"
-        cmd = [str(PG_BINS[-1]), "-D", str(pg / "data"), "-l", str(pg / "server.log"), "-w", *args]
-        subprocess.run(_as_server_user(cmd), check=True, capture_output=True, timeout=120)
-
-    def terminate_connections(self) -> int:
-        """pg_terminate_backend of every client connection but this one."""
-        admin = create_engine(self.full.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            q = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-            n = conn.execute(text(q + "AND pid <> pg_backend_pid()")).scalar_one()
-        admin.dispose()
-        return n
-
-
 @pytest.fixture(scope="module")
 def server():
+    """A PostgreSQL of this module's own, so restarting or stopping it disturbs no other test."""
     if not PG_BINS:
         pytest.skip("PostgreSQL is not installed (Debian: postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="fcn-sweep-faults-"))
-    root.chmod(0o777)
-    srv = Server(root)
+    srv = Server("fcn-sweep-faults-")
     try:
         yield srv
     finally:
-        subprocess.run(
-            _as_server_user([str(PG_BINS[-1]), "-D", str(root / "pg" / "data"), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        srv.close()
 
 
 def new_sweep(srv: Server, tmp_path: Path, slots: int, epochs: int) -> str:

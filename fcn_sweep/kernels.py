@@ -59,34 +59,51 @@ def linear(w: Tensor, a: Tensor, bias: Tensor | None) -> Tensor:
     return torch.bmm(w, a) if bias is None else torch.baddbmm(bias, w, a)
 
 
-def batch_norm(z: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, train: bool):
+@dataclass
+class Norm:
+    """One batch-norm layer of a pack, as flat (K * width) views: what the aten calls take. Views made
+    once per pack (and again when members leave), not twice per layer and step."""
+
+    gamma: Tensor
+    beta: Tensor
+    mean: Tensor  # the running statistics, updated in place in training
+    var: Tensor
+    dgamma: Tensor  # where the backward writes the gradients of gamma and beta
+    dbeta: Tensor
+
+
+def batch_norm(z: Tensor, norm: Norm, train: bool) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """(normalised z, saved statistics); in training it updates the running `mean` and `var` in place."""
-    flat = z.view(1, -1, z.shape[2])
     y, save_mean, save_invstd = aten.native_batch_norm(
-        flat, gamma.view(-1), beta.view(-1), mean.view(-1), var.view(-1), train, BN_MOMENTUM, BN_EPS
+        z.view(1, -1, z.shape[2]), norm.gamma, norm.beta, norm.mean, norm.var, train, BN_MOMENTUM, BN_EPS
     )
     return y.view_as(z), (save_mean, save_invstd)
 
 
-def batch_norm_backward(dy: Tensor, tape: Tape, gamma: Tensor, mean: Tensor, var: Tensor):
-    """(grad of z, grad of gamma, grad of beta), the last two flat (K * out)."""
-    flat = lambda t: t.view(1, -1, t.shape[2])  # noqa: E731
-    dz, dgamma, dbeta = aten.native_batch_norm_backward(
-        flat(dy), flat(tape.z), gamma.view(-1), mean.view(-1), var.view(-1), *tape.saved, True, BN_EPS,
-        [True, True, True],
+def batch_norm_backward(dy: Tensor, tape: Tape, norm: Norm) -> Tensor:
+    """The grad of z; the grads of gamma and beta go straight into `norm.dgamma` and `norm.dbeta`."""
+    flat = dy.view(1, -1, dy.shape[2])
+    dz, _, _ = aten.native_batch_norm_backward.out(
+        flat, tape.z.view_as(flat), norm.gamma, norm.mean, norm.var, *tape.saved, True, BN_EPS, [True, True, True],
+        out0=torch.empty_like(flat), out1=norm.dgamma, out2=norm.dbeta,
     )  # fmt: skip
-    return dz.view_as(dy), dgamma, dbeta
+    return dz.view_as(dy)
 
 
-def cross_entropy(logits: Tensor, y: Tensor, smoothing: Tensor | None) -> tuple[Tensor, Tensor]:
+def cross_entropy(
+    logits: Tensor, y: Tensor, smoothing: Tensor | None, target_weight: Tensor
+) -> tuple[Tensor, Tensor]:
     """Per member: the mean loss over the batch (K,) with label smoothing as torch's cross_entropy
-    takes it, and its gradient with respect to `logits` (K, classes, B). `smoothing` is (K, 1, 1)."""
+    takes it, and its gradient with respect to `logits` (K, classes, B). `smoothing` is (K, 1, 1) or
+    None (no member smooths); `target_weight` (K, 1, 1) is minus the weight of the true class in the
+    smoothed target, -(1 - smoothing): the gradient is softmax - target, made by adding it at y."""
     classes, batch = logits.shape[1], logits.shape[2]
     logp = torch.log_softmax(logits, 1)
-    target = torch.zeros_like(logits).scatter_(1, y.unsqueeze(1), 1.0)
-    per_sample = -logp.gather(1, y.unsqueeze(1))
+    y = y.unsqueeze(1)
+    picked = logp.gather(1, y)
     if smoothing is not None:  # (1 - eps) * nll + eps * mean over classes of -log p
-        per_sample = torch.lerp(per_sample, -logp.mean(1, keepdim=True), smoothing)
-        target.mul_(1 - smoothing).add_(smoothing / classes)
-    grad = logp.exp_().sub_(target).div_(batch)
-    return per_sample.mean((1, 2)), grad
+        picked = torch.lerp(picked, logp.mean(1, keepdim=True), smoothing)
+    grad = logp.exp_().scatter_add_(1, y, target_weight.expand_as(y))
+    if smoothing is not None:
+        grad.sub_(smoothing / classes)
+    return picked.mean((1, 2)).neg_(), grad.div_(batch)

@@ -61,10 +61,10 @@ def dropout_threshold(p: float) -> tuple[int, float]:
     return dropped - _LEVELS // 2, _LEVELS / (_LEVELS - dropped)
 
 
-def keep_mask(bits: torch.Tensor, threshold: int | torch.Tensor, scale: float | torch.Tensor, like: torch.Tensor):
-    """`scale` where `bits` clears `threshold`, else 0, in `like`'s dtype. Compared straight into a
-    float tensor: a bool mask and its conversion cost three times as much (torch 2.14, CPU)."""
-    return torch.ge(bits, threshold, out=torch.empty(bits.shape, dtype=like.dtype, device=like.device)).mul_(scale)
+def keep_mask(bits: torch.Tensor, threshold: int | torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """`scale` where `bits` clears `threshold`, else 0, as float32. Compared straight into a float
+    tensor: a bool mask and its conversion cost three times as much (torch 2.14, CPU)."""
+    return torch.ge(bits, threshold, out=torch.empty(bits.shape, device=bits.device)).mul_(scale)
 
 
 def build_fcn(cfg: RunConfig) -> nn.Sequential:

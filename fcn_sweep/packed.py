@@ -9,7 +9,7 @@ a step dispatches do not grow with K:
 
 - the layers, forward and backward, are written by hand over the stacked tensors (kernels.py);
 - per-member constants (dropout rates, label smoothing) are (K, 1, 1) tensors;
-- dropout masks are a function of (member seed, step, layer, position) (rng.py), made for all
+- dropout masks are a function of (member seed, step, position) (rng.py), made for all
   members by one set of operations;
 - members sharing an optimizer's hyperparameters sit side by side and step with one fused kernel
   call per group (optim.PackUpdate says why groups);
@@ -94,7 +94,7 @@ class Pack:
         self.shuffles = [torch.Generator().manual_seed(c.seed) for c in self.cfgs]
         first = self.cfgs[0]
         self.batch_norm, self.act = first.batch_norm, kernels.ACTIVATIONS[first.activation]
-        self.hidden_layers = len(first.hidden)
+        self.hidden_layers, self.widths = len(first.hidden), first.hidden
 
         def stack(kind: type[nn.Module], read: Callable[[nn.Module], Tensor | None]) -> list[Tensor | None]:
             out: list[Tensor | None] = []
@@ -139,6 +139,12 @@ class Pack:
             self.dropout.append((column(th, torch.int16), column(scale, torch.float32)) if active else None)
         smoothing = [c.label_smoothing for c in self.cfgs]
         self.smoothing = column(smoothing, torch.float32) if any(smoothing) else None
+        self.target_weight = column([e - 1.0 for e in smoothing], torch.float32)  # kernels.cross_entropy
+        self.norms = [
+            kernels.Norm(*(t.view(-1) for t in (g, b, m, v, self._grad_of[id(g)], self._grad_of[id(b)])))
+            for g, b, m, v in zip(self.gammas, self.betas, self.running_means, self.running_vars, strict=True)
+        ]
+        self.weights_t = [w.transpose(1, 2) for w in self.weights]  # views: they follow the updates
         self.bits = CounterBits(torch.tensor([member_key(c.seed) for c in self.cfgs], device=self.device))
         if self.graphs is not None:
             self.graphs.clear()
@@ -192,49 +198,52 @@ class Pack:
         """(logits (K, 10, B), the tapes of the hidden layers, the last layer's input) of inputs a:
         (K, 784, B), or (784, B) shared by every member."""
         tapes = []
+        masks = self.dropout_masks(a.shape[-1]) if train else [None] * self.hidden_layers
         for i in range(self.hidden_layers):
             z = kernels.linear(self.weights[i], a, self.biases[i])
             pre, saved = z, None
             if self.batch_norm:
-                stats = (self.gammas[i], self.betas[i], self.running_means[i], self.running_vars[i])
-                pre, saved = kernels.batch_norm(z, *stats, train)
-            out = self.act[0](pre)
-            mask = self._dropout_mask(i, out) if train and self.dropout[i] is not None else None
+                pre, saved = kernels.batch_norm(z, self.norms[i], train)
+            out, mask = self.act[0](pre), masks[i]
             tapes.append(kernels.Tape(a, z, pre, out, mask, saved))
             a = out if mask is None else out * mask
         return kernels.linear(self.weights[-1], a, self.biases[-1]), tapes, a
 
-    def _dropout_mask(self, i: int, like: Tensor) -> Tensor:
-        counter = self.steps * self.hidden_layers + i
-        bits = self.bits.draw(counter, like[0].numel()).reshape(like.shape)
-        return keep_mask(bits, *self.dropout[i], like)
+    def dropout_masks(self, batch: int) -> list[Tensor | None]:
+        """Each hidden layer's dropout mask (K, width, batch) for this step, or None where no member
+        drops: the bits of every such layer in one draw (rng.py), cut into the layers' blocks."""
+        sizes = [width * batch if rates else 0 for width, rates in zip(self.widths, self.dropout, strict=True)]
+        if not any(sizes):
+            return [None] * self.hidden_layers
+        bits, start, masks = self.bits.draw(self.steps, sum(sizes)), 0, []
+        for width, size, rates in zip(self.widths, sizes, self.dropout, strict=True):
+            masks.append(keep_mask(bits[:, start : start + size].view(-1, width, batch), *rates) if size else None)
+            start += size
+        return masks
 
     def backward(self, tapes: list[kernels.Tape], last_input: Tensor, dlogits: Tensor) -> None:
         """Each parameter's gradient of each member's own mean loss, into `self.grads`."""
         grad = lambda t: self._grad_of[id(t)]  # noqa: E731
         torch.bmm(dlogits, last_input.transpose(1, 2), out=grad(self.weights[-1]))
         torch.sum(dlogits, 2, keepdim=True, out=grad(self.biases[-1]))
-        dh = torch.bmm(self.weights[-1].transpose(1, 2), dlogits)
+        dh = torch.bmm(self.weights_t[-1], dlogits)
         for i in reversed(range(self.hidden_layers)):
             tape = tapes[i]
             if tape.mask is not None:
                 dh.mul_(tape.mask)
             dz = self.act[1](dh, tape.pre, tape.out)
             if self.batch_norm:
-                stats = (self.gammas[i], self.running_means[i], self.running_vars[i])
-                dz, dgamma, dbeta = kernels.batch_norm_backward(dz, tape, *stats)
-                grad(self.gammas[i]).view(-1).copy_(dgamma)
-                grad(self.betas[i]).view(-1).copy_(dbeta)
+                dz = kernels.batch_norm_backward(dz, tape, self.norms[i])
             else:
                 torch.sum(dz, 2, keepdim=True, out=grad(self.biases[i]))
             torch.bmm(dz, tape.inp.transpose(1, 2), out=grad(self.weights[i]))
             if i:
-                dh = torch.bmm(self.weights[i].transpose(1, 2), dz)
+                dh = torch.bmm(self.weights_t[i], dz)
 
     def train_step(self, x: Tensor, y: Tensor, loss_sum: Tensor, correct: Tensor) -> None:
         """One step of every member on its own batch: x (K, B, 784), y (K, B)."""
         logits, tapes, last_input = self.forward(x.transpose(1, 2), train=True)
-        loss, dlogits = kernels.cross_entropy(logits, y, self.smoothing)
+        loss, dlogits = kernels.cross_entropy(logits, y, self.smoothing, self.target_weight)
         self.backward(tapes, last_input, dlogits)
         self.update.step()
         self.steps.add_(1)

@@ -1,4 +1,4 @@
-"""Dropout bits from a counter, not a generator: (member key, step, layer, position) -> 16 bits.
+"""Dropout bits from a counter, not a generator: (member key, step, position) -> 16 bits.
 
 A pack of K runs needs every member's dropout masks to be the ones it would draw alone, and a
 stateful generator per member costs one draw call per member per layer and step: the operations
@@ -8,8 +8,9 @@ tensor operations makes the masks of all members at once, on any device, inside 
 
 The function is SplitMix64 (Steele, Lea & Flood, OOPSLA 2014): word `i` of a stream keyed `key` is
 `mix(key + i * GAMMA)`, with `mix` the MurmurHash3-style finalizer. Word index `i` is
-`(step * layers + layer) * 2**32 + position`, so no two words of one member's run share an index,
-and each 64-bit word is cut into four 16-bit draws. torch has no unsigned 64-bit shift, so a
+`step * 2**32 + position`, so no two words of one member's run share an index; a step's draws
+for all its dropout layers are one block (the first layer's units, then the next layer's), made
+in one set of operations, and each 64-bit word is cut into four 16-bit draws. torch has no unsigned 64-bit shift, so a
 logical shift is an arithmetic one with the sign-extended bits masked off; multiplication wraps
 modulo 2**64 as the algorithm wants.
 """
@@ -27,7 +28,7 @@ def _signed(x: int) -> int:
 
 
 GAMMA = _signed(0x9E3779B97F4A7C15)
-_PER_COUNTER = _signed(0x9E3779B97F4A7C15 << 32)  # GAMMA * 2**32: one (step, layer) apart
+_PER_COUNTER = _signed(0x9E3779B97F4A7C15 << 32)  # GAMMA * 2**32: one step apart
 _MIX = ((30, _signed(0xBF58476D1CE4E5B9)), (27, _signed(0x94D049BB133111EB)), (31, None))
 
 
@@ -41,7 +42,7 @@ class CounterBits:
 
     def __init__(self, keys: torch.Tensor):
         self.keys = keys.view(-1, 1)  # (K, 1) int64
-        self._offsets: dict[int, torch.Tensor] = {}  # words -> i * GAMMA for word i of a (step, layer)
+        self._offsets: dict[int, torch.Tensor] = {}  # words -> i * GAMMA for word i of a step
 
     def _word_offsets(self, words: int) -> torch.Tensor:
         if words not in self._offsets:
@@ -50,7 +51,7 @@ class CounterBits:
         return self._offsets[words]
 
     def draw(self, counter: torch.Tensor, n: int) -> torch.Tensor:
-        """`counter` (an int64 scalar tensor: step * layers + layer) selects the block of words."""
+        """`counter` (an int64 scalar tensor: the step) selects the block of words."""
         words = (n + 3) // 4
         x = torch.add(self._word_offsets(words), self.keys + counter * _PER_COUNTER)
         shifted = torch.empty_like(x)

@@ -26,7 +26,7 @@ def test_the_hand_written_step_is_autograds(activation, batch_norm, dropout):
     x, y = torch.randn(2, CFG.batch_size, 784), torch.randint(0, 10, (2, CFG.batch_size))
     before = [pack.state(k) for k in range(2)]
     logits, tapes, last = pack.forward(x.transpose(1, 2), train=True)
-    loss, dlogits = kernels.cross_entropy(logits, y, pack.smoothing)
+    loss, dlogits = kernels.cross_entropy(logits, y, pack.smoothing, pack.target_weight)
     pack.backward(tapes, last, dlogits)
     grads = dict(zip(map(id, pack.params), pack.grads, strict=True))
     for k in range(2):
@@ -67,20 +67,21 @@ def autograd_step(cfg: RunConfig, state: dict, x: torch.Tensor, y: torch.Tensor,
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
 def test_dropout_drops_at_its_rate_keeps_the_mean_and_is_the_members_own(p):
-    cfg = replace(CFG, hidden=(1000,), batch_size=200, dropout=p)
+    cfg = replace(CFG, hidden=(1000, 1000), batch_size=200, dropout=p)
     alone = Pack([cfg], "cpu")
+    first, second = alone.dropout_masks(200)
     ones = torch.ones(1, 1000, 200)
-    first = alone._dropout_mask(0, ones)
     out = ones * first
     assert (out == 0).float().mean().item() == pytest.approx(p, abs=0.005)
     assert out.mean().item() == pytest.approx(1.0, abs=0.02)
     kept = out[out != 0]
     assert kept.min().item() == kept.max().item() == pytest.approx(1 / (1 - p), rel=1e-4)
-    # The same member in a pack, beside others, at another slot: the same mask.
-    pack = Pack([replace(cfg, seed=3, optimizer="sgd"), replace(cfg, seed=4, dropout=0.0), cfg], "cpu")
-    assert torch.equal(pack._dropout_mask(0, ones.expand(3, -1, -1))[pack.slot[2]], out[0])
-    other = pack._dropout_mask(0, ones.expand(3, -1, -1))
-    assert not torch.equal(other[pack.slot[0]], out[0])  # another seed, another mask
-    assert torch.equal(other[pack.slot[1]], ones[0])  # no dropout: every unit kept, unscaled
-    alone.steps.add_(1)  # the next step draws a new mask
-    assert not torch.equal(alone._dropout_mask(0, ones), first)
+    assert not torch.equal(second, first)  # each layer its own draws
+    # The same member in a pack, beside others, at another slot: the same masks.
+    pack = Pack([replace(cfg, seed=3, optimizer="sgd"), replace(cfg, seed=4, dropout=(0.0, p)), cfg], "cpu")
+    masks = pack.dropout_masks(200)
+    assert torch.equal(masks[0][pack.slot[2]], first[0]) and torch.equal(masks[1][pack.slot[2]], second[0])
+    assert not torch.equal(masks[0][pack.slot[0]], first[0])  # another seed, other masks
+    assert torch.equal(masks[0][pack.slot[1]], ones[0])  # no dropout: every unit kept, unscaled
+    alone.steps.add_(1)  # the next step draws new masks
+    assert not torch.equal(alone.dropout_masks(200)[0], first)

@@ -90,9 +90,7 @@ def batch_norm_backward(dy: Tensor, tape: Tape, norm: Norm) -> Tensor:
     return dz.view_as(dy)
 
 
-def cross_entropy(
-    logits: Tensor, y: Tensor, smoothing: Tensor | None, target_weight: Tensor
-) -> tuple[Tensor, Tensor]:
+def cross_entropy(logits: Tensor, y: Tensor, smoothing: Tensor | None, target_weight: Tensor) -> tuple[Tensor, Tensor]:
     """Per member: the mean loss over the batch (K,) with label smoothing as torch's cross_entropy
     takes it, and its gradient with respect to `logits` (K, classes, B). `smoothing` is (K, 1, 1) or
     None (no member smooths); `target_weight` (K, 1, 1) is minus the weight of the true class in the

@@ -89,8 +89,7 @@ def _adam(kernel_name: str) -> Update:
         beta1, beta2 = group["betas"]
         # The kernel reads each parameter's step count from a tensor on the parameters' device, as
         # torch's fused Adam keeps it (a CPU tensor would be refused by the CUDA kernel); counted
-        # there too, so that a CUDA graph replaying the step counts on.
-        step.add_(1)
+        # there too (`Optimizer.step`), so that a CUDA graph replaying the step counts on.
         kernel = getattr(torch, kernel_name)
         kernel(params, grads, *moments, [], [step] * len(params), lr=group["lr"], beta1=beta1, beta2=beta2,
                weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False)  # fmt: skip
@@ -116,7 +115,7 @@ def _rmsprop(group: dict, params: list[Tensor], grads: list[Tensor], moments: Mo
         torch._foreach_addcdiv_(params, grads, avg, value=-lr)
 
 
-# name -> fn(param group, params, grads, moments, steps taken before this one as a tensor on the
+# name -> fn(param group, params, grads, moments, steps taken including this one as a tensor on the
 # parameters' device): torch's update of that optimizer
 UPDATES: dict[str, Update] = {
     "sgd": _sgd,
@@ -151,7 +150,6 @@ def _public(name: str) -> Callable[[dict, list[Tensor], list[Tensor], Moments, i
     cls_name, (first, second) = PUBLIC[name]
 
     def update(group: dict, params: list[Tensor], grads: list[Tensor], moments: Moments, step: Tensor) -> None:
-        step.add_(1)
         opt = getattr(torch.optim, cls_name)(params, **group, foreach=False)
         keep = [p.grad for p in params]
         for p, g, m1, m2 in zip(params, grads, *moments, strict=True):
@@ -169,14 +167,24 @@ def _public(name: str) -> Callable[[dict, list[Tensor], list[Tensor], Moments, i
 class Optimizer:
     """A run's optimizer over `params` (see the module docstring). `moments` may be given as views
     of larger tensors (a pack's stacked state); by default they are allocated here. `steps`: the
-    steps already taken over those moments (a pack rebuilt after members left)."""
+    steps already taken over those moments (a pack rebuilt after members left). `step_count`: a
+    counter of those steps on the parameters' device shared with other optimizers, which its owner
+    advances before each `step` (a pack's groups step together: one increment, not one a group)."""
 
-    def __init__(self, params: Iterable[Tensor], cfg: RunConfig, moments: Moments | None = None, steps: int = 0):
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        cfg: RunConfig,
+        moments: Moments | None = None,
+        steps: int = 0,
+        step_count: Tensor | None = None,
+    ):
         self.cfg, self.params = cfg, list(params)
         self.group, self.fn = GROUPS[cfg.optimizer](cfg), UPDATES[cfg.optimizer]
         self.moments = moments or zero_moments(self.params)
         device = self.params[0].device if self.params else torch.device("cpu")
-        self.step_count = torch.full((), float(steps), device=device)  # advanced by the update itself
+        self._counts = step_count is None  # whether `step` advances the counter itself
+        self.step_count = torch.full((), float(steps), device=device) if step_count is None else step_count
         self._key = (cfg.optimizer, device.type)
         self._tried = steps > 0
         if self._key in FALLBACKS:
@@ -198,6 +206,8 @@ class Optimizer:
     def step(self, grads: list[Tensor] | None = None) -> None:
         """One update from `grads` (default: each parameter's .grad)."""
         grads = [p.grad for p in self.params] if grads is None else grads
+        if self._counts:
+            self.step_count.add_(1)
         if not self._tried:
             self._tried = True
             self._first_step(grads)
@@ -258,13 +268,15 @@ class PackUpdate:
         """`grads`: where the step finds each parameter's gradient, stacked like it (the same
         tensors every step, so each group's slices of them are taken once)."""
         self.moments = moments or zero_moments(params)
+        self.step_count = torch.full((), float(steps), device=params[0].device)
         self.groups: list[tuple[int, int, Optimizer, list[Tensor]]] = []
         start = 0
         for _, members in itertools.groupby(cfgs, key=group_key):
             end = start + len(list(members))
             rows = slice(start, end)
-            views = [[t[rows] for t in ts] for ts in (params, grads, *self.moments)]
-            self.groups.append((start, end, Optimizer(views[0], cfgs[start], (views[2], views[3]), steps), views[1]))
+            params_, grads_, *moments = [[t[rows] for t in ts] for ts in (params, grads, *self.moments)]
+            opt = Optimizer(params_, cfgs[start], tuple(moments), steps, self.step_count)
+            self.groups.append((start, end, opt, grads_))
             start = end
         if start != len(cfgs) or len(self.groups) != len({group_key(c) for c in cfgs}):
             raise ValueError("PackUpdate needs the configs ordered by group_key")
@@ -277,5 +289,6 @@ class PackUpdate:
             opt.set_epoch(done)
 
     def step(self) -> None:
+        self.step_count.add_(1)
         for _, _, opt, grads in self.groups:
             opt.step(grads)

@@ -27,6 +27,7 @@ ACTIVATIONS = ("relu", "tanh", "gelu", "leaky_relu")
 INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "normal")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adamw")
 SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("highest", "high")  # torch.set_float32_matmul_precision's names: fp32, TF32
 
 
 class ConfigError(ValueError):
@@ -155,6 +156,11 @@ class RunConfig:
     weight_decay: float = knob(0.0, _nonneg_float, "a number >= 0", "L2 penalty (decoupled for adamw)")
     schedule: str = knob("constant", _choice(SCHEDULES), f"one of {', '.join(SCHEDULES)}", "lr schedule over epochs")
     label_smoothing: float = knob(0.0, _unit_interval, "a number in [0, 1)", "cross-entropy label smoothing")
+
+    # Numerics. fp32 unless asked: the study's numbers and bit-for-bit repeats are fp32's.
+    matmul_precision: str = knob(
+        "highest", _choice(PRECISIONS), f"one of {', '.join(PRECISIONS)}", "fp32 matrix products: highest, high (TF32)"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.dropout, tuple) and len(self.dropout) != len(self.hidden):

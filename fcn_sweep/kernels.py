@@ -14,7 +14,8 @@ without batch norm and dropout).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,21 @@ class Tape:
     out: Tensor  # the activation's output, before dropout
     mask: Tensor | None  # dropout: 0 or the kept units' scale
     saved: tuple[Tensor, Tensor] | None  # batch norm's batch mean and inverse std
+
+
+@contextmanager
+def matmul_precision(name: str) -> Iterator[None]:
+    """torch's fp32 matmul precision set to `name` (a RunConfig's `matmul_precision`) while a pack
+    trains or evaluates, and put back after: it is one flag for the whole process, which other
+    packs, the bench and a user's own code share. "high" lets CUDA use TF32 tensor cores (10 of
+    fp32's 23 mantissa bits in the products, accumulation in fp32); a CPU without such kernels
+    computes the same bits either way."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(name)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def linear(w: Tensor, a: Tensor, bias: Tensor | None) -> Tensor:

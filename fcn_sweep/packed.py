@@ -16,7 +16,8 @@ a step dispatches do not grow with K:
 - on CUDA the whole step is captured once as a CUDA graph and replayed (cuda_graph.py).
 
 Members must share what fixes the tensor shapes and the step count: hidden widths, batch norm,
-activation, batch size, epochs and training subset (`PACK_FIELDS`). Everything else stays per
+activation, batch size, epochs and training subset, and the matmul precision, which is one
+setting of the process (`PACK_FIELDS`). Everything else stays per
 member: seed (so init, shuffle order and dropout masks), dropout rates, init, optimizer, lr,
 momentum, weight decay, schedule and label smoothing.
 
@@ -52,7 +53,7 @@ from .rng import CounterBits, member_key
 from .tracking.tracker import Tracker
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
-PACK_FIELDS = ("hidden", "activation", "batch_norm", "batch_size", "epochs", "subset")
+PACK_FIELDS = ("hidden", "activation", "batch_norm", "batch_size", "epochs", "subset", "matmul_precision")
 EVAL_BATCH = 8192
 # FCN_SWEEP_EAGER=1 runs the CUDA step op by op instead of replaying a captured graph (debugging,
 # profiling); the CPU always runs eagerly.
@@ -95,6 +96,7 @@ class Pack:
         first = self.cfgs[0]
         self.batch_norm, self.act = first.batch_norm, kernels.ACTIVATIONS[first.activation]
         self.hidden_layers, self.widths = len(first.hidden), first.hidden
+        self.precision = first.matmul_precision
 
         def stack(kind: type[nn.Module], read: Callable[[nn.Module], Tensor | None]) -> list[Tensor | None]:
             out: list[Tensor | None] = []
@@ -252,6 +254,10 @@ class Pack:
 
     def train_epoch(self, split: data_mod.Split, should_stop: Callable[[], bool]) -> list[tuple[float, float]] | None:
         """Per run (loss, accuracy) over one epoch, or None if stopped part-way."""
+        with kernels.matmul_precision(self.precision):
+            return self._train_epoch(split, should_stop)
+
+    def _train_epoch(self, split: data_mod.Split, should_stop: Callable[[], bool]) -> list[tuple[float, float]] | None:
         k, n = len(self.cfgs), len(split)
         batch_size = self.cfgs[0].batch_size
         perms = torch.stack([torch.randperm(n, generator=g) for g in self.shuffles]).to(self.device)
@@ -280,6 +286,10 @@ class Pack:
     @torch.inference_mode()
     def evaluate(self, split: data_mod.Split) -> tuple[list[float], list[float]]:
         """Per run: mean loss (without label smoothing) and accuracy."""
+        with kernels.matmul_precision(self.precision):
+            return self._evaluate(split)
+
+    def _evaluate(self, split: data_mod.Split) -> tuple[list[float], list[float]]:
         k = len(self.cfgs)
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)

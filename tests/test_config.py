@@ -59,6 +59,7 @@ def test_dropout_one_rate_or_one_per_layer():
         ("--hidden=0,10", ["hidden"]),
         ("--epochs=0", ["epochs", "positive"]),
         ("--lr=nan", ["lr"]),
+        ("--matmul_precision=medium", ["matmul_precision", "highest", "high"]),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, names):

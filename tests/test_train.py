@@ -7,6 +7,7 @@ import torch
 
 from fcn_sweep.config import INITS, OPTIMIZERS, RunConfig
 from fcn_sweep.model import build_fcn, load_model
+from fcn_sweep.packed import Pack
 from fcn_sweep.tracking import RunDirTracker, Tracker, Trackers
 from fcn_sweep.train import METRIC_KEYS, evaluate, fit, seed_everything
 
@@ -113,6 +114,26 @@ def test_training_improves_over_epochs(fashion, tiny):
     history = fit(replace(tiny, epochs=3), data=fashion).history
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     assert torch.tensor([m["val/acc"] for m in history]).max() > 0.7
+
+
+def test_matmul_precision_is_the_runs_own_while_it_trains_and_is_recorded(fashion, tiny, tmp_path):
+    """Opt-in TF32: set while the run's pack trains, put back after (it is one flag for the whole
+    process), and part of the run's config. A pack holds runs of one precision."""
+    high = replace(tiny, epochs=1, matmul_precision="high")
+    before, seen = torch.get_float32_matmul_precision(), set()
+
+    def look() -> bool:  # the pack asks before every training step
+        seen.add(torch.get_float32_matmul_precision())
+        return False
+
+    Pack([high], "cpu").train_epoch(fashion.train, look)
+    assert seen == {"high"} and torch.get_float32_matmul_precision() == before == "highest"
+    rundir = RunDirTracker(tmp_path)
+    assert fit(high, rundir, data=fashion).status == "finished"
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert json.loads((rundir.path / "config.json").read_text())["matmul_precision"] == "high"
+    with pytest.raises(ValueError, match="matmul_precision"):
+        Pack([tiny, replace(tiny, matmul_precision="high")], "cpu")
 
 
 @pytest.mark.slow

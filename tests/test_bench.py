@@ -100,3 +100,33 @@ def test_step_flops_are_the_matrix_multiplies_autograd_runs(hidden, batch, k):
             h = torch.relu(torch.bmm(h, w))
         h.sum().backward()
     assert counter.get_total_flops() == step_flops(hidden, batch, k)
+
+
+def _report_of(times):
+    from fcn_sweep.bench.report import Limits, report
+    from fcn_sweep.bench.variants import bench_config
+
+    cfg = bench_config()
+    ks = {name: 8 if name == "packed 8" else 1 for name in times}
+    limits = Limits(1e11, 1024, lambda k: step_flops(cfg.hidden, cfg.batch_size, k), {"project": 87, "packed 8": 87})
+    return report(times, ks, 10, cfg, 20, limits)[0]
+
+
+def test_ratios_carry_their_range_over_repeats_and_an_unsteady_run_says_so():
+    """Seconds per config per repeat, made up: ratios are medians of paired ratios with their range;
+    a variant whose repeats spread past UNSTEADY (a busy shared machine) is named."""
+    steady = {
+        "naive": [0.15, 0.15, 0.15],
+        "project": [0.050, 0.052, 0.054],
+        "floor": [0.040, 0.040, 0.040],
+        "floor+update": [0.040, 0.040, 0.045],
+        "packed 8": [0.045, 0.046, 0.045],
+    }
+    lines = _report_of(steady)
+    assert "project/floor  1.30 [1.25-1.35]" in lines
+    assert "project/(floor+update)  1.25 [1.20-1.30]  (floor+update/floor 1.00 [1.00-1.12]: " in "\n".join(lines)
+    assert lines[-1].endswith("best K=8: 1.13x [1.11-1.20] one at a time (median of paired ratios)")
+    assert not any(line.startswith("unsteady") for line in lines)
+    busy = steady | {"floor+update": [0.040, 0.080, 0.041]}  # one repeat hit a busy spell
+    lines = _report_of(busy)
+    assert "unsteady: floor+update took 4.000 to 8.000 ms a step over 3 repeats" in "\n".join(lines)

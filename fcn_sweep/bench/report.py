@@ -2,7 +2,10 @@
 
 Shared machines are noisy, so every variant runs once per repeat, interleaved, and a figure is the
 median over repeats. Ratios compare variants measured in the same repeats (the median of the
-paired ratios). Times cover training steps only; evaluation is the same for every variant.
+paired ratios), with their range over the repeats in brackets; where one variant's repeats spread
+by more than UNSTEADY, a line says so, since a ratio is then only as good as its range (a shared VM
+here moved `floor+update` from 2.6 to 5.3 ms a step within seconds). Times cover training steps
+only; evaluation is the same for every variant.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ..config import RunConfig
 from .variants import Variant
 
 TRAIN_SIZE = 50_000  # one epoch of the project's training split
+UNSTEADY = 1.25  # slowest / fastest repeat of one variant beyond which the run is called unsteady
 
 
 def measure(variants: Mapping[str, Variant], repeats: int) -> dict[str, list[float]]:
@@ -29,9 +33,25 @@ def measure(variants: Mapping[str, Variant], repeats: int) -> dict[str, list[flo
     return times
 
 
-def ratio(times: Mapping[str, list[float]], a: str, b: str) -> float:
-    """Median over repeats of a/b, each repeat's pair measured back to back."""
-    return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+def paired(times: Mapping[str, list[float]], a: str, b: str, unit: str = "") -> str:
+    """The median over repeats of a/b, each repeat's pair measured back to back, and over two or more
+    repeats the range of those paired ratios: `1.23 [1.18-1.30]`."""
+    rs = sorted(x / y for x, y in zip(times[a], times[b], strict=True))
+    return f"{statistics.median(rs):.2f}{unit}" + (f" [{rs[0]:.2f}-{rs[-1]:.2f}]" if len(rs) > 1 else "")
+
+
+def unsteady(times: Mapping[str, list[float]], ks: Mapping[str, int], steps: int) -> list[str]:
+    """One line naming the variant whose repeats spread most, if the slowest took over UNSTEADY times
+    the fastest; none on a steady run."""
+    name = max(times, key=lambda n: max(times[n]) / min(times[n]))
+    fast, slow = min(times[name]), max(times[name])
+    if len(times[name]) < 2 or slow <= UNSTEADY * fast:
+        return []
+    ms = lambda t: t * ks[name] / steps * 1e3  # noqa: E731
+    return [
+        f"unsteady: {name} took {ms(fast):.3f} to {ms(slow):.3f} ms a step over {len(times[name])} repeats "
+        "(something else ran on this machine); read each ratio with its range in brackets"
+    ]
 
 
 @dataclass(frozen=True)
@@ -71,11 +91,12 @@ def report(
         f"peak: {limits.peak_size}x{limits.peak_size} fp32 matmul {limits.peak / 1e9:,.1f} GFLOP/s "
         "(this device's practical FP32 rate, measured now); s/epoch is per config, training only",
         *table(times, ks, steps, epoch_steps, limits),
-        f"naive/project  {ratio(times, 'naive', 'project'):.2f}",
-        f"project/floor  {ratio(times, 'project', 'floor'):.2f}",
-        f"project/(floor+update)  {ratio(times, 'project', 'floor+update'):.2f}  "
-        f"(floor+update/floor {ratio(times, 'floor+update', 'floor'):.2f}: the optimizer's pass over memory)",
-        *(f"{name}/floor  {ratio(times, name, 'floor'):.2f}  (per config)" for name in packed),
+        f"naive/project  {paired(times, 'naive', 'project')}",
+        f"project/floor  {paired(times, 'project', 'floor')}",
+        f"project/(floor+update)  {paired(times, 'project', 'floor+update')}  "
+        f"(floor+update/floor {paired(times, 'floor+update', 'floor')}: the optimizer's pass over memory)",
+        *(f"{name}/floor  {paired(times, name, 'floor')}  (per config)" for name in packed),
+        *unsteady(times, ks, steps),
     ]
     counted = [name for name in ("project", *packed) if name in limits.ops]
     lines.append(
@@ -84,7 +105,7 @@ def report(
     )
     per_hour = {name: 3600 / (per_epoch[name] * epochs) for name in ("project", *packed)}
     best = max(per_hour, key=per_hour.get)
-    gain = f"{ratio(times, 'project', best):.2f}x one at a time (median of paired ratios)" if best != "project" else ""
+    gain = f"{paired(times, 'project', best, 'x')} one at a time (median of paired ratios)" if best != "project" else ""
     lines.append(
         f"configs/hour ({epochs} epochs, training only): "
         + ", ".join(f"K={ks[name]} {per_hour[name]:,.1f}" for name in per_hour)

@@ -15,11 +15,11 @@ a step dispatches do not grow with K:
   call per group (optim.PackUpdate says why groups);
 - on CUDA the whole step is captured once as a CUDA graph and replayed (cuda_graph.py).
 
-Members must share what fixes the tensor shapes and the step count: hidden widths, batch norm,
-activation, batch size, epochs and training subset, and the matmul precision, which is one
-setting of the process (`PACK_FIELDS`). Everything else stays per
-member: seed (so init, shuffle order and dropout masks), dropout rates, init, optimizer, lr,
-momentum, weight decay, schedule and label smoothing.
+Members must share what fixes the tensor shapes and the step count (hidden widths, batch norm,
+activation, batch size, epochs and training subset) and the matmul precision, which is one
+setting of the whole process (`PACK_FIELDS`). Everything else stays per member: seed (so init,
+shuffle order and dropout masks), dropout rates, init, optimizer, lr, momentum, weight decay,
+schedule and label smoothing.
 
 Equivalence with the run alone is the contract: each member starts where it would alone (the
 same initial weights and shuffle order, drawn from its seed), draws the same dropout masks (they

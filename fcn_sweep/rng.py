@@ -10,9 +10,9 @@ The function is SplitMix64 (Steele, Lea & Flood, OOPSLA 2014): word `i` of a str
 `mix(key + i * GAMMA)`, with `mix` the MurmurHash3-style finalizer. Word index `i` is
 `step * 2**32 + position`, so no two words of one member's run share an index; a step's draws
 for all its dropout layers are one block (the first layer's units, then the next layer's), made
-in one set of operations, and each 64-bit word is cut into four 16-bit draws. torch has no unsigned 64-bit shift, so a
-logical shift is an arithmetic one with the sign-extended bits masked off; multiplication wraps
-modulo 2**64 as the algorithm wants.
+in one set of operations, and each 64-bit word is cut into four 16-bit draws. torch has no
+unsigned 64-bit shift, so a logical shift is an arithmetic one with the sign-extended bits masked
+off; multiplication wraps modulo 2**64 as the algorithm wants.
 """
 
 from __future__ import annotations

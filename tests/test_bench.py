@@ -11,6 +11,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fcn_sweep.bench.limits import step_flops
+from fcn_sweep.bench.report import Limits, report
+from fcn_sweep.bench.variants import bench_config
 from fcn_sweep.cli.bench import parse_packs
 
 from .conftest import cli, needs_data
@@ -103,9 +105,6 @@ def test_step_flops_are_the_matrix_multiplies_autograd_runs(hidden, batch, k):
 
 
 def _report_of(times):
-    from fcn_sweep.bench.report import Limits, report
-    from fcn_sweep.bench.variants import bench_config
-
     cfg = bench_config()
     ks = {name: 8 if name == "packed 8" else 1 for name in times}
     limits = Limits(1e11, 1024, lambda k: step_flops(cfg.hidden, cfg.batch_size, k), {"project": 87, "packed 8": 87})

@@ -255,7 +255,9 @@ class PackUpdate:
     memory; measured on a CPU it is 3x slower with preallocated buffers and worse without. A pack
     whose members share their hyperparameters (a run alone, seeds of one config, a grid's cell)
     costs one call whatever K; a bayes sweep with a continuous lr gives every member its own group,
-    one kernel call each (docs/speed.md)."""
+    one kernel call each (docs/speed.md). On CUDA a pack uses stacked.StackedUpdate instead."""
+
+    lrs_in_tensors = False  # the lrs are arguments of the kernel calls: constants of a captured graph
 
     def __init__(
         self,

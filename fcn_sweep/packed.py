@@ -11,8 +11,9 @@ a step dispatches do not grow with K:
 - per-member constants (dropout rates, label smoothing) are (K, 1, 1) tensors;
 - dropout masks are a function of (member seed, step, position) (rng.py), made for all
   members by one set of operations;
-- members sharing an optimizer's hyperparameters sit side by side and step with one fused kernel
-  call per group (optim.PackUpdate says why groups);
+- members sharing an optimizer's hyperparameters sit side by side; on a CPU each group steps with
+  one fused kernel call (optim.PackUpdate says why groups), on CUDA each optimizer's members step
+  together with their hyperparameters as (K,) tensors (stacked.py), whatever their lrs;
 - on CUDA the whole step is captured once as a CUDA graph and replayed (cuda_graph.py).
 
 Members must share what fixes the tensor shapes and the step count (hidden widths, batch norm,
@@ -50,6 +51,7 @@ from .model import build_fcn, dropout_threshold, keep_mask, param_count
 from .optim import PackUpdate, group_key, zero_moments
 from .results import FitResult
 from .rng import CounterBits, member_key
+from .stacked import StackedUpdate
 from .tracking.tracker import Tracker
 
 # Fields that fix the stacked tensors' shapes or the number of steps: equal within a pack.
@@ -58,6 +60,10 @@ EVAL_BATCH = 8192
 # FCN_SWEEP_EAGER=1 runs the CUDA step op by op instead of replaying a captured graph (debugging,
 # profiling); the CPU always runs eagerly.
 EAGER_ENV = "FCN_SWEEP_EAGER"
+# device type -> the update a pack steps with: grouped fused calls where they are fastest (a CPU:
+# 3-4.5x a stacked update, docs/speed.md), per-member tensors where the step is a captured graph
+# whose kernel count and lrs should not depend on the members (stacked.py).
+UPDATES: dict[str, type] = {"cpu": PackUpdate, "cuda": StackedUpdate}
 
 
 def pack_key(config: RunConfig | Mapping[str, Any]) -> str:
@@ -84,9 +90,11 @@ class Pack:
     """The stacked tensors of the live members, a `lifecycle.Trainer`. Members are kept in the order
     of their optimizer groups (`slot`); every method takes and answers in the order of `cfgs`."""
 
-    def __init__(self, cfgs: Sequence[RunConfig], device: torch.device | str):
+    def __init__(self, cfgs: Sequence[RunConfig], device: torch.device | str, update: type | None = None):
+        """`update`: PackUpdate or StackedUpdate, to choose against `UPDATES` (tests, the bench)."""
         check_packable(cfgs)
         self.device = torch.device(device)
+        self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
         self.cfgs = [cfgs[i] for i in order]  # by slot
         self.slot = [order.index(i) for i in range(len(cfgs))]  # run i of `cfgs` -> its slot
@@ -118,7 +126,7 @@ class Pack:
         if self.device.type == "cuda" and os.environ.get(EAGER_ENV, "") in ("", "0"):
             from .cuda_graph import CapturedSteps
 
-            self.graphs = CapturedSteps(lambda split, idx, *sums: self.train_step(*self.batch(split, idx), *sums))
+            self.graphs = CapturedSteps(self.step_on)
         self.epochs_done = 0
         self._attach(steps=0)
 
@@ -130,7 +138,7 @@ class Pack:
         """Gradients, optimizers and per-member constants, after setup or after members left."""
         self.grads = [torch.empty_like(p) for p in self.params]
         self._grad_of = dict(zip(map(id, self.params), self.grads, strict=True))
-        self.update = PackUpdate(self.params, self.grads, self.cfgs, self.moments, steps)
+        self.update = self.update_kind(self.params, self.grads, self.cfgs, self.moments, steps)
         self.update.set_epoch(self.epochs_done)
         column = lambda values, dtype: torch.tensor(values, dtype=dtype, device=self.device).view(-1, 1, 1)  # noqa: E731
         self.dropout: list[tuple[Tensor, Tensor] | None] = []
@@ -160,7 +168,7 @@ class Pack:
     def set_epoch(self, done: int) -> None:
         before, self.epochs_done = self.update.lrs(), done
         self.update.set_epoch(done)
-        if self.graphs is not None and self.update.lrs() != before:
+        if self.graphs is not None and not self.update.lrs_in_tensors and self.update.lrs() != before:
             self.graphs.clear()  # the lrs are constants of the captured kernels
 
     def keep(self, ks: list[int]) -> None:
@@ -252,6 +260,10 @@ class Pack:
         loss_sum.add_(loss, alpha=y.shape[1])
         correct.add_((logits.argmax(1) == y).sum(1))
 
+    def step_on(self, split: data_mod.Split, idx: Tensor, loss_sum: Tensor, correct: Tensor) -> None:
+        """One step on the rows idx (K, B) of `split`: the gather and the step, as a graph captures them."""
+        self.train_step(*self.batch(split, idx), loss_sum, correct)
+
     def train_epoch(self, split: data_mod.Split, should_stop: Callable[[], bool]) -> list[tuple[float, float]] | None:
         """Per run (loss, accuracy) over one epoch, or None if stopped part-way."""
         with kernels.matmul_precision(self.precision):
@@ -271,7 +283,7 @@ class Pack:
             if self.graphs is not None and idx.shape[1] == batch_size:
                 self.graphs.step(split, idx, loss_sum, correct)
             else:  # the CPU, or the last partial batch: one eager step
-                self.train_step(*self.batch(split, idx), loss_sum, correct)
+                self.step_on(split, idx, loss_sum, correct)
             seen += idx.shape[1]
         by_slot = [(s / seen, c / seen) for s, c in zip(loss_sum.tolist(), correct.tolist(), strict=True)]
         return [by_slot[s] for s in self.slot]

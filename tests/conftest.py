@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fcn_sweep import data as data_mod
 from fcn_sweep.config import RunConfig
@@ -30,6 +31,19 @@ def real_data_available() -> bool:
 
 
 needs_data = pytest.mark.skipif(not real_data_available(), reason="FashionMNIST files not on this machine")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test. With two, MKL may split a batched product of K=1 and of
+    K=3 members differently and sum in another order; under batch norm the weights of a pixel that
+    is constant over a batch get a gradient of pure rounding noise, which Adam and RMSprop scale up
+    to steps of about lr, so a pack and its runs alone then part beyond float tolerance, more or
+    less often with the machine's load. One thread sums every member's products in one order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

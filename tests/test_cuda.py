@@ -27,6 +27,7 @@ DEVICE = torch.device(os.environ.get("FCN_SWEEP_TEST_DEVICE", "cuda"))
 
 pytestmark = [
     pytest.mark.cuda,
+    pytest.mark.usefixtures("one_thread"),  # on the CPU (FCN_SWEEP_TEST_DEVICE=cpu): conftest.one_thread
     pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="no CUDA device"),
 ]
 

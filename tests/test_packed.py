@@ -31,6 +31,8 @@ from fcn_sweep.packed import Pack, fit_packed, pack_key
 from fcn_sweep.tracking import RunDirTracker, Tracker
 from fcn_sweep.train import METRIC_KEYS, evaluate, fit
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread says why
+
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
 TIGHT = {"loss": 1e-5, "acc": 1e-9}  # relative on losses, absolute on accuracies
 
@@ -113,6 +115,8 @@ def relu_kinks(cfgs: list[RunConfig], data) -> dict[int, str]:
     packed: list[torch.Tensor] = []
     pack = recording(Pack(cfgs, data.device), packed)
     solos = [recording(Pack([c], data.device), alone[k]) for k, c in enumerate(cfgs)]
+    for trainer in (*solos, pack):
+        trainer.graphs = None  # recording reads every step's values: eager steps, not a graph's replays
     for epoch in range(1, cfgs[0].epochs + 1):
         for trainer in (*solos, pack):
             trainer.train_epoch(data.train, lambda: False)

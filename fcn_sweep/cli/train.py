@@ -23,7 +23,10 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         if mode != "disabled" and os.environ.get(name):
             check_writable(os.environ[name], name)
 
+    import torch
+
     from .. import data as data_mod
+    from ..footprint import out_of_memory_line
     from ..train import fit
 
     try:
@@ -40,7 +43,11 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
     print(f"run dir: {rundir.path}", file=sys.stderr)
     guard = tracking.WriteGuardTracker(tracking.Trackers(trackers), stop, rundir.path)
-    result = fit(cfg, guard, data=data, device=device, should_stop=stop.is_set)
+    try:
+        result = fit(cfg, guard, data=data, device=device, should_stop=stop.is_set)
+    except torch.cuda.OutOfMemoryError:
+        print(f"fcn-sweep train: error: {out_of_memory_line(cfg, str(device))}", file=sys.stderr)
+        return 1
     if guard.error is not None:
         model = rundir.path / "model.safetensors"
         kept = f"best model (epoch {result.best_epoch}) kept in {model}" if model.exists() else "no model written"

@@ -5,8 +5,8 @@ device: the memory free for training, the pending runs of each shape, and, where
 configs per second at a few pack sizes. The rest of this module gathers those facts.
 
 - A pack larger than the largest group of pending runs of one `pack_key` can never fill.
-- A pack must fit in memory: a member holds its weights, gradients and up to two optimizer moments,
-  and its activations for a training batch and an evaluation chunk (`member_bytes`); only
+- A pack must fit in memory: a member holds its weights, gradients and two optimizer moments,
+  and its activations for a training batch and an evaluation chunk (footprint.py); only
   MEMORY_SHARE of what is free counts, the rest left to the data, the allocator and CUDA graphs.
 - Where rates were measured, the smallest K within RATE_TOLERANCE of the best rate wins: a pack
   costs latency (every member's first result waits for the whole pack's epoch) and Hyperband
@@ -19,35 +19,25 @@ configs per second at a few pack sizes. The rest of this module gathers those fa
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import RunConfig
+from ..footprint import describe, gib, member_bytes
+
+__all__ = ["MAX_PACK", "MEMORY_SHARE", "DeviceFacts", "auto_pack", "choose_pack", "device_facts", "member_bytes"]
 
 MEMORY_SHARE = 0.5
 RATE_TOLERANCE = 0.05
 MAX_PACK = 512  # the largest K `fcn-sweep bench` measures on a GPU; beyond it results arrive later for no known gain
 CPU_TRY = 8  # the pack size a CPU measures against one alone
-BYTES = 4  # fp32
 
 
 @dataclass(frozen=True)
 class DeviceFacts:
     kind: str  # "cpu" or "cuda"
     free_bytes: int  # memory free for training on that device
-
-
-def member_bytes(cfg: RunConfig) -> int:
-    """An upper bound on one pack member's memory: four copies of its parameters (weights,
-    gradients, two Adam moments) and about eight activations per hidden unit of a batch (pre- and
-    post-norm, activation, dropout mask and output, and their gradients), plus an evaluation chunk."""
-    widths = [28 * 28, *cfg.hidden, 10]
-    params = sum(i * o + o for i, o in itertools.pairwise(widths)) + 2 * sum(cfg.hidden) * cfg.batch_norm
-    batch = cfg.batch_size * (2 * widths[0] + 8 * sum(cfg.hidden) + 4 * widths[-1])
-    evaluation = 256 * sum(widths)  # Pack.evaluate's smallest chunk per member
-    return BYTES * (4 * params + batch + evaluation)
 
 
 def choose_pack(
@@ -121,7 +111,8 @@ def auto_pack(todo: Sequence[RunConfig], device: str, threads: int | None = None
         return 1, "no run pending"
     facts = device_facts(device)
     biggest = max(groups, key=len)
-    per_member = max(member_bytes(g[0]) for g in groups)
+    largest = max((g[0] for g in groups), key=member_bytes)
+    per_member = member_bytes(largest)
     rates = None
     if facts.kind == "cpu" and len(biggest) > 1:
         import torch
@@ -129,7 +120,8 @@ def auto_pack(todo: Sequence[RunConfig], device: str, threads: int | None = None
         if threads:
             torch.set_num_threads(threads)
         rates = measure_rates(biggest[0], device, (1, min(CPU_TRY, len(biggest))))
-    return choose_pack(facts, [len(g) for g in groups], per_member, rates)
+    k, why = choose_pack(facts, [len(g) for g in groups], per_member, rates)
+    return k, f"{why}; {describe(largest)}, {gib(facts.free_bytes)} free"
 
 
 AUTO = "auto"

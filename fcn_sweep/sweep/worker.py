@@ -214,6 +214,7 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     import torch
 
     from .. import data as data_mod
+    from ..footprint import free_device_memory
 
     torch.set_num_threads(spec.threads)
     interrupted = Interrupt()
@@ -228,14 +229,14 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     tag = f"{spec.name}:{os.getpid()}@{host}"
     wandb = WandbRuns(spec)
 
-    reaped_at = 0.0
+    reaped_at, pack = 0.0, spec.pack
     while not interrupted.is_set():
         if time.monotonic() - reaped_at > REAP_EVERY_S:
             reap(store)
             reaped_at = time.monotonic()
         if not store.info.closed:
             maintain(store, controller, spec.pack)
-        claimed = store.claim_many(tag, spec.pack, host)
+        claimed = store.claim_many(tag, pack, host)
         if not claimed:
             if sweep_done(store):
                 break
@@ -244,6 +245,11 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
         # The store's health is judged per claim: the claim itself just found the store answering.
         claim = Claim(spec, store, controller, claimed, interrupted, wandb, Health(store.window, say), say)
         claim.train(data_for(claimed[0].config.subset))
+        if claim.split_to:
+            say(f"out of memory on {spec.device} with a pack of {len(claimed)}: its runs start again, "
+                f"in packs of {claim.split_to}")  # fmt: skip
+            pack = claim.split_to
+            free_device_memory()  # the failed pack's tensors, cached by torch
         wandb.report(wait=False)
     wandb.report(wait=True)
     store.close()
@@ -289,10 +295,14 @@ class Claim:
         self.spec, self.store, self.controller, self.claimed = spec, store, controller, claimed
         self.interrupted, self.wandb, self.say = interrupted, wandb, say
         self.owner = claimed[0].worker
+        self.split_to: int | None = None  # set when the pack ran out of device memory: the next pack's size
         self.recorder = Recorder(store, self.owner, [r.id for r in claimed], health, say)
 
     def train(self, data) -> None:
         """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
+        import torch
+
+        from ..footprint import out_of_memory_line
         from ..packed import fit_packed
         from ..train import fit
 
@@ -327,7 +337,18 @@ class Claim:
             rec.flush()
             self._hand_back("crashed", f"write failed: {e.strerror or e}")
             raise
-        except Exception:  # a bug or an OOM in one config must not take the sweep down
+        except torch.cuda.OutOfMemoryError:
+            rec.flush()
+            if len(claimed) > 1:  # the pack's size, not its configs: they start again in smaller packs
+                self.split_to = len(claimed) // 2
+                self._hand_back("preempted", f"out of memory in a pack of {len(claimed)}")
+                self._settle()
+            else:  # a run alone that does not fit: the config's error, with what it needed
+                error = out_of_memory_line(claimed[0].config, spec.device)
+                rec.submit(claimed[0].id, lambda: store.finish(claimed[0].id, "crashed", {"error": error}, "error",
+                                                               self.owner))  # fmt: skip
+                self._settle()
+        except Exception:  # a bug in one config must not take the sweep down
             error = traceback.format_exc(limit=3)
             rec.flush()  # outcomes already made stand; only the runs without one crashed
             for r in claimed:

@@ -2,9 +2,10 @@
 # Everything in this project that needs a GPU, in one command, for whoever has one:
 #   1. the tests marked `cuda` (fused kernels with step tensors on the device, packed = solo for every
 #      optimizer, determinism), 2. `fcn-sweep bench --device cuda` (packs of 1, 16, 128 and 512: FLOP/s
-#      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time),
-#   3. the dry run of sweeps/grid.yaml with --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml
-#   on GPU 0 with --pack auto, 5. where Docker runs: the image with --gpus all reproducing a bare CUDA
+#      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time), and again
+#      with TF32 (`--matmul-precision high`), then scripts/gpu_measure.py (the memory bound against
+#      torch's peak, the stacked update against the grouped one), 3. the dry run of sweeps/grid.yaml
+#   with --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack auto, 5. where Docker runs: the image with --gpus all reproducing a bare CUDA
 #   run. Then a pass/fail table and the bench's figures. About 10 min.
 # Usage: scripts/gpu_check.sh [--cpu]
 #   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
@@ -103,6 +104,12 @@ else
     skip bench "torchvision is not installed for $PYTHON (bench's tutorial loop uses it)"
 fi
 
+# TF32 beside fp32, and what the bench does not measure: the memory bound and the stacked update.
+if [ "$DEVICE" = cuda ]; then
+    step bench-tf32 300 "$PYTHON" -m fcn_sweep bench --device cuda --matmul-precision high --pack 1,128,512 --sweep none
+    step measure 300 "$PYTHON" scripts/gpu_measure.py
+fi
+
 # What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
 if missing=$("$PYTHON" -c "import sweeps, fcn_sweep.sweep.runner, fcn_sweep.sweep.worker" 2>&1); then
     step grid-dry-run 300 "$PYTHON" -m fcn_sweep sweep sweeps/grid.yaml "${dry[@]}" --pack auto --dry-run
@@ -154,6 +161,12 @@ if [ -f "$OUT/bench.log" ]; then
     echo "bench:"
     sed 's/^/  /' "$OUT/bench.log"
 fi
+for extra in bench-tf32 measure; do
+    if [ -f "$OUT/$extra.log" ]; then
+        echo "$extra:"
+        sed 's/^/  /' "$OUT/$extra.log"
+    fi
+done
 if [ -f "$OUT/grid-dry-run.log" ]; then
     echo "grid dry run:"
     grep -E '^(--pack|sweep )' "$OUT/grid-dry-run.log" | sed 's/^/  /'

@@ -121,3 +121,40 @@ def test_a_run_repeats_bit_for_bit_with_graphs(device_data):
     runs = [fit_packed(variants(cfg), data=device_data, device=DEVICE) for _ in range(2)]
     for a, b in zip(*runs, strict=True):
         assert without_times(a.history) == without_times(b.history)
+
+
+@needs_graphs
+def test_a_capture_that_raises_on_the_device_leaves_the_pack_eager_to_the_same_results(device_data, monkeypatch):
+    from fcn_sweep.cuda_graph import CapturedSteps
+
+    cfgs = variants(replace(TINY, optimizer="adam", lr=1e-3, batch_norm=True, dropout=0.2))
+    monkeypatch.setenv(EAGER_ENV, "1")
+    eager = fit_packed(cfgs, data=device_data, device=DEVICE)
+    monkeypatch.delenv(EAGER_ENV)
+
+    def refuse(self, step):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(CapturedSteps, "_capture", refuse)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        fell_back = fit_packed(cfgs, data=device_data, device=DEVICE)
+    for f, e in zip(fell_back, eager, strict=True):
+        assert without_times(f.history) == without_times(e.history)
+    assert torch.cuda.current_stream(DEVICE) == torch.cuda.default_stream(DEVICE)
+
+
+@needs_graphs
+def test_a_schedule_keeps_the_captured_graph_on_the_device(device_data, monkeypatch):
+    """The stacked update reads its lrs from tensors: a cosine schedule over three epochs captures once."""
+    from fcn_sweep.cuda_graph import CapturedSteps
+
+    captures = []
+    capture = CapturedSteps._capture
+    monkeypatch.setattr(CapturedSteps, "_capture", lambda self, step: captures.append(1) or capture(self, step))
+    cfgs = [replace(TINY, epochs=3, schedule="cosine", seed=s, lr=1e-3 * (1 + s / 4)) for s in range(4)]
+    graphed = fit_packed(cfgs, data=device_data, device=DEVICE)
+    monkeypatch.setenv(EAGER_ENV, "1")
+    eager = fit_packed(cfgs, data=device_data, device=DEVICE)
+    assert len(captures) == 1
+    for g, e in zip(graphed, eager, strict=True):
+        assert history_mismatch(e.history, g.history, tolerance(e.cfg)) == []

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import data as data_mod
+from .. import kernels
 from ..formatting import plural
 from .limits import PEAK_SIZE, ops_per_step, peak_flops, step_flops
 from .report import Limits, measure, report
@@ -45,11 +46,12 @@ def bench(
     epochs: int = 20,
     data_dir: str | None = None,
     sweep_file: Path | None = GRID,
+    precision: str = "highest",
 ) -> list[str]:
     defaults = DEFAULTS[device.type]
     steps, repeats = steps or defaults["steps"], repeats or defaults["repeats"]
     packs = packs or defaults["packs"]
-    cfg = bench_config(hidden)
+    cfg = bench_config(hidden, precision)
     data = data_mod.load(device, data_dir=data_dir)
     variants = {
         "naive": naive_variant(cfg, device, steps, data_dir),
@@ -58,7 +60,8 @@ def bench(
         "floor+update": floor_variant(cfg, data, steps, update=True),
         **{f"packed {k}": packed_variant(cfg, data, steps, k) for k in packs if k > 1},
     }
-    times = measure(variants, repeats)
+    with kernels.matmul_precision(precision):  # every variant's products alike; the peak stays fp32's
+        times = measure(variants, repeats)
     limits = Limits(
         peak_flops(device),
         PEAK_SIZE[device.type],
@@ -66,7 +69,8 @@ def bench(
         {name: ops_per_step(v.pack, data.train, cfg.batch_size) for name, v in variants.items() if v.pack},
     )
     header = (
-        f"fcn-sweep bench: {cfg.arch} batch norm, dropout {cfg.dropout}, {cfg.optimizer}, batch {cfg.batch_size}; "
+        f"fcn-sweep bench: {cfg.arch} batch norm, dropout {cfg.dropout}, {cfg.optimizer}, batch {cfg.batch_size}, "
+        f"matmul precision {precision}; "
         f"{steps} steps x {repeats} repeats (median) on {device}, torch {torch.__version__}, "
         f"{plural(torch.get_num_threads(), 'CPU thread')}"
     )
@@ -78,7 +82,9 @@ def sweep_estimate(sweep_file: Path | None, device: torch.device, pack: int, cal
     """One line: the wall time of `sweep_file` on this device, one worker, `--pack pack`, from the
     same plan, calibration and schedule as `fcn-sweep sweep FILE --dry-run --pack K --workers 1`
     (calibrated on `cal_steps` timed steps per shape)."""
-    if sweep_file is None or not sweep_file.is_file():
+    if sweep_file is None:
+        return "no sweep estimated (--sweep none)"
+    if not sweep_file.is_file():
         return f"no sweep estimated: {sweep_file} not found (give --sweep FILE)"
     from ..formatting import duration
     from ..sweep import estimate

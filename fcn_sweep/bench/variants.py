@@ -39,8 +39,9 @@ class Variant:
     pack: Pack | None = None  # the trainer, where the variant is one (its operations are counted)
 
 
-def bench_config(hidden: tuple[int, ...] = (1024, 256)) -> RunConfig:
-    return RunConfig(hidden=hidden, batch_norm=True, dropout=0.3, optimizer="adam", lr=1e-3, batch_size=64)
+def bench_config(hidden: tuple[int, ...] = (1024, 256), precision: str = "highest") -> RunConfig:
+    return RunConfig(hidden=hidden, batch_norm=True, dropout=0.3, optimizer="adam", lr=1e-3, batch_size=64,
+                     matmul_precision=precision)  # fmt: skip
 
 
 def sync(device: torch.device) -> None:

@@ -25,18 +25,19 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
         raise UsageError(f"unexpected arguments {' '.join(extra)}")
     try:
         packs = parse_packs(args.pack) if args.pack is not None else None
-        hidden = RunConfig.from_dict({"hidden": args.hidden}).hidden
+        parsed = RunConfig.from_dict({"hidden": args.hidden, "matmul_precision": args.matmul_precision})
+        hidden, precision = parsed.hidden, parsed.matmul_precision
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if args.sweep and not Path(args.sweep).is_file():
+    if args.sweep and args.sweep != "none" and not Path(args.sweep).is_file():  # none: no estimate
         raise UsageError(f"--sweep {args.sweep}: no such file; give a sweep YAML such as sweeps/grid.yaml")
     from .. import data as data_mod  # torch: after the checks, so bad input is answered at once
     from ..bench import GRID, bench
 
     device = resolve_device(args.device)
-    sweep = Path(args.sweep) if args.sweep else GRID
+    sweep = None if args.sweep == "none" else Path(args.sweep) if args.sweep else GRID
     try:
-        lines = bench(device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep)
+        lines = bench(device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep, precision)
     except data_mod.DataError as e:
         raise UsageError(str(e)) from None
     print("\n".join(lines))
@@ -79,6 +80,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", default="1024,256", help="hidden widths (default: 1024,256)")
     p.add_argument("--epochs", type=positive, default=20, help="epochs per config for configs/hour (default: 20)")
     p.add_argument("--sweep", metavar="FILE", help="sweep whose wall time to estimate (default: sweeps/grid.yaml)")
+    p.add_argument("--matmul-precision", default="highest", help="highest (fp32, default) or high (TF32 on a GPU)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
     p.set_defaults(func=cmd_bench)
     what = p.add_subparsers(dest="what", metavar="store")

@@ -59,8 +59,11 @@ class CapturedSteps:
         if self.failed:
             self.step_fn(split, idx, loss_sum, correct)
             return
-        key = (id(split.x), tuple(idx.shape))
-        if self.graph is None or key != self.key:
+        # The split itself, held (not its id, which Python hands to the next object once this one
+        # is freed: a graph captured over 2 batches of rows then gathered past their end for a
+        # split of 3, a device-side assert on the H200): the captured gather reads its tensors.
+        key = (split.x, split.y, tuple(idx.shape))
+        if self.graph is None or not self._same(key):
             self._warm_up_and_capture(split, idx, key)  # the warm-up was this batch's step
         else:
             self.idx.copy_(idx, non_blocking=True)
@@ -92,6 +95,10 @@ class CapturedSteps:
             self._give_up("capture", err)
             return
         self.graph, self._last, self.key = graph, graph, key
+
+    def _same(self, key: tuple) -> bool:
+        x, y, shape = self.key
+        return key[0] is x and key[1] is y and key[2] == shape
 
     def _give_up(self, doing: str, err: BaseException) -> None:
         self.failed = f"{type(err).__name__}: {err}".splitlines()[0]

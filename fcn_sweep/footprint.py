@@ -2,11 +2,13 @@
 with, what `--dry-run` prints, and what an out-of-memory error says a run needed.
 
 Per member: its parameters four times (weights, gradients and two optimizer moments, which every
-pack allocates whatever the optimizer); a training step's activations, about eight values per
-hidden unit and sample (the product, the normalised value, the activation, the dropout mask and
-its output, and their gradients on the way back) plus the gathered images twice; and an evaluation
-chunk (packed.Pack.evaluate's 256 samples at least). fp32 throughout. docs/gpu.md compares it with
-`torch.cuda.max_memory_allocated` on an H200; tests/test_footprint.py with a pack's own tensors.
+pack allocates whatever the optimizer) and twice more for the stacked update's temporaries on
+CUDA (a step's direction, and the decayed gradients where weight decay is on); a training step's
+activations, about eight values per hidden unit and sample (the product, the normalised value,
+the activation, the dropout mask and its output, and their gradients on the way back) plus the
+gathered images twice; and an evaluation chunk (packed.Pack.evaluate's 256 samples at least).
+fp32 throughout. docs/gpu.md compares it with `torch.cuda.max_memory_allocated` on an H200;
+tests/test_out_of_memory.py with a pack's own tensors.
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ from .config import RunConfig
 
 BYTES = 4  # fp32
 EVAL_SAMPLES = 256  # the smallest evaluation chunk a member's activations take (packed.Pack.evaluate)
+# What a pack holds whatever its size: cuBLAS's workspaces, the allocator's segments, a graph's pool
+# (an H200 held 261 MiB for a pack of one 26 MiB member, docs/gpu.md).
+PACK_OVERHEAD = 256 << 20
 
 
 def parts(cfg: RunConfig) -> dict[str, int]:
-    """Bytes per member: `state` (parameters, gradients, moments), `step` (a training step's
-    activations), `evaluation` (an evaluation chunk's)."""
+    """Bytes per member: `state` (parameters, gradients, moments), `update` (the update's
+    temporaries), `step` (a training step's activations), `evaluation` (an evaluation chunk's)."""
     widths = [28 * 28, *cfg.hidden, 10]
     params = sum(i * o + o for i, o in itertools.pairwise(widths)) + 2 * sum(cfg.hidden) * cfg.batch_norm
     step = cfg.batch_size * (2 * widths[0] + 8 * sum(cfg.hidden) + 4 * widths[-1])
-    return {"state": BYTES * 4 * params, "step": BYTES * step, "evaluation": BYTES * EVAL_SAMPLES * sum(widths)}
+    evaluation = EVAL_SAMPLES * sum(widths)
+    counts = {"state": 4 * params, "update": 2 * params, "step": step, "evaluation": evaluation}
+    return {name: BYTES * n for name, n in counts.items()}
 
 
 def member_bytes(cfg: RunConfig) -> int:

@@ -91,10 +91,13 @@ def _adam(decoupled: bool) -> Callable[[Family], None]:
         # step_size = lr / (1 - beta1^t); denominator sqrt(v) / sqrt(1 - beta2^t) + eps
         torch.div(f.lr, torch.pow(f.beta1, f.step).neg_().add_(1), out=f.step_size)
         torch.pow(f.beta2, f.step, out=f.bc2_sqrt).neg_().add_(1).sqrt_()
-        denom = torch._foreach_sqrt(f.m2)
-        torch._foreach_div_(denom, f.views(f.bc2_sqrt))
-        torch._foreach_add_(denom, EPS)
-        f.apply(torch._foreach_div(f.m1, denom), f.step_size)
+        step = torch._foreach_sqrt(f.m2)  # the one list of parameters' size this update allocates
+        torch._foreach_div_(step, f.views(f.bc2_sqrt))
+        torch._foreach_add_(step, EPS)
+        torch._foreach_reciprocal_(step)
+        torch._foreach_mul_(step, f.m1)
+        torch._foreach_mul_(step, f.views(f.step_size))
+        torch._foreach_sub_(f.params, step)
 
     return update
 

@@ -5,6 +5,7 @@ import re
 
 from fcn_sweep.cli import main
 from fcn_sweep.config import RunConfig
+from fcn_sweep.footprint import PACK_OVERHEAD
 from fcn_sweep.sweep.autopack import MAX_PACK, MEMORY_SHARE, DeviceFacts, choose_pack, device_facts, member_bytes
 from fcn_sweep.sweep.launch import slurm
 from fcn_sweep.sweep.store import Store
@@ -22,9 +23,10 @@ def test_a_large_gpu_packs_every_pending_run_of_one_shape():
     assert k == 324 and "pending" in why
 
 
-def test_a_gpu_pack_fits_its_memory_share():
-    k, why = choose_pack(DeviceFacts("cuda", 10 * BIG), [324], BIG)
-    assert k == int(10 * MEMORY_SHARE) and "memory" in why
+def test_a_gpu_pack_fits_its_memory_share_less_what_a_pack_holds_whatever_its_size():
+    k, why = choose_pack(DeviceFacts("cuda", 40 * BIG), [324], BIG)
+    assert k == (int(40 * BIG * MEMORY_SHARE) - PACK_OVERHEAD) // BIG and "memory" in why
+    assert k < 20
 
 
 def test_a_gpu_pack_never_exceeds_the_cap_nor_falls_below_one():

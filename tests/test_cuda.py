@@ -54,18 +54,30 @@ def test_the_kernels_run_on_the_device_and_are_torchs_step_bit_for_bit(optimizer
         assert torch.equal(a, b), name
 
 
+# With batch norm, a first-layer weight whose pixel is constant over a batch gets a gradient of pure
+# rounding noise (the norm removes the batch mean), which Adam and RMSprop scale up to steps of
+# about lr. cuBLAS runs other kernels for a batch of K=1 and of K=3 products (another summation
+# order), so that noise differs and a member and its run alone take two equally valid paths (seen
+# on an H200: val acc 0.6449 alone, 0.6468 packed after one epoch). They agree as runs do, not to
+# rounding; SGD, which does not scale the noise up, and every optimizer without batch norm do.
+AS_RUNS = {"loss": 2e-2, "acc": 1e-2}
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_each_packed_member_is_its_run_alone_on_the_device(device_data, optimizer):
-    cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True))
+def test_each_packed_member_is_its_run_alone_on_the_device(device_data, optimizer, batch_norm):
+    cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=batch_norm))
     alone = [fit(c, data=device_data, device=DEVICE) for c in cfgs]
     together = fit_packed(cfgs, data=device_data, device=DEVICE)
+    noisy = batch_norm and optimizer != "sgd" and DEVICE.type == "cuda"
     kinks = None
     for k, (a, p) in enumerate(zip(alone, together, strict=True)):
         assert p.status == a.status == "finished"
-        mismatch = history_mismatch(a.history, p.history, tolerance(a.cfg))
-        if mismatch:  # the contract of tests/test_packed.py: only a ReLU kink may come first
+        mismatch = history_mismatch(a.history, p.history, AS_RUNS if noisy else tolerance(a.cfg))
+        if mismatch and not noisy:  # the contract of tests/test_packed.py: only a ReLU kink may come first
             kinks = relu_kinks(cfgs, device_data) if kinks is None else kinks
             assert k in kinks, f"member {k} of {optimizer} on {DEVICE}, no ReLU kink first: {mismatch}"
+        assert not (mismatch and noisy), f"member {k} of {optimizer} on {DEVICE}: {mismatch}"
 
 
 def test_runs_and_packs_repeat_bit_for_bit_on_the_device(device_data):

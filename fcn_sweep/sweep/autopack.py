@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import RunConfig
-from ..footprint import describe, gib, member_bytes
+from ..footprint import PACK_OVERHEAD, describe, gib, member_bytes
 
 __all__ = ["MAX_PACK", "MEMORY_SHARE", "DeviceFacts", "auto_pack", "choose_pack", "device_facts", "member_bytes"]
 
@@ -46,7 +46,8 @@ def choose_pack(
     """(K, why). `pending`: the runs of each pack_key still to do; `per_member`: `member_bytes` of
     the largest shape; `rates`: measured configs per second at some K (K=1 among them)."""
     fill = max(pending, default=1)
-    fits = max(1, int(facts.free_bytes * MEMORY_SHARE) // max(1, per_member))
+    overhead = PACK_OVERHEAD if facts.kind == "cuda" else 0
+    fits = max(1, (int(facts.free_bytes * MEMORY_SHARE) - overhead) // max(1, per_member))
     limits = {f"the {fill} pending run(s) of one shape": fill, f"memory ({fits} fit)": fits, "the cap": MAX_PACK}
     limit, cap = min(limits.items(), key=lambda item: item[1])
     usable = {k: r for k, r in (rates or {}).items() if k <= cap}

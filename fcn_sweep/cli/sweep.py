@@ -156,9 +156,13 @@ def auto_pack(sweep, store, repeats, count, gpus, workers, threads=None) -> int:
 def estimate_text(sweep, store, repeats, count, device, threads, pack, workers, per_task, unit, at_once=None) -> str:
     """The dry run of a sweep (local or an array): plan, calibrate on `device`, schedule as asked
     and with the other packing (`--pack` as given or chosen by auto, and 1 or 4)."""
+    import torch
+
     from ..sweep import autopack, estimate
 
     plan = estimate.plan(sweep, repeats, count, store)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return estimate.render_plan(plan, pack, "a GPU")  # a login node sizing GPU tasks: no calibration here
     pack, note = autopack.resolve(pack, plan.todo, device, threads)
     other = 4 if pack == 1 else 1
     cal = estimate.calibrate(plan.todo, device, threads, max(pack, other))

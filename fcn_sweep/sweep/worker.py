@@ -245,7 +245,7 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
         claim = Claim(spec, store, controller, claimed, interrupted, wandb, Health(store.window, say), say)
         claim.train(data_for(claimed[0].config.subset))
         wandb.report(wait=False)
-    wandb.report(wait=True)
+    wandb.close()
     store.close()
 
 
@@ -272,13 +272,29 @@ class WandbRuns:
     def report(self, wait: bool) -> None:
         if wait:
             self.executor.shutdown(wait=True)
-        still = []
+        still, cut = [], []
         for run_id, deferred in self.pending:
             if not all(f.done() for f in deferred.futures):
                 still.append((run_id, deferred))
             elif errors := deferred.errors():
-                print(f"fcn-sweep {self.spec.name}: W&B logging of run {run_id} failed: {errors[0]!r}", file=sys.stderr)
+                if tracking.service_gone(errors[0]):
+                    cut.append(run_id)
+                else:
+                    self.say(f"W&B logging of run {run_id} failed: {errors[0]!r}")
+        if cut:  # one cause for all of them: say it once
+            self.say(
+                f"the W&B service process ended (scancel signals every process of a task), so the W&B logs of "
+                f"{len(cut)} run(s) stop early ({', '.join(cut)}); their run directories and the store hold every epoch"
+            )
         self.pending = still
+
+    def close(self) -> None:
+        """Every run's W&B events done and reported; then the W&B service stopped quietly."""
+        self.report(wait=True)
+        tracking.teardown_wandb()
+
+    def say(self, text: str) -> None:
+        print(f"fcn-sweep {self.spec.name}: {text}", file=sys.stderr)
 
 
 class Claim:

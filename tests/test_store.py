@@ -104,7 +104,8 @@ def test_a_resume_with_other_options_is_refused_naming_the_difference(tmp_path, 
     changed = tmp_path / "changed.yaml"
     changed.write_text(sweep.read_text().replace("value: 3", "value: 4"))
     other = cli("sweep", str(changed), "--store", pg_url, "--name", "fcn-smoke", "--workers", "0", cwd=tmp_path)
-    assert other.returncode == 2 and "different sweep named 'fcn-smoke'" in other.stderr
+    assert other.returncode == 2 and "sweep 'fcn-smoke' created from another file" in other.stderr
+    assert ": stored 3, file 4" in other.stderr  # what changed
 
 
 def _bad_cases(pg: str) -> list[tuple[list[str], str]]:

@@ -55,8 +55,15 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
         store = open_store(args, "report")
         name = store.info.name
         source = store_source(store.url, name)
-        out = out or os.path.join("sweeps-out", name, "report")
         store.close()
+        if out is None:
+            from ..sweep.runner import shared_dir
+            from ..sweep.spec import SweepFileError
+
+            try:  # not into the folder of another store's sweep of the same name
+                out = str(shared_dir(name, None, str(store.url)) / "report")
+            except SweepFileError as e:
+                raise UsageError(f"{e} (for the report: --out REPORT_DIR)") from None
     elif not args.dir:
         raise UsageError("give a sweep directory, a folder of run directories, or --store URL")
     try:

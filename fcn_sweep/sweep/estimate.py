@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -59,9 +60,17 @@ class Plan:
         return None if self.proposals is None else self.proposals * self.repeats
 
 
-def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, base: RunConfig | None = None) -> Plan:
+def plan(
+    sweep: dict,
+    repeats: int = 1,
+    count: int | None = None,
+    store=None,
+    base: RunConfig | None = None,
+    order: tuple[str, int] = ("file", 0),
+) -> Plan:
     """The runs to do. `store`: the sweep's store when it exists already (its repeats, its done and
-    pending runs count); `count`: at most this many runs (the `--count` of a local sweep)."""
+    pending runs count); `count`: at most this many runs (the `--count` of a local sweep); `order`:
+    a new grid's `--order` and `--seed`, shuffled as the controller will (`Controller.plan`)."""
     base = base or RunConfig()
     method = sweep["method"]
     info = store.info if store is not None else None
@@ -70,13 +79,13 @@ def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, ba
     if method == "grid":
         proposals = [params_of(r) for r in engine().next_runs(sweep, [], n=10**9) if r is not None]
         cap: int | None = len(proposals)
+        if order[0] == "random":
+            random.Random(order[1]).shuffle(proposals)  # the controller's shuffle: the slots it will store
     else:
         cap = sweep.get("run_cap")
         n = min(x for x in (cap, count, 256) if x is not None)
         # A seeded random sample of the space stands for the proposals to come (bayes included).
         sampler = {**sweep, "method": "random"}
-        import random
-
         import numpy as np
 
         random.seed(SAMPLE_SEED)

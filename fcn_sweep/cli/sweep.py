@@ -192,8 +192,8 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep worker --help")
-    for name in ("workers", "threads"):
-        if (getattr(args, name) or 1) < 1:
+    for name in ("workers", "threads", "count"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     args.pack = parse_pack(args.pack)
     url = store_url(args.store)
@@ -220,6 +220,7 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
         progress=not args.quiet,
         pack=args.pack,
         threads=args.threads,
+        per_worker=args.count,
     )
     from ..sweep.runner import shared_dir
     from ..sweep.spec import SweepFileError
@@ -244,6 +245,12 @@ def _worker_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
     p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
     p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
+    p.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="each worker runs at most N runs, then leaves, as wandb agent --count (default: until the sweep is done)",
+    )
     p.add_argument(
         "--pack",
         default="1",

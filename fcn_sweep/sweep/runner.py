@@ -53,6 +53,7 @@ class SweepOptions:
     threads: int | None = None  # torch threads per worker; None: this machine's cores shared among the workers
     store: str | None = None  # a store URL; None: the sweep directory's sweep.db
     name: str | None = None  # the sweep's name in the store; None: the file's `name`, or its stem
+    per_worker: int | None = None  # runs each worker process claims before it leaves (`worker --count`)
 
 
 def sweep_name(sweep_file: str | Path, sweep: dict, name: str | None = None) -> str:
@@ -223,7 +224,9 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> int:
     threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.workers)
     devices = [f"cuda:{g}" for g in opts.gpus] or ["cpu"] * opts.workers
     specs = [
-        worker_mod.WorkerSpec(f"w{i}", url, sweep, str(out), dev, threads, opts.wandb_mode, sweep, opts.pack)
+        worker_mod.WorkerSpec(
+            f"w{i}", url, sweep, str(out), dev, threads, opts.wandb_mode, sweep, opts.pack, opts.per_worker
+        )
         for i, dev in enumerate(devices)
     ]
     procs: dict[str, mp.Process] = {}
@@ -268,8 +271,9 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> int:
                             f"(exit code {p.exitcode}); not restarting it",
                             file=sys.stderr,
                         )
-                    # Replace a lost worker, and restart one that left while a lost run was re-queued.
-                    elif not interrupted.is_set() and not done:
+                    # Replace a lost worker, and restart one that left while a lost run was re-queued
+                    # (not one that left because it had run its --count).
+                    elif not interrupted.is_set() and not done and (p.exitcode or opts.per_worker is None):
                         start(next(s for s in specs if s.name == name))
             try:
                 with store.patience(0):  # the display skips a tick rather than wait for the store

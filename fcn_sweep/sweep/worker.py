@@ -6,7 +6,8 @@ each is still its own run in the store, its own run directory and its own W&B ru
 No process is in charge of a sweep: every worker, on any host, also tops up the proposals of a
 random or bayes sweep when fewer than its pack are pending, and re-queues runs whose worker was
 lost, each under the store's sweep lock. A worker leaves when the sweep is done (nothing pending,
-nothing running, no proposal to come) or the claim budget of `--count` is spent.
+nothing running, no proposal to come), the claim budget of `sweep --count` is spent, or it has
+claimed the runs of its own `worker --count`.
 
 A heartbeat thread marks the claimed runs alive twice a second (on the database's clock) and picks
 up stop requests (Hyperband); a worker that dies (SIGKILL, OOM) simply stops beating, and whichever
@@ -70,6 +71,7 @@ class WorkerSpec:
     wandb_mode: str
     group: str
     pack: int = 1  # runs of one shape trained at once
+    count: int | None = None  # runs this worker claims before it leaves (`worker --count`); None: no limit
 
 
 class StoreTracker(Tracker):
@@ -229,13 +231,15 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     wandb = WandbRuns(spec)
 
     reaped_at = 0.0
-    while not interrupted.is_set():
+    left = spec.count if spec.count is not None else float("inf")
+    while not interrupted.is_set() and left > 0:
         if time.monotonic() - reaped_at > REAP_EVERY_S:
             reap(store)
             reaped_at = time.monotonic()
         if not store.info.closed:
             maintain(store, controller, spec.pack)
-        claimed = store.claim_many(tag, spec.pack, host)
+        claimed = store.claim_many(tag, int(min(spec.pack, left)), host)
+        left -= len(claimed)
         if not claimed:
             if sweep_done(store):
                 break

@@ -49,3 +49,10 @@ def test_status_shows_architectures_in_full_and_each_column_header_once(tmp_path
     names = re.split(r"\s{2,}", header)
     assert len(names) == len(set(names)), header
     assert "…" not in out and all("-".join(map(str, w)) in out for w in WIDTHS)
+
+
+def test_a_sqlite_url_with_three_slashes_is_hinted_as_relative(tmp_path):
+    proc = cli("status", "--store", "sqlite:///tmp/nope.db", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "no store at tmp/nope.db" in lines[0] and "four slashes: sqlite:////tmp/nope.db" in lines[0]

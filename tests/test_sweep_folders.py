@@ -3,6 +3,9 @@ another store, `--name`, a changed sweep file, and a dry run that plans what the
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +89,15 @@ def test_a_dry_run_of_a_random_order_plans_the_runs_the_real_one_draws(tmp_path,
     drawn = [r.config for r in store.runs()][:12]  # claims take the pending slots in slot order
     planned = estimate.plan(sweep, 1, 12, None, order=("random", seed)).todo
     assert planned == drawn and len({c.hidden for c in planned}) > 1
+
+
+@needs_data
+def test_wandb_offline_as_asked_is_said_so_not_blamed_on_wandb_mode(tmp_path):
+    path = sweep_file(tmp_path, parameters={"epochs": {"value": 1}, "subset": {"value": 512}, "lr": {"value": 0.01}})
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fcn_sweep", "sweep", str(path), "--wandb", "offline", "--quiet", "--out", "out"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "W&B: offline (--wandb offline)" in proc.stderr and "WANDB_MODE" not in proc.stderr

@@ -84,7 +84,9 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     store.close()
     if mode == "offline":
         sync = f"wandb sync {directory}/runs/*/wandb/offline-run-*"
-        print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: {sync}", file=sys.stderr)
+        # Why offline: the flag as given; with auto, WANDB_MODE or no login (resolve_wandb_mode's note).
+        why = why or ("WANDB_MODE" if args.wandb == "auto" else f"--wandb {args.wandb}")
+        print(f"W&B: offline ({why}); upload later with: {sync}", file=sys.stderr)
     return 0
 
 

@@ -189,7 +189,8 @@ def estimate_text(
 
 
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from ..sweep.runner import SweepOptions, run_workers
+    from ..sweep.runner import SweepOptions, run_workers, shared_dir
+    from ..sweep.spec import SweepFileError
     from ..sweep.store import ENV, Store, StoreError
 
     if extra:
@@ -207,10 +208,11 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         store = Store(url, args.sweep, create=False)  # a worker works a sweep; it never makes a store
         info = store.info
+        out = shared_dir(info.name, args.out, url)
         if args.pack == "auto":
             args.pack = auto_pack(info.config, store, 1, None, gpus, args.workers, args.threads)
         store.close()
-    except StoreError as e:
+    except (StoreError, SweepFileError) as e:
         raise UsageError(str(e)) from None
     from .. import tracking
 
@@ -224,13 +226,6 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
         threads=args.threads,
         per_worker=args.count,
     )
-    from ..sweep.runner import shared_dir
-    from ..sweep.spec import SweepFileError
-
-    try:
-        out = shared_dir(info.name, args.out, url)
-    except SweepFileError as e:
-        raise UsageError(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
     return run_workers(url, info.name, out, opts)  # worker.EXIT_STORE: the store was away past its window
 

@@ -142,7 +142,9 @@ class RunConfig:
         (1024, 256), _widths, "one or more positive widths such as 1024,256 or [1024, 256]", "hidden layer widths"
     )
     activation: str = knob("relu", _choice(ACTIVATIONS), f"one of {', '.join(ACTIVATIONS)}", "hidden activation")
-    batch_norm: bool = knob(False, _as_bool, "true or false", "BatchNorm1d after each hidden Linear")
+    batch_norm: bool = knob(
+        False, _as_bool, "true or false (yes/no, on/off, 1/0)", "BatchNorm1d after each hidden Linear"
+    )
     dropout: float | tuple[float, ...] = knob(
         0.0, _dropout, "a rate in [0, 1) or a list with one rate per hidden layer", "dropout after each activation"
     )

@@ -21,6 +21,7 @@ import functools
 import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def read_bytes(path: Path) -> bytes:
     blob = path.read_bytes()
     try:
         raw = gzip.decompress(blob) if path.suffix == ".gz" else blob
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):  # zlib.error: a flipped byte inside the deflate stream
         raise DataError(f"{path} is not a readable gzip file; delete it and {FIX}") from None
     if _md5(blob) != gz_md5 and _md5(raw) != raw_md5:
         raise DataError(f"{path} does not match the published FashionMNIST md5 (corrupt or another dataset); {FIX}")

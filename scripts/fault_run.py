@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """A randomised fault run of a shared sweep: real `fcn-sweep worker` processes on a throwaway
 PostgreSQL, and rounds of faults at random moments: SIGKILL of a worker (a replacement starts),
 SIGSTOP/SIGCONT of one (sometimes past the stale limit, so its run is re-queued and taken, and it
@@ -31,11 +31,20 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv"
+# Run bare (`scripts/fault_run.py`), it needs no active venv: it runs again with the repository's
+# own .venv (what scripts/setup.sh makes), where fcn-sweep and its dependencies are installed.
+if (VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != VENV.resolve():
+    os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(REPO))
 
-
-from fcn_sweep.sweep.store import Store  # noqa: E402
-from tests.pg_server import PG_BINS, Server  # noqa: E402  (the tests' throwaway server)
+try:
+    from fcn_sweep.sweep.store import Store
+    from tests.pg_server import PG_BINS, Server  # the tests' throwaway server
+except ModuleNotFoundError as e:
+    fix = f"run scripts/setup.sh first (it makes {VENV}), or run this with a python that has it"
+    print(f"{sys.argv[0]}: {e}; {fix}", file=sys.stderr)
+    sys.exit(2)
 
 SWEEP = """\
 name: fault-run

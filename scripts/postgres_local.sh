@@ -3,30 +3,45 @@
 # one on a cluster's login node (or any machine every worker reaches):
 #
 #   scripts/postgres_local.sh DIR [--port P] [--listen ADDR]
+#   scripts/postgres_local.sh DIR --stop
 #
 # The first call creates the cluster in DIR (initdb) with a user named after you, a database
 # `fcn_sweep`, and a random password in DIR/password (read by you only); later calls start it again.
 # It listens on ADDR (default 127.0.0.1; `--listen '*'` for workers on other machines, which then
 # authenticate with the password) and on a Unix socket in DIR. It prints the store URL without the
-# password; give the password to workers by PGPASSWORD or ~/.pgpass. Stop it with:
-#   pg_ctl -D DIR stop      (pg_ctl is in /usr/lib/postgresql/<version>/bin on Debian)
+# password; give the password to workers by PGPASSWORD or ~/.pgpass. `--stop` stops it (pg_ctl stop).
+#
+# PostgreSQL refuses to run as root (initdb and pg_ctl both do). As root (a container, a fresh VM)
+# this script refuses at once, before creating anything; run it as an unprivileged user, e.g. Debian's
+# `postgres`:  runuser -u postgres -- scripts/postgres_local.sh /var/tmp/pg ...  (and --stop the same way).
 set -euo pipefail
 
-usage() { echo "usage: $0 DIR [--port P] [--listen ADDR]" >&2; exit 2; }
+usage() { echo "usage: $0 DIR [--port P] [--listen ADDR] | DIR --stop" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 dir=$1; shift
-port=5432; listen=127.0.0.1
+port=5432; listen=127.0.0.1; stop=0
 while [ $# -gt 0 ]; do
     case $1 in
         --port) [ $# -ge 2 ] || usage; port=$2; shift 2 ;;
         --listen) [ $# -ge 2 ] || usage; listen=$2; shift 2 ;;
+        --stop) stop=1; shift ;;
         *) usage ;;
     esac
 done
+if [ "$(id -u)" = 0 ]; then
+    echo "$0: PostgreSQL will not run as root; run this as an unprivileged user, e.g. runuser -u postgres -- $0 $dir ... (DIR writable by that user)" >&2
+    exit 2
+fi
 if ! command -v initdb >/dev/null; then  # Debian keeps the server binaries off PATH
     bin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
     [ -n "$bin" ] || { echo "$0: PostgreSQL's initdb not found; install PostgreSQL (Debian: postgresql)" >&2; exit 2; }
     PATH="$bin:$PATH"
+fi
+if [ "$stop" = 1 ]; then
+    [ -f "$dir/data/PG_VERSION" ] || { echo "$0: $dir holds no server made by this script (no $dir/data)" >&2; exit 2; }
+    pg_ctl -D "$dir/data" -w stop >/dev/null
+    echo "stopped the server in $dir"
+    exit 0
 fi
 user=$(id -un)
 mkdir -p "$dir"

@@ -71,3 +71,19 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, says
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "fcn-sweep: error: the following arguments are required: command; see fcn-sweep --help"),
+        (["sweep", "--workers", "x"], "fcn-sweep sweep: error: argument --workers: invalid int value: 'x'"),
+        (["slurm", "workers", "d", "--array"], "fcn-sweep slurm workers: error: argument --array: expected one"),
+        (["status", "--top", "x"], "fcn-sweep status: error: argument --top: invalid int value"),
+    ],
+)
+def test_what_the_parser_refuses_is_one_line_and_exit_2(args, says):
+    """As the README promises for all bad input: no usage block, one line naming the --help to read."""
+    proc = cli(*args)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(says) and proc.stderr.strip().endswith("--help"), proc.stderr

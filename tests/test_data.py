@@ -8,7 +8,7 @@ import torch
 from fcn_sweep import data as data_mod
 from fcn_sweep.data import DataError, Split, batches, parse_idx, split_indices
 
-from .conftest import needs_data
+from .conftest import cli, needs_data
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -125,3 +125,21 @@ def test_a_corrupted_copy_of_a_real_file_is_refused(tmp_path):
     data_mod.load_arrays.cache_clear()
     with pytest.raises(DataError, match=str(target)):
         data_mod.load_arrays(str(tmp_path))
+
+
+@needs_data
+@pytest.mark.parametrize("offset", [100, 800])
+def test_a_flipped_byte_inside_the_compressed_stream_is_one_line_and_exit_2(tmp_path, offset):
+    """A byte flipped inside the deflate stream (not in the decompressed content) makes zlib itself
+    fail: `fcn-sweep train` says which file in one line, as for any other unreadable gzip file."""
+    for path in data_mod.locate(download=False).values():
+        shutil.copy(path, tmp_path / path.name)
+    target = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    blob = bytearray(target.read_bytes())
+    blob[offset] ^= 0x55
+    target.write_bytes(bytes(blob))
+    proc = cli("train", "--data-dir", str(tmp_path), "--epochs=1", "--quiet", "--out", str(tmp_path / "out"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"{target} is not a readable gzip file" in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -392,3 +392,48 @@ def test_workers_learn_which_data_the_pending_runs_need(tmp_path):
     store.claim_many("w0", 1)
     store.finish("r1", "finished", {})  # 256: no longer wanted
     assert store.pending_subsets() == [0, 512]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it: what SLURM signals on scancel (proctrack/linuxproc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grew = {pid}, True
+    while grew:
+        below = {p for p, parent in parents.items() if parent in tree} - tree
+        tree, grew = tree | below, bool(below)
+    return sorted(tree)
+
+
+@needs_data
+def test_scancel_reaching_the_wandb_service_too_ends_the_worker_without_a_traceback(tmp_path):
+    """scancel signals every process of a task, W&B's service process too: the runs in flight end
+    preempted, and the worker's log says so in at most one line, with no traceback."""
+    path = sweep_file(
+        tmp_path,
+        parameters={"epochs": {"value": 8}, "subset": {"value": 2048}, "hidden": {"value": [64]},
+                    "lr": {"values": [0.01, 0.003]}},
+    )  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    made = cli("sweep", str(path), "--store", url, "--workers", "0", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fcn_sweep", "worker", url, "--out", "out", "--quiet", "--wandb", "offline"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    where = Where(url)
+    wait_for_store(where, tmp_path, lambda s: any(r.epoch >= 1 for r in s.runs(["running"])), "a run", worker)
+    tree = process_tree(worker.pid)
+    assert len(tree) > 1, "the W&B service process was not started"
+    for pid in tree:
+        os.kill(pid, signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if "W&B" in line]) <= 1, err
+    store = where.open(tmp_path)
+    assert {r.stop_reason for r in store.runs(["preempted"])} == {"SIGTERM"}

@@ -15,6 +15,7 @@ from fcn_sweep.data import load
 from fcn_sweep.footprint import parts
 from fcn_sweep.optim import PackUpdate
 from fcn_sweep.sweep import worker
+from fcn_sweep.sweep.claim import train_claim
 from fcn_sweep.sweep.controller import Controller
 
 from .conftest import needs_data
@@ -70,7 +71,7 @@ def test_a_run_alone_that_does_not_fit_is_its_configs_error_saying_what_it_needs
     spec = spec_for(tmp_path, 1)
     claimed = store.claim_many("w0:1@here", 1, "here")
     data = load("cpu", subset=512)
-    worker.train_claim(spec, store, Controller(store), claimed, data, worker.Interrupt(), worker.WandbRuns(spec))
+    train_claim(spec, store, Controller(store), claimed, data, worker.Interrupt(), worker.WandbRuns(spec))
     run = store.get_run(claimed[0].id)
     assert (run.status, run.stop_reason) == ("crashed", "error")
     error = run.summary["error"]

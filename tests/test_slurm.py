@@ -178,6 +178,24 @@ def test_dry_run_sizes_the_sweep_and_submits_nothing(tmp_path, capsys):
     assert "2 run(s) to do" in capsys.readouterr().out and not (tmp_path / "local").exists()
 
 
+@pytest.mark.parametrize("pack", ["1", "auto"])
+def test_a_dry_run_for_gpu_tasks_on_a_node_without_one_prints_the_plan(tmp_path, capsys, pack):
+    """A cluster's login node has no GPU: the plan (runs, epochs, shapes, packs) and a line saying the
+    wall time needs the GPU, exit 0; not a CUDA traceback."""
+    import torch
+
+    from fcn_sweep.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the dry run calibrates on it")
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    argv = ["slurm", "workers", str(sweep_dir), "--array", "16", "--gpus-per-task", "1", "--pack", pack]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) to do" in out and "wall time: needs a GPU" in out and "pack" in out, out
+    assert "dry run: nothing written or submitted" in out and not (sweep_dir / "slurm").exists()
+
+
 @pytest.mark.slurm
 @needs_slurm
 def test_agents_array_on_slurm(tmp_path):

@@ -15,6 +15,7 @@ import yaml
 from fcn_sweep.config import RunConfig
 from fcn_sweep.data import load
 from fcn_sweep.sweep import worker
+from fcn_sweep.sweep.claim import train_claim
 from fcn_sweep.sweep.store import Store, Taken
 
 from .conftest import REPO, cli, fresh_database, needs_data
@@ -104,7 +105,8 @@ def test_a_resume_with_other_options_is_refused_naming_the_difference(tmp_path, 
     changed = tmp_path / "changed.yaml"
     changed.write_text(sweep.read_text().replace("value: 3", "value: 4"))
     other = cli("sweep", str(changed), "--store", pg_url, "--name", "fcn-smoke", "--workers", "0", cwd=tmp_path)
-    assert other.returncode == 2 and "different sweep named 'fcn-smoke'" in other.stderr
+    assert other.returncode == 2 and "sweep 'fcn-smoke' created from another file" in other.stderr
+    assert ": stored 3, file 4" in other.stderr  # what changed
 
 
 def _bad_cases(pg: str) -> list[tuple[list[str], str]]:
@@ -164,7 +166,7 @@ def test_a_disk_that_fails_mid_run_puts_the_run_back_for_another_worker(tmp_path
     claimed = store.claim_many("w0:1@here", 1, "here")
     data = load("cpu", subset=512)
     with pytest.raises(OSError, match="No space left"):
-        worker.train_claim(spec, store, Controller(store), claimed, data, worker.Interrupt(), worker.WandbRuns(spec))
+        train_claim(spec, store, Controller(store), claimed, data, worker.Interrupt(), worker.WandbRuns(spec))
     (old,) = claimed
     assert store.get_run(old.id).status == "crashed"
     assert store.get_run(old.id).stop_reason == "write failed: No space left on device"

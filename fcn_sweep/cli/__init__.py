@@ -30,10 +30,12 @@ def hide_passwords(text: str) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, whose own errors quote the argument they refuse: a store URL's password is hidden there too."""
+    """argparse, with its errors as every other usage error: one line on stderr, exit 2 (argparse
+    would print the whole usage first). They quote the argument they refuse: a store URL's password
+    is hidden there too."""
 
     def error(self, message: str):
-        super().error(hide_passwords(message))
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {hide_passwords(message)}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,17 +20,19 @@ def cmd_status(args: argparse.Namespace, extra: Sequence[str]) -> int:
     store = open_store(args, "status")
     if store is None:
         raise UsageError(f"{args.dir or '.'} is not a sweep directory (no {FILE}); or give --store URL")
-    print(render(store, top=args.top))
+    print(render(store, top=args.top, every=args.all))
     store.close()
     return 0
 
 
 def _status_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", allow_abbrev=False, help="table of a local sweep's runs and its leaderboard")
+    about = "a sweep at a glance: counts, running, last ended, leaderboard (--all: every run)"
+    p = sub.add_parser("status", allow_abbrev=False, help=about)
     p.add_argument("dir", nargs="?", metavar="DIR", help="sweep directory")
     p.add_argument("--store", metavar="URL", help="the sweep's store instead of DIR's (default: FCN_SWEEP_STORE)")
     p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
     p.add_argument("--top", type=int, default=10, help="leaderboard length (default: 10)")
+    p.add_argument("--all", action="store_true", help="every slot's run, not only the running and the last ended")
     p.set_defaults(func=cmd_status)
 
 
@@ -53,8 +55,15 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
         store = open_store(args, "report")
         name = store.info.name
         source = store_source(store.url, name)
-        out = out or os.path.join("sweeps-out", name, "report")
         store.close()
+        if out is None:
+            from ..sweep.runner import shared_dir
+            from ..sweep.spec import SweepFileError
+
+            try:  # not into the folder of another store's sweep of the same name
+                out = str(shared_dir(name, None, str(store.url)) / "report")
+            except SweepFileError as e:
+                raise UsageError(f"{e} (for the report: --out REPORT_DIR)") from None
     elif not args.dir:
         raise UsageError("give a sweep directory, a folder of run directories, or --store URL")
     try:

@@ -84,7 +84,9 @@ def cmd_sweep(args: argparse.Namespace, extra: Sequence[str]) -> int:
     store.close()
     if mode == "offline":
         sync = f"wandb sync {directory}/runs/*/wandb/offline-run-*"
-        print(f"W&B: offline ({why or 'WANDB_MODE'}); upload later with: {sync}", file=sys.stderr)
+        # Why offline: the flag as given; with auto, WANDB_MODE or no login (resolve_wandb_mode's note).
+        why = why or ("WANDB_MODE" if args.wandb == "auto" else f"--wandb {args.wandb}")
+        print(f"W&B: offline ({why}); upload later with: {sync}", file=sys.stderr)
     return 0
 
 
@@ -94,14 +96,17 @@ def _sweep_dry_run(args: argparse.Namespace, workers: int) -> int:
     sweep, store = _sweep_and_store(args)
     threads = max(1, (os.cpu_count() or 1) // workers)
     device = f"cuda:{gpu_list(args.gpus)[0]}" if args.gpus else "cpu"
-    text = estimate_text(sweep, store, args.repeats or 1, args.count, device, threads, args.pack, workers, 1, "machine")
+    order = (args.order or "file", args.seed or 0)  # a new sweep's; an existing one plans its stored slots
+    text = estimate_text(
+        sweep, store, args.repeats or 1, args.count, device, threads, args.pack, workers, 1, "machine", order=order
+    )
     print(text + "\ndry run: nothing written or run")
     return 0
 
 
 def _sweep_and_store(args: argparse.Namespace):
     """The sweep's config, and its store where the sweep exists already (else None)."""
-    from ..sweep.runner import default_dir
+    from ..sweep.runner import SweepOptions, check_options, check_same, default_dir, sweep_name
     from ..sweep.spec import SweepFileError, load_sweep
     from ..sweep.store import FILE, Store, StoreError, parse
 
@@ -111,20 +116,30 @@ def _sweep_and_store(args: argparse.Namespace):
         raise UsageError(str(e)) from None
     url = store_url(args.store)
     if not url:
-        directory = args.resume or args.out or (default_dir(Path(args.file), sweep) if sweep else None)
+        directory = args.resume or args.out or (default_dir(Path(args.file), sweep, args.name) if sweep else None)
         url = os.path.join(directory, FILE) if directory and os.path.isfile(os.path.join(directory, FILE)) else None
-    name = args.name or (str(sweep.get("name") or Path(args.file).stem) if sweep else None)
+    name = args.name or (sweep_name(args.file, sweep) if sweep else None)
     store = None
     if url:
         try:
             parsed = parse(url)
             if parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file():
                 url = None  # a store the sweep would create: nothing done yet, and a dry run creates nothing
-            elif name in (held := Store(url, create=False)).sweep_names():
-                store = Store(url, name, create=False)
             else:
+                # A shared store holds sweeps by name; a sweep directory's own store holds one sweep.
+                shared = store_url(args.store) is not None
+                held = Store(url, create=False)
+                names = held.sweep_names()
                 held.close()
-        except StoreError as e:
+                if (name in names) if shared else bool(names):
+                    store = Store(url, name if shared else None, create=False)
+            if store is not None:  # the sweep exists: what the real run would refuse, the dry run refuses too
+                if sweep is not None:
+                    check_same(store, sweep, args.file)
+                check_options(store, SweepOptions(repeats=args.repeats, order=args.order, seed=args.seed))
+        except (StoreError, SweepFileError) as e:
+            if store is not None:
+                store.close()
             raise UsageError(str(e)) from None
     if sweep is None and store is None:
         raise UsageError("give a sweep file (e.g. sweeps/smoke.yaml), or --resume DIR / --store URL --name NAME")
@@ -153,12 +168,19 @@ def auto_pack(sweep, store, repeats, count, gpus, workers, threads=None) -> int:
     return k
 
 
-def estimate_text(sweep, store, repeats, count, device, threads, pack, workers, per_task, unit, at_once=None) -> str:
+def estimate_text(
+    sweep, store, repeats, count, device, threads, pack, workers, per_task, unit, at_once=None, order=("file", 0)
+) -> str:
     """The dry run of a sweep (local or an array): plan, calibrate on `device`, schedule as asked
-    and with the other packing (`--pack` as given or chosen by auto, and 1 or 4)."""
+    and with the other packing (`--pack` as given or chosen by auto, and 1 or 4). `order`: a new
+    grid's --order and --seed, so --count plans the runs the real one draws."""
+    import torch
+
     from ..sweep import autopack, estimate
 
-    plan = estimate.plan(sweep, repeats, count, store)
+    plan = estimate.plan(sweep, repeats, count, store, order=order)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return estimate.render_plan(plan, pack, "a GPU")  # a login node sizing GPU tasks: no calibration here
     pack, note = autopack.resolve(pack, plan.todo, device, threads)
     other = 4 if pack == 1 else 1
     cal = estimate.calibrate(plan.todo, device, threads, max(pack, other))
@@ -167,13 +189,14 @@ def estimate_text(sweep, store, repeats, count, device, threads, pack, workers, 
 
 
 def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from ..sweep.runner import SweepOptions, run_workers
+    from ..sweep.runner import SweepOptions, run_workers, shared_dir
+    from ..sweep.spec import SweepFileError
     from ..sweep.store import ENV, Store, StoreError
 
     if extra:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; see fcn-sweep worker --help")
-    for name in ("workers", "threads"):
-        if (getattr(args, name) or 1) < 1:
+    for name in ("workers", "threads", "count"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be a positive integer, got {getattr(args, name)}")
     args.pack = parse_pack(args.pack)
     url = store_url(args.store)
@@ -185,10 +208,11 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
     try:
         store = Store(url, args.sweep, create=False)  # a worker works a sweep; it never makes a store
         info = store.info
+        out = shared_dir(info.name, args.out, url)
         if args.pack == "auto":
             args.pack = auto_pack(info.config, store, 1, None, gpus, args.workers, args.threads)
         store.close()
-    except StoreError as e:
+    except (StoreError, SweepFileError) as e:
         raise UsageError(str(e)) from None
     from .. import tracking
 
@@ -200,8 +224,8 @@ def cmd_worker(args: argparse.Namespace, extra: Sequence[str]) -> int:
         progress=not args.quiet,
         pack=args.pack,
         threads=args.threads,
+        per_worker=args.count,
     )
-    out = Path(args.out) if args.out else Path("sweeps-out") / info.name
     out.mkdir(parents=True, exist_ok=True)
     return run_workers(url, info.name, out, opts)  # worker.EXIT_STORE: the store was away past its window
 
@@ -218,6 +242,12 @@ def _worker_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", metavar="NAME", help="the sweep, when the store holds several")
     p.add_argument("--workers", type=int, default=1, help="worker processes on the CPU (default: 1)")
     p.add_argument("--gpus", help="one worker per listed GPU, e.g. 0,1")
+    p.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="each worker runs at most N runs, then leaves, as wandb agent --count (default: until the sweep is done)",
+    )
     p.add_argument(
         "--pack",
         default="1",

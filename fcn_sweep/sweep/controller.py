@@ -11,7 +11,7 @@ Whoever calls `plan` or `top_up` holds the store's sweep lock (`Store.exclusive`
 any host may top up, and two never number proposals at once.
 
 Early termination: the engine's Hyperband (`stop_runs`) is fed each run's per-epoch history from
-the store. Workers ask after every epoch they log (worker.HyperbandJudge), so a run stops at the
+the store. Workers ask after every epoch they log (claim.HyperbandJudge), so a run stops at the
 bracket it fails; runs of other workers are flagged `should_stop` and their heartbeats pick it up.
 """
 

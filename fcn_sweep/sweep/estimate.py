@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -59,9 +60,17 @@ class Plan:
         return None if self.proposals is None else self.proposals * self.repeats
 
 
-def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, base: RunConfig | None = None) -> Plan:
+def plan(
+    sweep: dict,
+    repeats: int = 1,
+    count: int | None = None,
+    store=None,
+    base: RunConfig | None = None,
+    order: tuple[str, int] = ("file", 0),
+) -> Plan:
     """The runs to do. `store`: the sweep's store when it exists already (its repeats, its done and
-    pending runs count); `count`: at most this many runs (the `--count` of a local sweep)."""
+    pending runs count); `count`: at most this many runs (the `--count` of a local sweep); `order`:
+    a new grid's `--order` and `--seed`, shuffled as the controller will (`Controller.plan`)."""
     base = base or RunConfig()
     method = sweep["method"]
     info = store.info if store is not None else None
@@ -70,13 +79,13 @@ def plan(sweep: dict, repeats: int = 1, count: int | None = None, store=None, ba
     if method == "grid":
         proposals = [params_of(r) for r in engine().next_runs(sweep, [], n=10**9) if r is not None]
         cap: int | None = len(proposals)
+        if order[0] == "random":
+            random.Random(order[1]).shuffle(proposals)  # the controller's shuffle: the slots it will store
     else:
         cap = sweep.get("run_cap")
         n = min(x for x in (cap, count, 256) if x is not None)
         # A seeded random sample of the space stands for the proposals to come (bayes included).
         sampler = {**sweep, "method": "random"}
-        import random
-
         import numpy as np
 
         random.seed(SAMPLE_SEED)
@@ -257,23 +266,57 @@ def steps_note(cal: Calibration) -> str:
     return f"{show(timed)} timed step(s) of an epoch's {show(per_epoch)}"
 
 
-def render(p: Plan, cal: Calibration, estimates: Sequence[Estimate], unit: str = "task") -> str:
-    """The dry run's account, for people: what runs, what one epoch costs, and the totals."""
+def headline(p: Plan) -> str:
     size = "unbounded (no run_cap)" if p.proposals is None else f"{p.proposals}"
     what = "grid configs" if p.method == "grid" else "proposals (run_cap)"
     epochs = sum(c.epochs for c in p.todo)
-    lines = [
+    return (
         f"sweep {p.name} ({p.method}): {size} {what} x {p.repeats} repeat(s); {p.done} slot(s) done, "
-        f"{len(p.todo):,} run(s) to do, {epochs:,} epochs",
+        f"{len(p.todo):,} run(s) to do, {epochs:,} epochs"
+    )
+
+
+def shape_labels(shapes: Sequence[tuple]) -> dict[tuple, str]:
+    """Each shape named by the fields that differ between the shapes (all of them when there is one)."""
+    fields = range(len(SHAPE_FIELDS))
+    varying = [i for i in fields if len({shape[i] for shape in shapes}) > 1] or list(fields)
+    show = lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
+    return {shape: " ".join(f"{SHAPE_FIELDS[i]}={show(shape[i])}" for i in varying) for shape in shapes}
+
+
+def render_plan(p: Plan, pack: int | str, device: str) -> str:
+    """The plan alone, where `device` is not on this machine (GPU tasks sized on a cluster's login
+    node): runs, epochs and packs per shape; the wall time needs a calibration on that device."""
+    by_shape: dict[tuple, list[list[RunConfig]]] = defaultdict(list)
+    for cfgs in pack_groups(p.todo).values():
+        by_shape[shape_of(cfgs[0])].append(cfgs)
+    lines = [headline(p), f"per shape (--pack {pack}):"]
+    for shape, label in shape_labels(list(by_shape)).items():
+        groups = by_shape[shape]
+        runs, epochs = sum(map(len, groups)), sum(c.epochs for g in groups for c in g)
+        # auto: each task chooses K on its GPU; a pack never spans two groups of one pack_key.
+        packs = (
+            f"packs of the K each task chooses, from {len(groups)} group(s) of runs that can share one"
+            if pack == "auto"
+            else f"{sum(-(-len(g) // pack) for g in groups):,} pack(s) of up to {pack}"
+        )
+        lines.append(f"  {label}: {runs:,} run(s), {epochs:,} epochs, {packs}")
+    lines.append(
+        f"wall time: needs {device}, which this machine lacks; run this dry run where the tasks will run "
+        "(e.g. srun --gpus-per-task 1 fcn-sweep slurm workers ... --dry-run) for the estimate"
+    )
+    return "\n".join(lines)
+
+
+def render(p: Plan, cal: Calibration, estimates: Sequence[Estimate], unit: str = "task") -> str:
+    """The dry run's account, for people: what runs, what one epoch costs, and the totals."""
+    lines = [
+        headline(p),
         f"calibration on {cal.device} ({cal.threads} thread(s)): per shape, {steps_note(cal)} and one "
         f"evaluation of {EVAL_SAMPLES} images, scaled to an epoch and to the validation and test sets:",
     ]
-    # Name a shape by the fields that differ between the shapes (all of them when there is one).
-    fields = range(len(SHAPE_FIELDS))
-    varying = [i for i in fields if len({shape[i] for shape in cal.seconds}) > 1] or list(fields)
-    show = lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
-    for shape, s in cal.seconds.items():
-        label = " ".join(f"{SHAPE_FIELDS[i]}={show(shape[i])}" for i in varying)
+    for shape, label in shape_labels(list(cal.seconds)).items():
+        s = cal.seconds[shape]
         members, packed_s = cal.packed.get(shape, (0, 0.0))
         packed = f", {members} packed {packed_s:.2f} s/epoch" if members else ""
         lines.append(f"  {label}: {s:.2f} s/epoch{packed}")

@@ -53,10 +53,49 @@ class SweepOptions:
     threads: int | None = None  # torch threads per worker; None: this machine's cores shared among the workers
     store: str | None = None  # a store URL; None: the sweep directory's sweep.db
     name: str | None = None  # the sweep's name in the store; None: the file's `name`, or its stem
+    per_worker: int | None = None  # runs each worker process claims before it leaves (`worker --count`)
 
 
-def default_dir(sweep_file: Path, sweep: dict) -> Path:
-    return Path("sweeps-out") / str(sweep.get("name") or sweep_file.stem)
+def sweep_name(sweep_file: str | Path, sweep: dict, name: str | None = None) -> str:
+    """The sweep's name: `--name`, else the file's `name`, else the file's stem."""
+    return name or str(sweep.get("name") or Path(sweep_file).stem)
+
+
+def default_dir(sweep_file: Path, sweep: dict, name: str | None = None) -> Path:
+    """sweeps-out/<the sweep's name>: `--name NEW` chooses a new folder as well as a new sweep."""
+    return Path("sweeps-out") / sweep_name(sweep_file, sweep, name)
+
+
+def shared_dir(name: str, out: str | None, url: str) -> Path:
+    """Where the sweep of the store at `url` keeps its files on this machine: `--out`, else
+    sweeps-out/NAME, unless that folder is another store's sweep (a local sweep, with its own
+    sweep.db): writing there would mix two sweeps' files and replace the other's sweep.yaml and report."""
+    from .store import parse
+
+    if out:
+        return Path(out)
+    directory = Path("sweeps-out") / name
+    database = parse(url).database if "://" in url else url
+    if (directory / FILE).is_file() and Path(database or "").resolve() != (directory / FILE).resolve():
+        raise SweepFileError(
+            f"{directory} is the folder of a local sweep named {name!r} (its own {FILE}), not of this store's; "
+            f"give this one its own folder with --out DIR"
+        )
+    return directory
+
+
+def check_same(store: Store, sweep: dict, source: str) -> None:
+    """Refuse a sweep file that differs from the one the sweep was created from, naming what differs."""
+    from .spec import differences
+
+    diff = differences(store.info.config, sweep)
+    if diff:
+        more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+        raise SweepFileError(
+            f"{store.shown} holds sweep {store.info.name!r} created from another file than {source}: "
+            f"{'; '.join(diff[:3])}{more}; resume without the file (--resume DIR, or --store URL --sweep NAME), "
+            "or start a new sweep with --name NEW"
+        )
 
 
 def check_options(store: Store, opts: SweepOptions) -> None:
@@ -68,18 +107,15 @@ def check_options(store: Store, opts: SweepOptions) -> None:
     if diff:
         raise SweepFileError(
             f"sweep {info.name!r} in {store.shown} was created with other options: {', '.join(diff)}; "
-            "resume without them, or start a new sweep with --name"
+            "resume without them, or start a new sweep with --name NEW (its own folder, sweeps-out/NEW)"
         )
 
 
 def _open_existing(url: str, name: str | None, opts: SweepOptions, sweep: dict | None, source: str) -> Store:
     store = Store(url, name)
     try:
-        if sweep is not None and store.info.config != sweep:
-            raise SweepFileError(
-                f"{store.shown} already holds a different sweep named {store.info.name!r} than {source}; "
-                "pass --name NEW (or --out NEW_DIR) for a new one, or --resume it"
-            )
+        if sweep is not None:
+            check_same(store, sweep, source)
         check_options(store, opts)
     except (SweepFileError, StoreError):
         store.close()
@@ -93,13 +129,13 @@ def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: S
     input is bad."""
     sweep = load_sweep(sweep_file) if sweep_file else None
     if opts.store:  # a shared store: the sweep is found by name, its run files go under --out
-        name = opts.name or (str(sweep.get("name") or Path(sweep_file).stem) if sweep else None)
+        name = opts.name or (sweep_name(sweep_file, sweep) if sweep else None)
         if name is None:
             raise SweepFileError("give a sweep file, or --sweep NAME to resume a sweep of the store")
+        directory = shared_dir(name, out, opts.store)
         store = Store(opts.store)  # reachable, and a known scheme, before anything else
         held = store.sweep_names()
         store.close()
-        directory = Path(out) if out else Path("sweeps-out") / name
         if name in held:
             return _open_existing(opts.store, name, opts, sweep, sweep_file or ""), directory
         if sweep is None:
@@ -111,24 +147,12 @@ def prepare(sweep_file: str | None, out: str | None, resume: str | None, opts: S
         directory = Path(resume)
         if not (directory / FILE).is_file():
             raise SweepFileError(f"{directory} is not a sweep directory (no {FILE}); start one with a sweep file")
-        if sweep is not None:
-            stored = Store.in_dir(directory)
-            try:
-                if stored.info.config != sweep:
-                    raise SweepFileError(f"{directory} holds a different sweep than {sweep_file}")
-            finally:
-                stored.close()
-        return _open_existing(str(directory / FILE), None, opts, None, ""), directory
+        return _open_existing(str(directory / FILE), None, opts, sweep, sweep_file or ""), directory
     if sweep is None:
         raise SweepFileError("give a sweep file (e.g. sweeps/smoke.yaml) or --resume DIR")
-    directory = Path(out) if out else default_dir(Path(sweep_file), sweep)
-    name = opts.name or str(sweep.get("name") or Path(sweep_file).stem)
+    name = sweep_name(sweep_file, sweep, opts.name)
+    directory = Path(out) if out else default_dir(Path(sweep_file), sweep, opts.name)
     if (directory / FILE).is_file():
-        store = Store.in_dir(directory)
-        different = store.sweep_id is not None and store.info.config != sweep
-        store.close()
-        if different:
-            raise SweepFileError(f"{directory} already holds a different sweep; pass --out NEW_DIR or --resume it")
         return _open_existing(str(directory / FILE), None, opts, sweep, sweep_file), directory
     return _create(str(directory / FILE), name, sweep, opts, directory, sweep_file), directory
 
@@ -200,7 +224,9 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> int:
     threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.workers)
     devices = [f"cuda:{g}" for g in opts.gpus] or ["cpu"] * opts.workers
     specs = [
-        worker_mod.WorkerSpec(f"w{i}", url, sweep, str(out), dev, threads, opts.wandb_mode, sweep, opts.pack)
+        worker_mod.WorkerSpec(
+            f"w{i}", url, sweep, str(out), dev, threads, opts.wandb_mode, sweep, opts.pack, opts.per_worker
+        )
         for i, dev in enumerate(devices)
     ]
     procs: dict[str, mp.Process] = {}
@@ -245,8 +271,9 @@ def run_workers(url: str, sweep: str, out: Path, opts: SweepOptions) -> int:
                             f"(exit code {p.exitcode}); not restarting it",
                             file=sys.stderr,
                         )
-                    # Replace a lost worker, and restart one that left while a lost run was re-queued.
-                    elif not interrupted.is_set() and not done:
+                    # Replace a lost worker, and restart one that left while a lost run was re-queued
+                    # (not one that left because it had run its --count).
+                    elif not interrupted.is_set() and not done and (p.exitcode or opts.per_worker is None):
                         start(next(s for s in specs if s.name == name))
             try:
                 with store.patience(0):  # the display skips a tick rather than wait for the store

@@ -88,3 +88,16 @@ def load_sweep(path: str | Path) -> dict:
         except ConfigError as e:
             fail(f"a value the engine proposes is rejected: {e}")
     return cfg
+
+
+def differences(stored: dict, given: dict, prefix: str = "") -> list[str]:
+    """Where two sweep configs differ, as `key: stored X, file Y` (nested keys dotted), so a
+    refusal to resume with a changed file can say what changed."""
+    out = []
+    for key in dict.fromkeys([*stored, *given]):
+        a, b = stored.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: stored {json.dumps(a)}, file {json.dumps(b)}")
+    return out

@@ -1,4 +1,5 @@
-"""`fcn-sweep status DIR`: the table of runs and the leaderboard, from the store alone."""
+"""`fcn-sweep status DIR`: a screen of the sweep from the store alone (the counts, what is running,
+the last runs to end, the leaderboard), or with `--all` every slot's run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from .store import Store, StoredRun
 # by config keys, as everywhere else; `fit` narrows values (never headers) to make a wide sweep fit.
 WIDTH = 120
 MISSING = "-"
+RUNNING_SHOWN = 20  # a screen: more workers than this are summed up in a line (--all lists them)
+LAST_ENDED = 5
+# An architecture cut short (`1024-…`) reads as every width it could be: shown in full, always.
+NEVER_CUT = frozenset({"hidden"})
 
 
 def differing(params: list[dict]) -> list[str]:
@@ -129,7 +134,7 @@ def width_of(text: str) -> int:
     return max(map(len, text.splitlines()))
 
 
-def fit(rows: list[tuple[str, ...]], header: tuple[str, ...], shrinkable: range, width: int = WIDTH) -> str:
+def fit(rows: list[tuple[str, ...]], header: tuple[str, ...], shrinkable: list[int], width: int = WIDTH) -> str:
     """`table`, made to fit `width` by cutting parameter values (the `shrinkable` columns), a
     character at a time from the widest column, cut cells ending in `…`: names (architectures,
     initialisations) first, numbers only if that is not enough, no column narrower than its header."""
@@ -142,9 +147,12 @@ def fit(rows: list[tuple[str, ...]], header: tuple[str, ...], shrinkable: range,
             j = max((j for j in group if widths[j] > narrowest[j]), key=widths.get, default=None)
             if j is None:
                 break
-            for r in cells:
-                if len(r[j]) >= widths[j]:
-                    r[j] = r[j][: widths[j] - 2] + "…"
+            cut = [r[j][: widths[j] - 2] + "…" if len(r[j]) >= widths[j] else r[j] for r in cells]
+            if len(set(cut)) < len({r[j] for r in cells}):
+                group = [g for g in group if g != j]  # cutting would make different values read the same
+                continue
+            for r, c in zip(cells, cut, strict=True):
+                r[j] = c
     return table([tuple(r) for r in cells], header)
 
 
@@ -163,7 +171,9 @@ class _Stat:
     n: int
 
 
-def render(store: Store, top: int = 10) -> str:
+def render(store: Store, top: int = 10, every: bool = False) -> str:
+    """The screen: counts, what is running, the last runs to end, the leaderboard; `every`: every
+    slot's run instead of the running and the last ended (a grid has thousands)."""
     counts = store.counts()
     done, total = store.slots()
     out = [f"{done}/{total} configs done · " + ", ".join(f"{k} {v}" for k, v in counts.items() if v)]
@@ -173,11 +183,18 @@ def render(store: Store, top: int = 10) -> str:
     out[0] += "".join("\n" + trouble for trouble in launch_trouble(store.launches()))  # SLURM tasks that failed
     runs = store.runs()
     keys = differing([r.params for r in runs])
-    header = ("id", "status", *keys, "epochs", "val acc", "test acc")
-    rows = [run_row(r, keys) for r in runs]
-    if width_of(table(rows, header)) > WIDTH:  # ids lose their date before values lose digits
-        rows = [run_row(r, keys, short=True) for r in runs]
-    out += ["", "runs (val acc: the best epoch's; test acc: at that epoch)", fit(rows, header, range(2, 2 + len(keys)))]
+    if every:
+        out += runs_table(runs, keys, "runs (val acc: the best epoch's; test acc: at that epoch)")
+    else:
+        running = [r for r in runs if r.status == "running"]
+        ended = sorted((r for r in runs if r.ended is not None), key=lambda r: (r.ended, r.slot), reverse=True)
+        if running:
+            more = f"; {len(running) - RUNNING_SHOWN} more with --all" if len(running) > RUNNING_SHOWN else ""
+            out += runs_table(running[:RUNNING_SHOWN], keys, f"running ({len(running)}{more})")
+        if ended:
+            out += runs_table(ended[:LAST_ENDED], keys, f"last ended ({min(LAST_ENDED, len(ended))} of {len(ended)})")
+        if not running and not ended:
+            out += ["", "nothing has run yet"]
     board = leaderboard(store, top)
     if board:
         keys = differing([b["params"] for b in board])
@@ -189,7 +206,24 @@ def render(store: Store, top: int = 10) -> str:
         header = ("#", *keys, "seeds", "val acc", "test acc")
         out += [
             "",
-            "leaderboard (by validation accuracy; mean ± std over seeds where there are several)",
-            fit(rows, header, range(1, 1 + len(keys))),
+            "leaderboard, best so far (by validation accuracy; mean ± std over seeds where there are several)",
+            fit(rows, header, cuttable(keys, 1)),
         ]
+    shown = 0 if every else min(len(running), RUNNING_SHOWN) + min(len(ended), LAST_ENDED)
+    if not every and len(runs) > shown:
+        out += ["", f"every slot's run: fcn-sweep status --all ({len(runs):,} lines)"]
     return "\n".join(out)
+
+
+def runs_table(runs: list[StoredRun], keys: list[str], title: str) -> list[str]:
+    """A titled table of runs; `trained` is the epochs done of the run's budget (`epochs` may be swept)."""
+    header = ("id", "status", *keys, "trained", "val acc", "test acc")
+    rows = [run_row(r, keys) for r in runs]
+    if width_of(table(rows, header)) > WIDTH:  # ids lose their date before values lose digits
+        rows = [run_row(r, keys, short=True) for r in runs]
+    return ["", title, fit(rows, header, cuttable(keys, 2))]
+
+
+def cuttable(keys: list[str], first: int) -> list[int]:
+    """The columns of `keys` (the first at index `first`) whose values `fit` may cut."""
+    return [first + i for i, k in enumerate(keys) if k not in NEVER_CUT]

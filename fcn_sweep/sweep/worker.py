@@ -6,7 +6,8 @@ each is still its own run in the store, its own run directory and its own W&B ru
 No process is in charge of a sweep: every worker, on any host, also tops up the proposals of a
 random or bayes sweep when fewer than its pack are pending, and re-queues runs whose worker was
 lost, each under the store's sweep lock. A worker leaves when the sweep is done (nothing pending,
-nothing running, no proposal to come) or the claim budget of `--count` is spent.
+nothing running, no proposal to come), the claim budget of `sweep --count` is spent, or it has
+claimed the runs of its own `worker --count`.
 
 A heartbeat thread marks the claimed runs alive twice a second (on the database's clock) and picks
 up stop requests (Hyperband); a worker that dies (SIGKILL, OOM) simply stops beating, and whichever
@@ -37,26 +38,23 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from .. import tracking
 from ..config import RunConfig
 from ..tracking import Tracker
-from ..train import FitResult
+from .claim import Claim
 from .controller import Controller
-from .recorder import Health, Heartbeat, Recorder
-from .store import EXIT_STORE, Store, StoredRun, StoreError, StoreUnavailable
+from .recorder import Health
+from .store import EXIT_STORE, Store, StoredRun, StoreError
 
 IDLE_POLL_S = 0.25
 STALE_ENV = "FCN_SWEEP_STALE_S"
 # A running run whose heartbeat is older than this (database clock) has lost its worker.
 STALE_S = float(os.environ.get(STALE_ENV) or 15.0)
 REAP_EVERY_S = 2.0
-JUDGE_WAIT_S = 5.0  # how long Hyperband's judgement waits for the epoch it judges to be in the store
 
 
 @dataclass(frozen=True)
@@ -70,49 +68,7 @@ class WorkerSpec:
     wandb_mode: str
     group: str
     pack: int = 1  # runs of one shape trained at once
-
-
-class StoreTracker(Tracker):
-    """Mirrors the run into the store: every epoch, then the outcome, queued on the claim's Recorder
-    and fenced to this worker. It records; it decides nothing."""
-
-    def __init__(self, recorder: Recorder, run: StoredRun, stop_reason: Callable[[], str]):
-        self.recorder, self.run, self.stop_reason = recorder, run, stop_reason
-
-    def log_epoch(self, metrics: dict[str, float]) -> None:
-        row, store, owner = tracking.jsonable(metrics), self.recorder.store, self.run.worker
-        self.recorder.submit(self.run.id, lambda: store.log_epoch(self.run.id, row, owner))
-
-    def finish(self, result: FitResult) -> None:
-        reason = self.stop_reason() if result.status == "stopped" else None
-        summary, store, owner = tracking.jsonable(result.summary()), self.recorder.store, self.run.worker
-        self.recorder.submit(
-            self.run.id, lambda: store.finish(self.run.id, result.status, summary, reason, owner), final=True
-        )
-
-
-class HyperbandJudge(Tracker):
-    """The worker's early-termination decision, made as each epoch of its run lands (after the
-    StoreTracker recorded it): the engine's Hyperband judges every running run of the sweep, flags
-    those of other workers in the store, and stops this one at once when it fails its bracket.
-    Deciding per epoch rather than on a timer stops a run at the bracket it fails."""
-
-    def __init__(self, run: StoredRun, controller: Controller, recorder: Recorder):
-        self.run, self.controller, self.recorder = run, controller, recorder
-        self.stop_requested = threading.Event()
-
-    def log_epoch(self, metrics: dict[str, float]) -> None:
-        # Judged on the store as it is once this epoch is in it; while the store is away, not at all
-        # (training does not wait for it), and the next epoch that reaches it is judged.
-        if self.recorder.health.away or not self.recorder.flush(JUDGE_WAIT_S):
-            return
-        try:
-            with self.recorder.store.patience(0):
-                stop = self.run.id in self.controller.early_stop()
-        except StoreUnavailable:
-            return
-        if stop:
-            self.stop_requested.set()
+    count: int | None = None  # runs this worker claims before it leaves (`worker --count`); None: no limit
 
 
 def this_host() -> str:
@@ -230,13 +186,15 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
     wandb = WandbRuns(spec)
 
     reaped_at, pack = 0.0, spec.pack
-    while not interrupted.is_set():
+    left = spec.count if spec.count is not None else float("inf")
+    while not interrupted.is_set() and left > 0:
         if time.monotonic() - reaped_at > REAP_EVERY_S:
             reap(store)
             reaped_at = time.monotonic()
         if not store.info.closed:
             maintain(store, controller, spec.pack)
-        claimed = store.claim_many(tag, pack, host)
+        claimed = store.claim_many(tag, int(min(pack, left)), host)
+        left -= len(claimed)
         if not claimed:
             if sweep_done(store):
                 break
@@ -248,10 +206,10 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
         if claim.split_to:
             say(f"out of memory on {spec.device} with a pack of {len(claimed)}: its runs start again, "
                 f"in packs of {claim.split_to}")  # fmt: skip
-            pack = claim.split_to
+            pack, left = claim.split_to, left + len(claimed)  # the same runs, again
             free_device_memory()  # the failed pack's tensors, cached by torch
         wandb.report(wait=False)
-    wandb.report(wait=True)
+    wandb.close()
     store.close()
 
 
@@ -278,115 +236,26 @@ class WandbRuns:
     def report(self, wait: bool) -> None:
         if wait:
             self.executor.shutdown(wait=True)
-        still = []
+        still, cut = [], []
         for run_id, deferred in self.pending:
             if not all(f.done() for f in deferred.futures):
                 still.append((run_id, deferred))
             elif errors := deferred.errors():
-                print(f"fcn-sweep {self.spec.name}: W&B logging of run {run_id} failed: {errors[0]!r}", file=sys.stderr)
+                if tracking.service_gone(errors[0]):
+                    cut.append(run_id)
+                else:
+                    self.say(f"W&B logging of run {run_id} failed: {errors[0]!r}")
+        if cut:  # one cause for all of them: say it once
+            self.say(
+                f"the W&B service process ended (scancel signals every process of a task), so the W&B logs of "
+                f"{len(cut)} run(s) stop early ({', '.join(cut)}); their run directories and the store hold every epoch"
+            )
         self.pending = still
 
+    def close(self) -> None:
+        """Every run's W&B events done and reported; then the W&B service stopped quietly."""
+        self.report(wait=True)
+        tracking.teardown_wandb()
 
-class Claim:
-    """One claim (a run alone, or a pack): trained, every outcome recorded, and what the store
-    could not take handed back."""
-
-    def __init__(self, spec, store, controller, claimed, interrupted, wandb, health, say):
-        self.spec, self.store, self.controller, self.claimed = spec, store, controller, claimed
-        self.interrupted, self.wandb, self.say = interrupted, wandb, say
-        self.owner = claimed[0].worker
-        self.split_to: int | None = None  # set when the pack ran out of device memory: the next pack's size
-        self.recorder = Recorder(store, self.owner, [r.id for r in claimed], health, say)
-
-    def train(self, data) -> None:
-        """Train the claimed runs (one alone, several as a pack) and record every outcome in the store."""
-        import torch
-
-        from ..footprint import out_of_memory_line
-        from ..packed import fit_packed
-        from ..train import fit
-
-        spec, store, claimed, rec, interrupted = self.spec, self.store, self.claimed, self.recorder, self.interrupted
-        beat = Heartbeat(rec)
-        rec.start()
-        beat.start()
-        reason = lambda: interrupted.cause if interrupted.is_set() else "hyperband"  # noqa: E731
-        trackers, member_stops = [], []
-        for r in claimed:
-            rundir = tracking.RunDirTracker(Path(spec.out).resolve() / "runs", r.id)
-            rec.submit(r.id, lambda r=r, path=str(rundir.path): store.set_run_dir(r.id, path, self.owner))
-            judge = HyperbandJudge(r, self.controller, rec)
-            trackers.append(
-                tracking.Trackers([rundir, *self.wandb.tracker(r.id, rundir), StoreTracker(rec, r, reason), judge])
-            )
-            stops = (beat.stop_requested[r.id], judge.stop_requested, rec.taken[r.id])
-            member_stops.append(lambda stops=stops: any(e.is_set() for e in stops))
-        # The whole claim stops on a signal, or when the store stayed away past the window.
-        halt = lambda: interrupted.is_set() or rec.health.expired()  # noqa: E731
-        try:
-            if len(claimed) == 1:
-                stop = lambda: halt() or member_stops[0]()  # noqa: E731
-                fit(claimed[0].config, trackers[0], data=data, device=spec.device, should_stop=stop)
-            else:
-                cfgs = [r.config for r in claimed]
-                fit_packed(cfgs, trackers, data, spec.device, should_stop=halt, member_stops=member_stops)
-            self._settle()
-        except OSError as e:
-            # This host's disk or mount failed (full, gone read-only), not the config: the slots go back to
-            # pending for a worker that can write, and this worker leaves (its runner restarts it a few times).
-            rec.flush()
-            self._hand_back("crashed", f"write failed: {e.strerror or e}")
-            raise
-        except torch.cuda.OutOfMemoryError:
-            rec.flush()
-            if len(claimed) > 1:  # the pack's size, not its configs: they start again in smaller packs
-                self.split_to = len(claimed) // 2
-                self._hand_back("preempted", f"out of memory in a pack of {len(claimed)}")
-                self._settle()
-            else:  # a run alone that does not fit: the config's error, with what it needed
-                error = out_of_memory_line(claimed[0].config, spec.device)
-                rec.submit(claimed[0].id, lambda: store.finish(claimed[0].id, "crashed", {"error": error}, "error",
-                                                               self.owner))  # fmt: skip
-                self._settle()
-        except Exception:  # a bug in one config must not take the sweep down
-            error = traceback.format_exc(limit=3)
-            rec.flush()  # outcomes already made stand; only the runs without one crashed
-            for r in claimed:
-                if r.id in rec.live:
-                    rec.submit(r.id, lambda r=r: store.finish(r.id, "crashed", {"error": error}, "error", self.owner))
-            self._settle()
-        finally:
-            beat.done.set()
-            rec.close()
-
-    def _settle(self) -> None:
-        """Once training ended: wait for the records to reach the store; then re-queue the runs a
-        signal interrupted, or hand back what the store could not take (StoreUnavailable)."""
-        rec, store, interrupted = self.recorder, self.store, self.interrupted
-        if not rec.flush():
-            self._hand_back("crashed", "store unreachable")
-            raise StoreUnavailable(f"the store {store.shown} was unreachable for over {rec.health.window_s:g} s "
-                                   f"({rec.health.why})")  # fmt: skip
-        if interrupted.is_set():
-            # Only runs the interrupt stopped: one that Hyperband stopped earlier is done for good.
-            again = [r.id for r in self.claimed if store.get_run(r.id).stop_reason == interrupted.cause]
-            # The signal, as the reason: scancel (TERM) or a warning (USR1); Ctrl-C: interrupted.
-            status, why = ("preempted", interrupted.signal_name) if interrupted.cause == "preempted" else (
-                "stopped", "interrupted")  # fmt: skip
-            store.requeue(again, [tracking.new_run_id() for _ in again], status, why, self.owner)
-
-    def _hand_back(self, status: str, reason: str) -> None:
-        """The runs still this worker's and in flight get a fresh pending attempt each; if the store
-        cannot take even that now, they are left for the reaper (their heartbeat is silent)."""
-        mine = [r.id for r in self.claimed if not self.recorder.taken[r.id].is_set()]
-        try:
-            with self.store.patience(0 if self.recorder.health.expired() else self.store.window):
-                self.store.requeue(mine, [tracking.new_run_id() for _ in mine], status, reason, self.owner)
-        except StoreUnavailable:
-            pass
-
-
-def train_claim(spec, store, controller, claimed, data, interrupted, wandb) -> None:
-    """One claim, trained and recorded, as a worker does it (tests call it directly)."""
-    say = lambda text: print(f"fcn-sweep worker {spec.name}: {text}", file=sys.stderr, flush=True)  # noqa: E731
-    Claim(spec, store, controller, claimed, interrupted, wandb, Health(store.window, say), say).train(data)
+    def say(self, text: str) -> None:
+        print(f"fcn-sweep {self.spec.name}: {text}", file=sys.stderr)

@@ -89,6 +89,31 @@ def warm_up_wandb() -> None:
     wandb.setup()  # starts the W&B service process that every run of this process talks to
 
 
+def service_gone(error: BaseException) -> bool:
+    """Whether a W&B call failed because the W&B service process has ended: SLURM's scancel (and a
+    time limit's kill) signals every process of a task, the service this process started included,
+    which ends at once whatever the signal's disposition (it is a Go program)."""
+    from wandb.sdk.mailbox import HandleAbandonedError, MailboxClosedError
+
+    return isinstance(error, ConnectionError | MailboxClosedError | HandleAbandonedError)
+
+
+def teardown_wandb() -> None:
+    """Stop the W&B service this process started, now rather than in wandb's atexit hook, which
+    prints a traceback when the service has gone already (see `service_gone`)."""
+    import sys
+
+    if "wandb" not in sys.modules:
+        return  # nothing of W&B was started
+    import wandb
+
+    try:
+        wandb.teardown()  # unregisters wandb's atexit hook before it talks to the service
+    except Exception as e:
+        if not service_gone(e):
+            raise  # the service ended first, so nothing is left to stop; anything else is news
+
+
 class WandbTracker(Tracker):
     """A W&B run beside the run directory: per-epoch metrics stepped by `epoch`, a summary, and the
     best model as an artifact. Its files live in `<run dir>/wandb/`, so an offline run is synced

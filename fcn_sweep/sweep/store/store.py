@@ -56,9 +56,10 @@ class Store(Attempts, Reads):
         self.shown = redact(self.url)
         self.window = retry_mod.window_s()
         if not create and self.url.get_backend_name() == "sqlite" and not Path(self.url.database).is_file():
-            raise StoreError(
-                f"no store at {self.url.database} (no such file); fcn-sweep sweep FILE makes a sweep and its store"
-            )
+            db = self.url.database or ""
+            # sqlite:///tmp/x.db names the relative path tmp/x.db: the likeliest slip, so say so.
+            hint = "" if Path(db).is_absolute() else f"; a path from / takes four slashes: sqlite:////{db}"
+            raise StoreError(f"no store at {db} (no such file{hint}); fcn-sweep sweep FILE makes a sweep and its store")
         self.dialect = DIALECTS[self.url.get_backend_name()]
         self._local = threading.local()
         self.engine = self.dialect.make_engine(self.url, self._local)

@@ -115,6 +115,7 @@ def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
         (["--array", "2", "--sbatch-arg=mem=4G"], "is not one sbatch option"),
         (["--array", "2", "--cpus-per-task", "0"], "--cpus-per-task must be a positive integer"),
         (["--array", "2", "--no-such-flag"], "unexpected arguments --no-such-flag"),
+        (["--array", "2", "--time", "banana"], "--time 'banana' is not a SLURM time limit; give minutes (90)"),
     ]
     for args, message in cases:
         assert main(["slurm", "workers", str(sweep_dir), *args]) == 2
@@ -129,6 +130,63 @@ def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1, err
     assert not (sweep_dir / "slurm").exists()
+
+
+@pytest.mark.parametrize("time", ["90", "0", "1:30", "4:00:00", "2-12", "1-2:30", "1-02:30:00", "UNLIMITED"])
+def test_every_time_format_sbatch_takes_is_taken(time):
+    slurm.check_args(slurm.Sbatch(array=1, time=time))
+
+
+@pytest.mark.parametrize("time", ["banana", "4h", "1:2:3:4", "1-", "-1", "1 -2", "", "1:30 "])
+def test_a_time_sbatch_refuses_is_refused_before_anything_is_written(time):
+    with pytest.raises(slurm.LaunchError, match="is not a SLURM time limit"):
+        slurm.check_args(slurm.Sbatch(array=1, time=time))
+
+
+REFUSING_SBATCH = """#!/usr/bin/env bash
+# Passes --test-only, then refuses the job, as a cluster whose limits changed in between would.
+if [ "$1" = --test-only ]; then cat >/dev/null; echo "sbatch: Job 1 to start now" >&2; exit 0; fi
+echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy" >&2
+exit 1
+"""
+
+
+def test_a_submit_sbatch_refuses_leaves_nothing_in_out(tmp_path, monkeypatch, capsys):
+    """The script written for the submit and every folder made for it go when sbatch refuses it."""
+    from fcn_sweep.cli import main
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sbatch").write_text(REFUSING_SBATCH)
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "kept", tmp_path / "new" / "runs"):
+        args = ["slurm", "agents", "ent/proj/abc123", "--array", "2", "--gpus-per-task", "0", "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "violates accounting/QOS policy; nothing was kept" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(tmp_path.rglob("*")) == [tmp_path / "bin", tmp_path / "bin" / "sbatch", tmp_path / "kept"]
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_options_the_cluster_refuses_exit_2_before_anything_is_written(tmp_path, capsys):
+    """sbatch judges every option (--test-only) before the script is written: an option sbatch does
+    not know, a partition the cluster lacks, GPUs it has none of."""
+    from fcn_sweep.cli import main
+
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    (tmp_path / "out").mkdir()
+    cases = [
+        ("workers", str(sweep_dir), ["--sbatch-arg=--no-such-option"], "unrecognized option '--no-such-option'"),
+        ("agents", "ent/proj/abc123", ["--gpus-per-task", "0", "--partition", "nope"], "invalid partition"),
+        ("agents", "ent/proj/abc123", ["--gpus-per-task", "0", "--sbatch-arg=--mem=1000000G"], "sbatch refuses"),
+    ]
+    for kind, target, args, message in cases:
+        assert main(["slurm", kind, target, "--array", "2", "--out", str(tmp_path / "out"), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "nothing was written" in err and len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / "out").iterdir()) == [] and not (sweep_dir / "slurm").exists()
 
 
 def test_a_store_the_nodes_cannot_reach_is_refused(monkeypatch):

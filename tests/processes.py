@@ -71,7 +71,8 @@ def freeze(pids: Iterable[int]) -> list[int]:
     """SIGSTOP the processes and wait until each is seen stopped; the pids."""
     pids = list(pids)
     for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+        with suppress(ProcessLookupError):  # gone already: as still as stopped
+            os.kill(pid, signal.SIGSTOP)
     wait_until(lambda: all(stopped(p) for p in pids), "the processes to stop", every=0.01)
     return pids
 

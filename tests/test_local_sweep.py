@@ -349,9 +349,9 @@ def test_workers_starting_at_the_same_moment_never_claim_the_same_run(store_url)
     procs = [ctx.Process(target=claim_all, args=(store_url, f"w{i}", out, start)) for i in range(4)]
     for p in procs:
         p.start()
-    claimed = [out.get(timeout=120) for _ in procs]
+    claimed = [out.get(timeout=300) for _ in procs]
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=300)
     flat = [i for got in claimed for i in got]
     assert sorted(flat) == sorted(f"r{i}" for i in range(300))  # each exactly once
     assert sum(1 for got in claimed if got) >= 2  # and the work really was shared

@@ -105,7 +105,10 @@ def test_two_workers_finish_every_proposal_exactly_once(tmp_path):
     store = Store.in_dir(tmp_path / "out")
     assert store.counts() == {**dict.fromkeys(store.counts(), 0), "finished": 8}
     assert len(finished_once(store)) == 8 == store.slots()[1]
-    assert {r.worker.split(":")[0] for r in store.runs()} == {"w0", "w1"}
+    # Two workers ran; which took how many runs is the machine's business (on a busy one the second may
+    # still be importing torch when the first has trained all eight): the claim race is
+    # test_workers_starting_at_the_same_moment_never_claim_the_same_run's.
+    assert store.invocations()[-1]["workers"] == 2 and {r.worker.split(":")[0] for r in store.runs()} <= {"w0", "w1"}
     runs = store.runs()
     seeds = {(r.proposal, r.config.seed) for r in runs}
     assert len(seeds) == 8 and {s for _, s in seeds} == {0, 1}

@@ -133,12 +133,12 @@ def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("time", ["90", "0", "1:30", "4:00:00", "2-12", "1-2:30", "1-02:30:00", "UNLIMITED"])
-def test_every_time_format_sbatch_takes_is_taken(time):
+def test_every_documented_slurm_time_format_is_taken(time):
     slurm.check_args(slurm.Sbatch(array=1, time=time))
 
 
 @pytest.mark.parametrize("time", ["banana", "4h", "1:2:3:4", "1-", "-1", "1 -2", "", "1:30 "])
-def test_a_time_sbatch_refuses_is_refused_before_anything_is_written(time):
+def test_a_time_outside_slurms_documented_formats_is_refused(time):
     with pytest.raises(slurm.LaunchError, match="is not a SLURM time limit"):
         slurm.check_args(slurm.Sbatch(array=1, time=time))
 

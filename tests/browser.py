@@ -50,7 +50,7 @@ class Browser:
         msg, self.buf = self.buf.split(b"\0", 1)
         return json.loads(msg)
 
-    def send(self, method: str, timeout: float = 20, **params) -> dict:
+    def send(self, method: str, timeout: float = 120, **params) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params}
         if self.session and not method.startswith(("Target.", "Browser.")):
@@ -65,7 +65,7 @@ class Browser:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_for(self, method: str, timeout: float = 20) -> dict:
+    def wait_for(self, method: str, timeout: float = 120) -> dict:
         for e in self.events:
             if e.get("method") == method:
                 return e

@@ -8,7 +8,7 @@ from fcn_sweep.sweep.worker import maintain
 def top_up(url: str, start, rounds: int, want: int) -> None:
     store = Store(url)
     controller = Controller(store)
-    start.wait(timeout=60)
+    start.wait(timeout=300)  # spawned processes start seconds apart, more on a busy machine
     for _ in range(rounds):
         if store.info.closed:
             break

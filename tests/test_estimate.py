@@ -28,12 +28,15 @@ def test_durations_read_as_a_person_plans(seconds, shown):
 def test_calibration_trains_a_few_dozen_steps_per_shape_not_an_epoch(monkeypatch):
     trained: list[int] = []
     real = Pack.train_epoch
+    clock = [0.0]
 
     def counting(self, split, should_stop):
         trained.append(len(split))
+        clock[0] += 1e-6 * len(split) * len(self.cfgs)  # time that is the work done, whatever else runs here
         return real(self, split, should_stop)
 
     monkeypatch.setattr(Pack, "train_epoch", counting)
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: clock[0])
     # Two shapes on the full training split (782 steps an epoch at batch 64), one of them in packs of 3.
     configs = [RunConfig(hidden=(32,), seed=s) for s in range(3)] + [RunConfig(hidden=(16, 16))]
     cal = estimate.calibrate(configs, "cpu", 1, pack=3)

@@ -25,6 +25,7 @@ from fcn_sweep.sweep.store import StoredRun as Run
 
 from .browser import CHROMIUM, open_page
 from .conftest import REPO, cli, needs_data, real_data_available
+from .processes import wait_until
 
 # A grid of 2 x 2 x 2 configs, each with 2 seeds: 16 runs of a fraction of a second each (the
 # sweep's cost is starting two workers and loading the data, ~20 s on two cores). init truly
@@ -216,11 +217,18 @@ def test_run_dirs_and_the_store_give_the_same_table(sweep_dir):
     assert board(a) == board(b)
 
 
+def coloured_pixels(png: Path, box: list[float]) -> int:
+    """Pixels of the screenshot inside `box` (x, y, width, height) that are clearly coloured, not grey."""
+    from matplotlib.image import imread
+
+    x, y, w, h = (int(v) for v in box)
+    area = imread(png)[y : y + h, x : x + w, :3]
+    return int(((area.max(axis=-1) - area.min(axis=-1)) > 0.25).sum())
+
+
 @needs_data
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs it)")
 def test_report_renders_in_headless_chromium_without_errors(report):
-    from matplotlib.image import imread
-
     out, _ = report
     shot = out / "screenshot.png"
     with open_page((out / "report.html").resolve().as_uri()) as page:
@@ -232,7 +240,9 @@ def test_report_renders_in_headless_chromium_without_errors(report):
         assert axes == len(SWEPT) + 1
         box = page.evaluate(f"(() => {{ const r = document.querySelector('{plot}').getBoundingClientRect(); "
                             "return [r.x, r.y, r.width, r.height]; })()")  # fmt: skip
-        page.screenshot(shot)
+        # The lines are really drawn (WebGL, in frames after the load): the plot's area of a screenshot
+        # holds coloured pixels, once chromium has drawn them.
+        wait_until(lambda: coloured_pixels(page.screenshot(shot), box) > 2000, "plotly's lines on screen", every=0.5)
 
         # Brush the objective axis as a user would (press, drag, release): plotly must record a filter.
         x, y, _, h = page.evaluate(
@@ -247,20 +257,12 @@ def test_report_renders_in_headless_chromium_without_errors(report):
                       buttons=1)  # fmt: skip
             page.pump(0.03)
         page.send("Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y1, button="left", clickCount=1)
-        page.pump(0.3)
-        ranges = page.evaluate(
+        read = lambda: json.loads(page.evaluate(  # noqa: E731
             f"JSON.stringify(document.querySelector('{plot}').data[0].dimensions.map(d => d.constraintrange || null))"
-        )
+        ))  # fmt: skip
+        ranges = wait_until(lambda: (r := read())[-1] is not None and r, "plotly to record the brushed range")
         assert page.errors() == []
-    ranges = json.loads(ranges)
-    assert ranges[:-1] == [None] * len(SWEPT) and ranges[-1] is not None
-
-    # The lines are really drawn (WebGL): the plot's area of the screenshot holds coloured pixels.
-    img = imread(shot)[..., :3]
-    x, y, w, h = (int(v) for v in box)
-    area = img[y : y + h, x : x + w]
-    saturation = area.max(axis=-1) - area.min(axis=-1)
-    assert (saturation > 0.25).sum() > 2000
+    assert ranges[:-1] == [None] * len(SWEPT)
     if os.environ.get("REPORT_SCREENSHOT"):  # to look at it: REPORT_SCREENSHOT=/tmp/shot.png pytest ...
         shutil.copy(shot, os.environ["REPORT_SCREENSHOT"])
 
@@ -271,11 +273,15 @@ def test_the_browser_check_sees_js_errors(tmp_path):
         pytest.skip("chromium is not installed")
     page = tmp_path / "bad.html"
     page.write_text("<img src='missing.png'><script>console.error('e1'); null.x;</script>")
-    with open_page(page.as_uri()) as p:
+    wanted = ("uncaught", "console.error: e1", "missing.png")
+
+    def all_seen() -> list[str] | None:
+        p.pump(0.05)  # the browser reports a failed load on its own time
         errors = p.errors()
-    assert any("uncaught" in e for e in errors)
-    assert any("console.error: e1" in e for e in errors)
-    assert any("missing.png" in e for e in errors)
+        return errors if all(any(w in e for e in errors) for w in wanted) else None
+
+    with open_page(page.as_uri()) as p:
+        wait_until(all_seen, f"the page's errors: {', '.join(wanted)}")
 
 
 # --- synthetic studies with a known answer --------------------------------------------------------

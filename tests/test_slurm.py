@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from fcn_sweep.sweep.launch import slurm
 
+from . import processes
 from .conftest import REPO, cli, fresh_database, needs_data
 
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
@@ -44,16 +45,14 @@ def cluster_up() -> bool:
 needs_slurm = pytest.mark.skipif(not cluster_up(), reason="no SLURM cluster up (scripts/slurm_local.sh starts one)")
 
 
-def wait_for_job(job: str, timeout: float = 120) -> None:
+def wait_for_job(job: str) -> None:
     """Until no task of the job is pending or running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout
-        if not out.strip():
-            return
-        time.sleep(0.5)
-    subprocess.run(["scancel", job])
-    pytest.fail(f"job {job} still in the queue after {timeout} s")
+    queued = lambda: subprocess.run(["squeue", "-h", "-j", job, "-o", "%i"], capture_output=True, text=True).stdout  # noqa: E731
+    try:
+        processes.wait_until(lambda: not queued().strip(), f"job {job} to leave the queue", every=0.5)
+    except BaseException:  # pytest.fail's exception too: leave no job behind
+        subprocess.run(["scancel", job])
+        raise
 
 
 def fake_wandb(bindir: Path, record: Path) -> None:
@@ -116,6 +115,7 @@ def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
         (["--array", "2", "--sbatch-arg=mem=4G"], "is not one sbatch option"),
         (["--array", "2", "--cpus-per-task", "0"], "--cpus-per-task must be a positive integer"),
         (["--array", "2", "--no-such-flag"], "unexpected arguments --no-such-flag"),
+        (["--array", "2", "--time", "banana"], "--time 'banana' is not a SLURM time limit; give minutes (90)"),
     ]
     for args, message in cases:
         assert main(["slurm", "workers", str(sweep_dir), *args]) == 2
@@ -130,6 +130,63 @@ def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1, err
     assert not (sweep_dir / "slurm").exists()
+
+
+@pytest.mark.parametrize("time", ["90", "0", "1:30", "4:00:00", "2-12", "1-2:30", "1-02:30:00", "UNLIMITED"])
+def test_every_documented_slurm_time_format_is_taken(time):
+    slurm.check_args(slurm.Sbatch(array=1, time=time))
+
+
+@pytest.mark.parametrize("time", ["banana", "4h", "1:2:3:4", "1-", "-1", "1 -2", "", "1:30 "])
+def test_a_time_outside_slurms_documented_formats_is_refused(time):
+    with pytest.raises(slurm.LaunchError, match="is not a SLURM time limit"):
+        slurm.check_args(slurm.Sbatch(array=1, time=time))
+
+
+REFUSING_SBATCH = """#!/usr/bin/env bash
+# Passes --test-only, then refuses the job, as a cluster whose limits changed in between would.
+if [ "$1" = --test-only ]; then cat >/dev/null; echo "sbatch: Job 1 to start now" >&2; exit 0; fi
+echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy" >&2
+exit 1
+"""
+
+
+def test_a_submit_sbatch_refuses_leaves_nothing_in_out(tmp_path, monkeypatch, capsys):
+    """The script written for the submit and every folder made for it go when sbatch refuses it."""
+    from fcn_sweep.cli import main
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sbatch").write_text(REFUSING_SBATCH)
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "kept", tmp_path / "new" / "runs"):
+        args = ["slurm", "agents", "ent/proj/abc123", "--array", "2", "--gpus-per-task", "0", "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "violates accounting/QOS policy; nothing was kept" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(tmp_path.rglob("*")) == [tmp_path / "bin", tmp_path / "bin" / "sbatch", tmp_path / "kept"]
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_options_the_cluster_refuses_exit_2_before_anything_is_written(tmp_path, capsys):
+    """sbatch judges every option (--test-only) before the script is written: an option sbatch does
+    not know, a partition the cluster lacks, GPUs it has none of."""
+    from fcn_sweep.cli import main
+
+    sweep_dir = make_sweep_dir(tmp_path / "sweep")
+    (tmp_path / "out").mkdir()
+    cases = [
+        ("workers", str(sweep_dir), ["--sbatch-arg=--no-such-option"], "unrecognized option '--no-such-option'"),
+        ("agents", "ent/proj/abc123", ["--gpus-per-task", "0", "--partition", "nope"], "invalid partition"),
+        ("agents", "ent/proj/abc123", ["--gpus-per-task", "0", "--sbatch-arg=--mem=1000000G"], "sbatch refuses"),
+    ]
+    for kind, target, args, message in cases:
+        assert main(["slurm", kind, target, "--array", "2", "--out", str(tmp_path / "out"), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "nothing was written" in err and len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / "out").iterdir()) == [] and not (sweep_dir / "slurm").exists()
 
 
 def test_a_store_the_nodes_cannot_reach_is_refused(monkeypatch):
@@ -219,6 +276,39 @@ def running_tasks(job: str) -> list[str]:
     return sorted(out.split())
 
 
+def task_of(pid: int, job: str) -> str | None:
+    """The array task (JOB_TASK) a worker process runs in, from the environment SLURM gave it."""
+    try:
+        env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if env.get("SLURM_ARRAY_JOB_ID") != job:
+        return None
+    return f"{job}_{env['SLURM_ARRAY_TASK_ID']}"
+
+
+def freeze_a_run_in_flight(store, job: str, out: Path, avoid: str | None = None):
+    """A running attempt of the job, its worker frozen (SIGSTOP) while the run still has a whole
+    epoch to train, so a signal sent now is handled mid-run; (run, worker pid, task). A worker
+    caught between runs, or at its run's last epoch, is continued and the search goes on."""
+
+    def catch():
+        for run in store.runs(["running"]):
+            pid = int(run.worker.split(":")[1].split("@")[0])
+            task = task_of(pid, job)
+            if task is None or task == avoid:
+                continue
+            processes.freeze([pid])
+            if store.get_run(run.id).status == "running" and processes.still_training(
+                out / "runs" / run.id, run.config.epochs
+            ):
+                return run, pid, task
+            processes.thaw([pid])
+        return None
+
+    return processes.wait_until(catch, f"a run of job {job} in flight{f' outside task {avoid}' if avoid else ''}")
+
+
 @pytest.mark.slurm
 @needs_slurm
 @needs_data
@@ -239,29 +329,30 @@ def test_array_of_workers_survives_scancel_and_preemption(tmp_path, postgres_ser
     assert done.returncode == 0, done.stderr
     job = done.stdout.split()[2].rstrip(":")
     store = Store(postgres_url, name)
+    show = lambda task: subprocess.run(["scontrol", "show", "job", task], capture_output=True, text=True).stdout  # noqa: E731
     try:
-        deadline = time.monotonic() + 180
-        while len(store.runs(["running"])) < 2:  # both tasks that fit on the node are training
-            assert time.monotonic() < deadline, "no two runs in flight"
-            time.sleep(0.2)
-        cancelled, warned = running_tasks(job)[:2]
-        subprocess.run(["scancel", cancelled], check=True)
-        subprocess.run(["scancel", "--batch", "--signal=USR1", warned], check=True)
-        deadline = time.monotonic() + 300
-        while store.counts()["pending"] + store.counts()["running"]:
-            assert time.monotonic() < deadline, f"sweep not done: {store.counts()}"
-            time.sleep(0.5)
-        requeued = subprocess.run(["scontrol", "show", "job", warned], capture_output=True, text=True).stdout
+        # scancel: SLURM itself continues the frozen worker and sends it TERM, and the task's script
+        # passes TERM on; either way the worker handles it before its next batch.
+        cancelled, pid, task = freeze_a_run_in_flight(store, job, tmp_path)
+        subprocess.run(["scancel", task], check=True)
+        processes.wait_until(lambda: processes.pending(pid, signal.SIGTERM) or not processes.stopped(pid), "TERM")
+        processes.thaw([pid])
+        # The warning reaches the task's script only; it passes USR1 on to the frozen worker.
+        warned, pid, warned_task = freeze_a_run_in_flight(store, job, tmp_path, avoid=task)
+        subprocess.run(["scancel", "--batch", "--signal=USR1", warned_task], check=True)
+        processes.wait_until(lambda: processes.pending(pid, signal.SIGUSR1), "USR1 to reach the worker")
+        processes.thaw([pid])
+        processes.wait_until(lambda: "Restarts=1" in show(warned_task), f"task {warned_task} to be requeued")
+        processes.wait_until(lambda: not store.counts()["pending"] + store.counts()["running"], "the sweep's end")
         runs = store.runs()
-        while running_tasks(job):  # the last workers see the sweep done and leave
-            assert time.monotonic() < deadline, "workers still running after the sweep is done"
-            time.sleep(0.5)
+        # The last workers see the sweep done and leave.
+        processes.wait_until(lambda: not running_tasks(job), "the workers to leave once the sweep is done")
     finally:
         store.close()
         subprocess.run(["scancel", job])  # the requeued task waits out SLURM's requeue delay; not needed now
-    assert "Restarts=1" in requeued
-    preempted = sorted(r.stop_reason for r in runs if r.status == "preempted")
-    assert "SIGTERM" in preempted and "SIGUSR1" in preempted, preempted
+    by_id = {r.id: r for r in runs}
+    assert (by_id[cancelled.id].status, by_id[cancelled.id].stop_reason) == ("preempted", "SIGTERM")
+    assert (by_id[warned.id].status, by_id[warned.id].stop_reason) == ("preempted", "SIGUSR1")
     finished = sorted(r.slot for r in runs if r.status == "finished")
     assert finished == list(range(8)), [(r.slot, r.status, r.stop_reason) for r in runs]
     assert {r.status for r in runs} == {"finished", "preempted"}
@@ -294,7 +385,7 @@ def test_a_url_password_reaches_the_tasks_by_their_environment_and_no_file(tmp_p
          "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    wait_for_job(done.stdout.split()[2].rstrip(":"), timeout=300)
+    wait_for_job(done.stdout.split()[2].rstrip(":"))
     store = Store(url, name)
     assert sorted(r.status for r in store.runs()) == ["finished", "finished"], tmp_path / "slurm" / "logs"
     store.close()
@@ -318,13 +409,16 @@ def test_status_shows_tasks_that_could_not_open_the_store(tmp_path, postgres_ser
         conn.execute(text(f"CREATE ROLE {role} LOGIN PASSWORD '{old}' SUPERUSER"))
     as_role = url.set(username=role, password=old).render_as_string(hide_password=False)
     name = make_sweep(as_role, tmp_path / "sweep")
+    # Held until the password has changed: the task cannot start before, however slow this machine.
     done = cli("slurm", "workers", as_role, "--sweep", name, "--array", "1", "--out", str(tmp_path),
-               "--sbatch-arg=--begin=now+4", env={"WANDB_MODE": "disabled"})  # fmt: skip
+               "--sbatch-arg=--hold", env={"WANDB_MODE": "disabled"})  # fmt: skip
     assert done.returncode == 0, done.stderr
+    job = done.stdout.split()[2].rstrip(":")
     with admin.connect() as conn:
         conn.execute(text(f"ALTER ROLE {role} PASSWORD '{secrets.token_hex(8)}'"))
     admin.dispose()
-    wait_for_job(done.stdout.split()[2].rstrip(":"))
+    subprocess.run(["scontrol", "release", job], check=True)
+    wait_for_job(job)
     status = cli("status", "--store", url.render_as_string(hide_password=False), "--sweep", name)
     assert status.returncode == 0, status.stderr
     line = next(x for x in status.stdout.splitlines() if x.startswith("slurm job"))

@@ -19,6 +19,7 @@ from fcn_sweep.sweep.claim import train_claim
 from fcn_sweep.sweep.store import Store, Taken
 
 from .conftest import REPO, cli, fresh_database, needs_data
+from .processes import wait_until
 from .proposer import top_up
 
 
@@ -67,10 +68,13 @@ def test_a_run_is_reaped_by_its_silence_on_the_database_clock_and_by_pid_only_on
     assert worker.reap(store) == [here]
     monkeypatch.setattr(time, "time", lambda real=time.time: real() - 600)  # and ten minutes slow
     assert worker.reap(store) == []
-    time.sleep(1.5)
+    # Silent past the limit on the database's clock (waited for on that clock): reaped, whichever host
+    # it was on; `alive`, which beats just before the reap, is not, unless the limit passed between two
+    # statements (a hang).
+    stale_s, last_beat = 3.0, store.get_run(elsewhere).heartbeat
+    wait_until(lambda: store.now() > last_beat + stale_s, "the database's clock to pass the limit")
     store.heartbeat([alive])
-    # Silent for a second on the database's clock: reaped, whichever host it was on.
-    assert store.reap(1.0, worker.gone, lambda: f"new{time.monotonic_ns()}") == [elsewhere]
+    assert store.reap(stale_s, worker.gone, lambda: f"new{time.monotonic_ns()}") == [elsewhere]
     statuses = {r.id: (r.status, r.stop_reason) for r in store.runs()}
     assert statuses[here] == statuses[elsewhere] == ("crashed", "lost")
     assert statuses[alive] == ("running", None)

@@ -21,8 +21,10 @@ from sqlalchemy.engine import make_url
 from fcn_sweep.sweep import worker
 from fcn_sweep.sweep.store import Store
 
+from . import processes
 from .conftest import needs_data
 from .pg_server import PG_BINS, Server
+from .processes import wait_until
 
 SWEEP = """\
 name: faults
@@ -84,15 +86,6 @@ def start_worker(url: str, out: Path, name: str, **env: str) -> subprocess.Popen
     )
 
 
-def wait_until(condition, what: str, timeout: float = 180.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def finish(procs: list[subprocess.Popen], timeout: float = 240.0) -> list[int]:
     codes = []
     for p in procs:
@@ -131,6 +124,18 @@ def mid_run(url: str, at_least: int = 1):
         store.close()
 
 
+def freeze_mid_run(url: str, proc: subprocess.Popen):
+    """The worker started as `proc` (its whole process tree) frozen while a run of it is in the store
+    as running at epoch >= 1: (those runs, the pids); None, and the worker continued, otherwise."""
+    if not mid_run(url):
+        return None
+    pids = processes.freeze(processes.group(proc.pid))
+    if running := mid_run(url):  # read again once frozen: what the test relies on from here
+        return running, pids
+    processes.thaw(pids)
+    return None
+
+
 @needs_data
 def test_a_server_restart_mid_sweep_loses_no_slot_and_trains_none_twice(server, tmp_path):
     url = new_sweep(server, tmp_path, slots=4, epochs=6)
@@ -147,10 +152,15 @@ def test_a_server_restart_mid_sweep_loses_no_slot_and_trains_none_twice(server, 
 def test_every_connection_terminated_mid_run_loses_no_slot_and_trains_none_twice(server, tmp_path):
     url = new_sweep(server, tmp_path, slots=4, epochs=6)
     procs = [start_worker(url, tmp_path / "out", f"w{i}", FCN_SWEEP_HOST=f"host{i}") for i in range(2)]
-    wait_until(lambda: mid_run(url), "a run mid-way")
+    workers = [pid for p in procs for pid in processes.group(p.pid)]
+    seen: set[tuple[str, int]] = set()
     for _ in range(3):
-        assert server.terminate_connections() > 0
-        time.sleep(0.7)
+        # A run in flight at an epoch not seen before: the workers are connected again since the
+        # last cut. Frozen, they cannot finish the sweep between that look and the cut.
+        (run,) = wait_until(lambda: [r for r in mid_run(url) if (r.id, r.epoch) not in seen][:1], "a new epoch")
+        seen.add((run.id, run.epoch))
+        with processes.frozen(workers):
+            assert server.terminate_connections() > 0
     assert finish(procs) == [0, 0], [(tmp_path / "out" / f"w{i}.err").read_text() for i in range(2)]
     assert_every_slot_done_once(url).close()
     errors = "".join((tmp_path / "out" / f"w{i}.err").read_text() for i in range(2))
@@ -163,10 +173,10 @@ def test_a_worker_frozen_past_the_stale_limit_finds_its_run_taken_and_writes_not
     worker's writes are refused, it says so in one line, and the slot has one final attempt."""
     url = new_sweep(server, tmp_path, slots=1, epochs=10)
     late = start_worker(url, tmp_path / "out", "late")
-    (frozen,) = wait_until(lambda: mid_run(url), "the run mid-way")
-    os.killpg(late.pid, signal.SIGSTOP)  # the whole process tree, as a node that froze
-    other = start_worker(url, tmp_path / "out", "other")
+    # The whole process tree stopped, as a node that froze.
+    (frozen,), _ = wait_until(lambda: freeze_mid_run(url, late), "the run mid-way")
     store = Store(url)
+    other = start_worker(url, tmp_path / "out", "other")
     wait_until(lambda: [r for r in store.runs(["running"]) if r.id != frozen.id and r.epoch >= 1], "the re-run")
     reaped = store.get_run(frozen.id)
     assert (reaped.status, reaped.stop_reason) == ("crashed", "lost")
@@ -186,10 +196,11 @@ def test_a_worker_frozen_past_the_stale_limit_finds_its_run_taken_and_writes_not
 def test_a_store_down_past_the_window_sends_the_worker_away_and_a_new_one_finishes(server, tmp_path):
     url = new_sweep(server, tmp_path, slots=2, epochs=30)
     first = start_worker(url, tmp_path / "out", "first", FCN_SWEEP_STORE_RETRY_S="3")
-    wait_until(lambda: mid_run(url), "a run mid-way")
-    server.pg_ctl("-m", "fast", "stop")
+    _, pids = wait_until(lambda: freeze_mid_run(url, first), "a run mid-way")
+    server.pg_ctl("-m", "fast", "stop")  # while the run is in flight: frozen, it cannot finish first
+    processes.thaw(pids)
     try:
-        code = first.wait(timeout=60)
+        code = first.wait(timeout=processes.HANG_S)
     finally:
         server.start()
     err = (tmp_path / "out" / "first.err").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from .common import UsageError, open_sweep
@@ -52,9 +53,11 @@ def cmd_slurm_workers(args: argparse.Namespace, extra: Sequence[str]) -> int:
     job = slurm.WorkersJob(shown, info.name, out, args.pack)
     logs = out / "slurm" / "logs"
     watch = f"fcn-sweep status --store {without_password(store.url)} --sweep {info.name}"
-    job_id = _submit(slurm.render_workers(job, sb, logs), out / "slurm", logs, "workers", sb.array, watch, env)
-    store.add_launch(job_id, str(logs))  # for status, which shows the tasks that could not start
-    store.close()
+    try:
+        job_id = _submit(slurm.render_workers(job, sb, logs), out, "workers", sb.array, watch, env)
+        store.add_launch(job_id, str(logs))  # for status, which shows the tasks that could not start
+    finally:
+        store.close()
     return 0
 
 
@@ -77,7 +80,7 @@ def cmd_slurm_agents(args: argparse.Namespace, extra: Sequence[str]) -> int:
     out = Path(args.out).resolve()
     job = slurm.AgentsJob(args.sweep_id, out, args.per_gpu, args.count, args.stagger)
     logs = out / "slurm" / "logs"
-    _submit(slurm.render_agents(job, sb, logs), out / "slurm", logs, "agents", sb.array, "wandb sweep page")
+    _submit(slurm.render_agents(job, sb, logs), out, "agents", sb.array, "wandb sweep page")
     return 0
 
 
@@ -99,16 +102,28 @@ def _sbatch_options(args: argparse.Namespace):
     return sb
 
 
-def _submit(text: str, directory: Path, logs: Path, kind: str, tasks: int, watch: str, env=None) -> str:
-    """Write the script and submit it (sbatch in `env`, else this environment); the job id."""
+def _submit(text: str, out: Path, kind: str, tasks: int, watch: str, env=None) -> str:
+    """Check the script with sbatch, write it under OUT/slurm and submit it (sbatch in `env`, else
+    this environment); the job id. Refused, it leaves nothing: not the script, not a folder it made."""
     from ..sweep.launch import slurm
 
-    logs.mkdir(parents=True, exist_ok=True)
+    directory, logs = out / "slurm", out / "slurm" / "logs"
+    try:
+        slurm.check_with_sbatch(text, env)
+    except slurm.LaunchError as e:
+        raise UsageError(str(e)) from None
+    made = [d for d in (logs, *logs.parents) if not d.exists()]  # deepest first
+    logs.mkdir(parents=True, exist_ok=True)  # before the job exists: a task's log has nowhere else to go
     script = slurm.write_script(text, directory, kind)
     try:
         job = slurm.submit(script, env)
     except slurm.LaunchError as e:
-        raise UsageError(str(e)) from None
+        # sbatch can still refuse what --test-only passed (the cluster changed in between).
+        script.unlink()
+        for d in made:
+            with suppress(OSError):
+                d.rmdir()
+        raise UsageError(f"{e}; nothing was kept") from None
     print(f"submitted job {job}: {tasks} array task(s) of {kind}\nscript: {script}")
     print(f"watch:  squeue -j {job}\n        {watch}\nlogs:   {logs}/{job}_*")
     return job

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -34,6 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 SIGNAL_S = 120  # warning before a time limit or preemption: a worker needs seconds, W&B's upload more
 STAGGER_S = 2  # between agents starting, so a burst of agents does not reach W&B's server at one instant
 STAGGER_SLOTS = 30  # agent k waits (k mod this) x STAGGER_S: the burst is spread over at most a minute
+# sbatch's --time: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS; or no limit at all.
+TIME = re.compile(r"\d+(:\d+){0,2}|\d+-\d+(:\d+){0,2}|unlimited|infinite", re.IGNORECASE)
 
 
 class LaunchError(ValueError):
@@ -98,6 +101,11 @@ def check_args(sb: Sbatch) -> None:
             raise LaunchError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(sb, name)}")
     if sb.gpus_per_task < 0:
         raise LaunchError(f"--gpus-per-task must be 0 or more, got {sb.gpus_per_task}")
+    if sb.time is not None and not TIME.fullmatch(sb.time):
+        raise LaunchError(
+            f"--time {sb.time!r} is not a SLURM time limit; give minutes (90), MM:SS, HH:MM:SS (4:00:00), "
+            "D-HH, D-HH:MM or D-HH:MM:SS (1-12:00:00)"
+        )
     for arg in sb.extra:
         if not arg.startswith("-") or "\n" in arg:
             raise LaunchError(f"--sbatch-arg {arg!r} is not one sbatch option; write it as --sbatch-arg=--mem=8G")
@@ -251,11 +259,31 @@ def job_environment(password: str | None, extra: tuple[str, ...]) -> dict[str, s
     return {**os.environ, "PGPASSWORD": password}
 
 
+def _said(done: subprocess.CompletedProcess) -> str:
+    """sbatch's complaint in one line: its error lines, without the `sbatch: error:` prefixes."""
+    lines = [x.strip() for x in (done.stderr or done.stdout).splitlines() if x.strip() and not x.startswith("Try ")]
+    return "; ".join(re.sub(r"^sbatch: (error: )?", "", x) for x in lines) or f"exit code {done.returncode}"
+
+
+def check_with_sbatch(text: str, env: dict[str, str] | None = None) -> None:
+    """Every option of the script as sbatch and the controller judge it (an unknown option, a
+    partition that does not exist, a time beyond the partition's limit, GPUs the cluster lacks),
+    with nothing written or submitted: `sbatch --test-only` reads the script from stdin."""
+    try:
+        done = subprocess.run(
+            [sbatch_path(), "--test-only"], input=text, capture_output=True, text=True, env=env, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        raise LaunchError("sbatch --test-only had no answer in 60 s; is the cluster's controller up?") from None
+    if done.returncode != 0:
+        raise LaunchError(f"sbatch refuses the job: {_said(done)}; nothing was written or submitted")
+
+
 def submit(script: Path, env: dict[str, str] | None = None) -> str:
     """The job id sbatch assigns."""
     done = subprocess.run([sbatch_path(), "--parsable", str(script)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise LaunchError(f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()}")
+        raise LaunchError(f"sbatch refused the job: {_said(done)}")
     return done.stdout.strip().split(";")[0]
 
 

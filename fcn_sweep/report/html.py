@@ -124,7 +124,8 @@ class Page:
                 f"{escape(r.basis.describe)})."
             )
         items += [escape(line) for line in captions.stop_lines(r.diagnostics)]
-        items += [f"<span class='caveat'>{escape(c)}</span>" for c in caveats.summary(s, r)]
+        said = [f"<span class='caveat'>{escape(c)}</span>" for c in caveats.summary(s, r)]
+        items = said + items if r.finished_nothing else items + said  # nothing finished: say so first
         return "<ul class='headline'>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
 
     def parallel(self) -> str:
@@ -197,6 +198,8 @@ class Page:
         return out
 
     def importance_table(self, imp: list[Importance], basis: Basis, suffix: str) -> str:
+        if not basis.runs:
+            return "<p class='note'>No run has trained its full budget yet: nothing to compare.</p>"
         note = f"<p class='note'>Over {escape(basis.describe)}.</p>"
         if not imp:
             return note + "<p class='note'>Needs at least one swept parameter and two such runs with a score.</p>"

@@ -38,6 +38,9 @@ def ranked(imp: list[Importance]) -> str:
 
 def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
     out = [f"# Study report: {study.name}", ""]
+    caveat = [f"- **{c.split(':', 1)[0]}:**{c.split(':', 1)[1]}" for c in caveats.summary(study, results)]
+    if results.finished_nothing:  # the one thing to know opens the summary, before any count
+        out, caveat = out + caveat, []
     counts = ", ".join(f"{k} {v}" for k, v in results.diagnostics.counts.items() if v)
     out.append(f"- {plural(len(study.runs), 'run attempt')} ({counts}); swept: {', '.join(study.swept) or 'nothing'}.")
     if results.leaderboard:
@@ -68,7 +71,7 @@ def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
                 f"{value(ab.reference)}: {deltas}; wins: {wins}." + caveats.ablation_intervals(ab, results.evidence)
             )
     out += [f"- {line}" for line in captions.stop_lines(results.diagnostics)]
-    out += [f"- **{c.split(':', 1)[0]}:**{c.split(':', 1)[1]}" for c in caveats.summary(study, results)]
+    out += caveat
     nz = results.evidence.noise
     if results.leaderboard:
         out += ["", "## Leaderboard", ""]

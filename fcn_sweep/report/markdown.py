@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..formatting import plural, pm, value
 from . import analysis as an
-from . import captions, caveats
+from . import captions, caveats, tables
 from .figures import Figure
 from .importance import Importance
 from .load import Study
@@ -107,11 +107,15 @@ def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
             out += ["", f"Config means (mean over seeds, then over the other parameters), {' × '.join(x.params)}:", ""]
             out += md_table(*caveats.means_table(x))
     if results.evidence.health:
+        shown, hidden = tables.first_flags(results.evidence.health)
         out += ["", "## Run health", ""]
         out += md_table(
             ["run", "flag", "what happened", "status"],
-            [[an.short_id(f.run.id), f.kind, f.detail, f.run.state] for f in results.evidence.health],
+            [[an.short_id(f.run.id), f.kind, f.detail, f.run.state] for f in shown],
         )
+        if hidden:
+            out += ["", f"{plural(len(results.evidence.health), 'flag')} in all; {hidden} not shown here: every one in "
+                        f"[{tables.HEALTH_FILE}]({tables.HEALTH_FILE})."]  # fmt: skip
     out += ["", "## Figures", ""]
     for f in figures.values():
         out += [f"![{f.title}](figures/{f.path.name})", "", f"*{f.title}.* {f.caption}", ""]

@@ -57,11 +57,12 @@ def _key(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
 
-def grid(sweep: Path = GRID, levels: int | None = None) -> list[dict[str, Any]]:
+def grid(sweep: Path = GRID, levels: int | None = None, whole: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Every config of a grid sweep file, its swept values by name; `levels` keeps the first that
-    many values of each parameter (a smaller study of the same shape)."""
+    many values of each parameter but those named in `whole` (a smaller study of the same shape)."""
     params = yaml.safe_load(sweep.read_text())["parameters"]
-    axes = {p: (spec["values"][:levels] if "values" in spec else [spec["value"]]) for p, spec in params.items()}
+    axes = {p: (spec["values"][: None if p in whole else levels] if "values" in spec else [spec["value"]])
+            for p, spec in params.items()}  # fmt: skip
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 

@@ -1,5 +1,6 @@
 """`fcn-sweep report DIR`: what a sweep found, offline. DIR is a sweep directory or a folder of run
-directories; the report folder gets report.html (self-contained), summary.md and figures/*.png.
+directories; the report folder gets report.html (self-contained), summary.md, figures/*.png and
+tables/*.csv.
 
 One way, each stage on what the earlier ones found (no module imports a later one):
   load.py        either source → one Study (a table of runs and what was swept); configs.py: what a
@@ -10,7 +11,8 @@ One way, each stage on what the earlier ones found (no module imports a later on
   next_sweep.py  next-sweep.yaml, when aliasing or too few seeds leave the question open
   results.py     all of the above, assembled once
   figures.py / html.py / markdown.py   the PNGs, report.html and summary.md, in the words of
-                 captions.py and caveats.py
+                 captions.py and caveats.py; plotly_embed.py: plotly.js and the parallel coordinates
+                 in the page; tables.py: the long tables in full (tables/*.csv), their extremes in the page
 
 Everything the user can get wrong (DIR, --ablate, --runs) is checked before anything is written, and
 the report is assembled in a temporary folder that replaces the old one only when complete.

@@ -143,3 +143,19 @@ def test_the_grids_report_opens_in_chromium_with_every_run_drawn(grid_report, tm
     open_drawn(out / "report.html", shot, n)
     if os.environ.get("REPORT_SCREENSHOT"):  # to look at it: REPORT_SCREENSHOT=/tmp/grid.png pytest -m slow ...
         shutil.copy(shot, os.environ["REPORT_SCREENSHOT"])
+
+
+@needs_data
+def test_bench_report_times_a_study_and_says_how_big_the_page_is(small_and_medium, capsys, tmp_path):
+    from fcn_sweep import cli as cli_mod
+
+    out, n = small_and_medium[0]
+    assert cli_mod.main(["bench", "report", "--study", str(out.parent / "runs"), "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("study: ") and f"({n} entries)" in lines[0]
+    assert re.match(r"report 1: [\d.]+ s wall, [\d.]+ s CPU \(load [\d.]+, analysis [\d.]+, figures", lines[1])
+    assert re.match(r"report\.html [\d.]+ MB; tables/\*\.csv [\d.]+ MB; 14 PNGs", lines[2])
+    # bad input: one line, exit 2, nothing timed
+    assert cli_mod.main(["bench", "report", "--study", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "--study" in err and "no such directory" in err and err.count("\n") == 1

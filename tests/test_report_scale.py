@@ -159,3 +159,18 @@ def test_bench_report_times_a_study_and_says_how_big_the_page_is(small_and_mediu
     assert cli_mod.main(["bench", "report", "--study", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "--study" in err and "no such directory" in err and err.count("\n") == 1
+
+
+def test_a_long_list_of_stopped_runs_shows_its_first_and_links_the_rest(tmp_path):
+    """A Hyperband sweep of thousands stops thousands: the page lists the first few, the CSV all."""
+    from .test_report import bayes_like_study
+
+    bayes_like_study(tmp_path / "runs", n=120)
+    rep = build(tmp_path / "runs", tmp_path / "out")
+    stopped = sum('"status": "stopped"' in (d / "summary.json").read_text() for d in (tmp_path / "runs").iterdir())
+    assert stopped > tables.FLAGS_SHOWN
+    block = section(rep.html.read_text(), "diagnostics").split("<h3>Stopped by Hyperband</h3>")[1].split("<h3")[0]
+    assert len(re.findall(r"<tr[^>]*>", block)) == 1 + tables.FLAGS_SHOWN + 1  # header, the first runs, "… more"
+    assert f"… {stopped - tables.FLAGS_SHOWN:,} more runs: every one in <a href='{tables.STOPPED_FILE}'>" in block
+    with (rep.out / tables.STOPPED_FILE).open() as f:
+        assert len(list(csv.reader(f))) == 1 + stopped

@@ -294,18 +294,21 @@ class Page:
         )
         out = note + counts + "".join(f"<p>{escape(line)}</p>" for line in captions.stop_lines(d))
         if d.hyperband:
-            out += "<h3>Stopped by Hyperband</h3>" + self.problem_table(d.hyperband)
+            out += "<h3>Stopped by Hyperband</h3>" + self.problem_table(d.hyperband, tables.STOPPED_FILE)
         if d.problems:
-            out += "<h3>Problems</h3>" + self.problem_table(d.problems)
+            out += "<h3>Problems</h3>" + self.problem_table(d.problems, tables.PROBLEMS_FILE)
         return out + self.health()
 
-    def problem_table(self, problems: list[an.Problem]) -> str:
+    def problem_table(self, problems: list[an.Problem], csv: str) -> str:
+        """The first runs of a list (a Hyperband grid stops thousands), the rest one click away."""
         rows = [
             [self.link(p.run), f"<span class='state-{escape(p.run.state)}'>{escape(p.run.state)}</span>",
              escape(p.detail), num(str(p.epochs)), num(metric(p.run.objective)),
              escape(", ".join(f"{k}={value(v)}" for k, v in p.values.items()))]
-            for p in problems
+            for p in problems[: tables.FLAGS_SHOWN]
         ]  # fmt: skip
+        if (hidden := len(problems) - tables.FLAGS_SHOWN) > 0:
+            rows.append([more(6, f"… {hidden:,} more runs: every one in <a href='{escape(csv)}'>{escape(csv)}</a>")])
         return table(["run", "state", "why", "epochs", "best val acc", "config"], rows)
 
     def health(self) -> str:

@@ -23,7 +23,7 @@ from .results import Results
 
 FOLDER = "tables"
 EXTREMES = 5  # rows the page shows from each end of a long table
-FLAGS_SHOWN = 20  # run health flags the page and summary.md list, collapsed runs first
+FLAGS_SHOWN = 20  # rows of a list of runs the page shows (health flags, collapsed runs first; problems)
 
 
 def ablation_file(param: str) -> str:
@@ -31,6 +31,8 @@ def ablation_file(param: str) -> str:
 
 
 HEALTH_FILE = f"{FOLDER}/health.csv"
+STOPPED_FILE = f"{FOLDER}/stopped-by-hyperband.csv"
+PROBLEMS_FILE = f"{FOLDER}/problems.csv"
 
 
 def extremes(rows: list[Any], k: int = EXTREMES) -> tuple[list[Any], int, list[Any]]:
@@ -77,6 +79,12 @@ def health_table(study: Study, flags: list[Flag]) -> tuple[list[str], list[list[
                     for f in flags]  # fmt: skip
 
 
+def problem_table(study: Study, problems: list[an.Problem]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "state", "why", "epochs", "best val acc", *study.swept]
+    return header, [[p.run.id, p.run.state, p.detail, str(p.epochs), _num(p.run.objective),
+                     *(value(p.values[k]) for k in study.swept)] for p in problems]  # fmt: skip
+
+
 def _write(path: Path, header: list[str], rows: list[list[str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -86,8 +94,8 @@ def _write(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def write(study: Study, results: Results, out: Path) -> list[Path]:
-    """Every ablation with a matched setting and the run health flags, under `out` (the report
-    folder): the files the page links to."""
+    """Every ablation with a matched setting, the run health flags, the runs Hyperband stopped and the
+    problem runs, under `out` (the report folder): the files the page links to."""
     written = []
     for ab in results.ablations:
         if ab.rows:
@@ -96,4 +104,11 @@ def write(study: Study, results: Results, out: Path) -> list[Path]:
     if results.evidence.health:
         written.append(out / HEALTH_FILE)
         _write(written[-1], *health_table(study, results.evidence.health))
+    for file, problems in (
+        (STOPPED_FILE, results.diagnostics.hyperband),
+        (PROBLEMS_FILE, results.diagnostics.problems),
+    ):
+        if problems:
+            written.append(out / file)
+            _write(written[-1], *problem_table(study, problems))
     return written

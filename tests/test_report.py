@@ -232,6 +232,8 @@ def test_report_renders_in_headless_chromium_without_errors(report):
     out, _ = report
     shot = out / "screenshot.png"
     with open_page((out / "report.html").resolve().as_uri()) as page:
+        # plotly.js is unpacked after the page loads: wait for the plot to be drawn, not for a clock
+        assert page.evaluate("window.parallelDrawn.then(() => true)")
         assert page.errors() == []
         plot = "#parallel-plot"
         assert page.evaluate(f"document.querySelectorAll('{plot} svg.main-svg').length") > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 from fcn_sweep.config import RunConfig, config_key
@@ -41,6 +42,25 @@ def test_a_sweep_stopped_before_any_run_finished_reports_so(tmp_path):
     line = "none of the 3 run attempts ended with a score (pending 3); report again once runs have finished."
     assert f"**Nothing has finished yet:** {line}" in md and f"Nothing has finished yet: {line}" in html
     assert "No ablation" not in md and "Best config" not in md
+    # the one thing to know opens the summary, in both (docs/report.md promises it)
+    bullets = [x for x in md.splitlines() if x.startswith("- ")]
+    assert bullets[0].startswith("- **Nothing has finished yet:**"), bullets
+    summary = re.search(r"<ul class='headline'><li>(.*?)</li>", html).group(1)
+    assert summary.startswith("<span class='caveat'>Nothing has finished yet:"), summary
+    # and no sentence about runs and epochs that are not there
+    assert "0 runs that trained" not in html and "( epochs)" not in html
+    assert "No run has trained its full budget yet: nothing to compare." in html
+    assert "0 figures in" in r.stdout
+
+
+def test_a_report_of_one_figure_says_figure(tmp_path):
+    write_run(tmp_path / "runs", "only", RunConfig(), {"status": "finished", "best_val_acc": 0.8,
+                                                       "test_acc_at_best": 0.79, "params": 10})  # fmt: skip
+    row = {"epoch": 1, "train/loss": 0.5, "train/acc": 0.8, "val/loss": 0.5, "val/acc": 0.8}
+    (tmp_path / "runs" / "only" / "metrics.jsonl").write_text(json.dumps(row) + "\n")  # its curves: one figure
+    r = cli("report", str(tmp_path / "runs"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert f"1 figure in {tmp_path / 'out' / 'figures'}" in r.stdout
 
 
 def test_a_study_where_every_run_diverged_or_crashed_says_nothing_finished(tmp_path):

@@ -1,5 +1,6 @@
 """`fcn-sweep bench`: the training step against a tutorial loop, the device's floor and its FLOP
-rate, packed at several K; `fcn-sweep bench store`: the sweep store on SQLite and PostgreSQL."""
+rate, packed at several K; `fcn-sweep bench store`: the sweep store on SQLite and PostgreSQL;
+`fcn-sweep bench report`: the study report on the grid's 5,832 runs."""
 
 from __future__ import annotations
 
@@ -57,6 +58,27 @@ def cmd_bench_store(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def cmd_bench_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}")
+    for flag, path in (("--study", args.study), ("--from", args.template)):
+        if path is not None and not Path(path).is_dir():
+            raise UsageError(f"{flag} {path}: no such directory")
+    if args.template is not None and not (Path(args.template) / "config.json").is_file():
+        raise UsageError(f"--from {args.template}: not a run directory (no config.json)")
+    from ..bench.study import bench_report
+    from ..report import StudyError
+
+    study = Path(args.study) if args.study else None
+    template = Path(args.template) if args.template else None
+    try:
+        lines = bench_report(study, template, args.levels, args.repeats)
+    except (StudyError, RuntimeError) as e:
+        raise UsageError(str(e)) from None
+    print("\n".join(lines))
+    return 0
+
+
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     def positive(text: str) -> int:
         if not text.isdigit() or int(text) < 1:
@@ -83,7 +105,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matmul-precision", default="highest", help="highest (fp32, default) or high (TF32 on a GPU)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
     p.set_defaults(func=cmd_bench)
-    what = p.add_subparsers(dest="what", metavar="store")
+    what = p.add_subparsers(dest="what", metavar="store | report")
     s = what.add_parser(
         "store",
         allow_abbrev=False,
@@ -93,6 +115,21 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--store", metavar="URL", help="a PostgreSQL server to create scratch databases on")
     s.set_defaults(func=cmd_bench_store)
+    r = what.add_parser(
+        "report",
+        allow_abbrev=False,
+        help="fcn-sweep report on the grid's 5,832 runs (synthetic, from one real run): seconds per stage, page size",
+        description="Writes a synthetic study of sweeps/grid.yaml's configs from one real run directory (trained "
+        "here in a few seconds, or --from), and times `fcn-sweep report` on it: wall clock and CPU seconds per "
+        "stage, the load average beside them (a shared machine's wall clock is only as good as its load), and the "
+        "size of report.html.",
+    )
+    r.add_argument("--study", metavar="DIR", help="time the report of this study instead (a sweep or run folder)")
+    r.add_argument("--from", dest="template", metavar="RUN_DIR", help="the real run directory to copy (default: "
+                   "train one)")  # fmt: skip
+    r.add_argument("--levels", type=positive, help="keep the first N values of each swept parameter (a smaller grid)")
+    r.add_argument("--repeats", type=positive, default=2, help="reports timed, one after another (default: 2)")
+    r.set_defaults(func=cmd_bench_report)
 
 
 PARSERS = (_bench_parser,)

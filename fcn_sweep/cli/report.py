@@ -39,6 +39,7 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
     import time
 
+    from ..formatting import plural
     from ..report import StudyError, build
     from ..report.load import store_source
 
@@ -70,7 +71,7 @@ def cmd_report(args: argparse.Namespace, extra: Sequence[str]) -> int:
         report = build(source, out, split(args.ablate) or None, split(args.runs), args.top, args.curves)
     except StudyError as e:
         raise UsageError(str(e)) from None
-    print(f"{report.html}\n{report.summary}\n{len(report.figures)} figures in {report.out / 'figures'}")
+    print(f"{report.html}\n{report.summary}\n{plural(len(report.figures), 'figure')} in {report.out / 'figures'}")
     print(f"report written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 

@@ -110,11 +110,12 @@ class Ablation:
     wins: dict[Any, int]  # rows in which the value scored best
 
 
-def ablation(study: Study, param: str) -> Ablation:
+def ablation(study: Study, param: str, entries: list[Entry] | None = None) -> Ablation:
     """Runs identical in every swept parameter but `param`, side by side: one row per setting of the
-    others that was run with at least two values of `param`."""
+    others that was run with at least two values of `param`. `entries`: `configs(study)`, where the
+    caller has them already."""
     others = [p for p in study.swept if p != param]
-    entries = configs(study)
+    entries = configs(study) if entries is None else entries
     order = levels(study, param, [r for e in entries for r in e.runs])
     if not order:  # nothing has a score yet: nothing to set side by side
         return Ablation(param, [], None, [], {}, {})

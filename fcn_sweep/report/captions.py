@@ -74,8 +74,20 @@ def curves(runs: list[RunRecord], labels: list[str]) -> str:
     )
 
 
-def ablation(ab: an.Ablation, partner: Axis | None = None) -> str:
+def ablation(ab: an.Ablation, partner: Axis | None = None, shown: int | None = None) -> str:
+    """`shown`: how many matched settings the figure draws as lines (all of them when None)."""
     best = max(ab.wins, key=ab.wins.get)
+    n = len(ab.rows)
+    lines = f"one grey line per such setting ({n}), "
+    if shown is not None and shown < n:
+        lines = f"a random sample of {shown} of the {n} such settings as faint grey lines, "
+    spread = (
+        f" Right: every setting's difference from {formatting.value(ab.reference)} per value"
+        + (f" and level of {partner.name} (colours as on the left)" if partner else "")
+        + " (box: the middle half, the bar across it the median; whiskers: 5th to 95th percentile)."
+        if shown is not None and shown < n
+        else ""
+    )
     deltas = "; ".join(
         f"{formatting.value(v)} {s.mean:+.4f}" + (f" ± {s.std:.4f}" if s.n > 1 else "")
         for v, s in ab.mean_delta.items()
@@ -83,14 +95,16 @@ def ablation(ab: an.Ablation, partner: Axis | None = None) -> str:
     )
     return (
         f"Best validation accuracy (mean over seeds) for each value of {ab.param}, with every other swept "
-        f"parameter held fixed: one grey line per such setting ({len(ab.rows)}), "
+        f"parameter held fixed: {lines}"
         + (
-            f"the coloured lines their mean at each level of {partner.name}, as the effect of {ab.param} depends "
-            f"on it (see Interactions). {formatting.value(best)} scores best in {ab.wins[best]} of {len(ab.rows)}."
+            f"the coloured lines the mean over all of them at each level of {partner.name}, as the effect of "
+            f"{ab.param} depends on it (see Interactions). {formatting.value(best)} scores best in {ab.wins[best]} "
+            f"of {n}."
             if partner
-            else f"the red line their mean. {formatting.value(best)} scores best in {ab.wins[best]} of "
-            f"{len(ab.rows)}; mean difference from {formatting.value(ab.reference)}: {deltas or 'n/a'}."
+            else f"the red line the mean over all of them. {formatting.value(best)} scores best in {ab.wins[best]} "
+            f"of {n}; mean difference from {formatting.value(ab.reference)}: {deltas or 'n/a'}."
         )
+        + spread
     )
 
 

@@ -48,7 +48,7 @@ def full_budget(study: Study) -> Basis:
     done = study.done
     runs = [r for r in done if not cut_short(r)]
     epochs = sorted({r.config.epochs for r in runs})
-    budget = f"their full budgets ({', '.join(map(str, epochs))} epochs)"
+    budget = f"their full budgets ({', '.join(map(str, epochs))} epochs)" if epochs else "their full budgets"
     if len(epochs) == 1:
         budget = f"their full {_n(epochs[0], 'epoch')}"
     cut = len(done) - len(runs)

@@ -7,6 +7,7 @@ nothing to show there (no swept parameter, no run that counts). `render` saves t
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ matplotlib.use("Agg")  # before pyplot: headless machines and CI have no display
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.ticker import FuncFormatter, NullFormatter
+from PIL import Image
 
 from .. import formatting
 from . import analysis as an
@@ -34,6 +37,10 @@ CMAP = "viridis"  # perceptually uniform and colour-blind safe; also the HTML's 
 # Curves: train dashed, validation solid, the same colour per run across panels.
 CURVE_PANELS = (("loss", "loss"), ("acc", "accuracy"))
 SPLITS = (("train", "--"), ("val", "-"))
+# Matched settings an ablation figure draws as lines; beyond, a sample and the spread of all. Besides
+# the ink, a legend's "best" place is found against every point drawn: seconds over thousands of lines.
+LINES = 60
+THIN_ABOVE = 500  # runs above which the parallel coordinates' lines are drawn thin
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,12 @@ def draw_parallel(axes: list[an.Axis], runs: list[RunRecord]) -> plt.Figure | No
     obj = np.array(axes[-1].values)
     norm = plt.Normalize(obj.min(), obj.max() if obj.max() > obj.min() else obj.min() + 1e-9)
     cmap = plt.get_cmap(CMAP)
-    for i in np.argsort(obj):  # best drawn last, on top
-        ax.plot(range(n), ys[i], color=cmap(norm(obj[i])), alpha=0.75, lw=1.4)
+    order = np.argsort(obj)  # best drawn last, on top
+    # one collection, not one artist per run: thousands of runs draw in the time of a few
+    xs = np.broadcast_to(np.arange(n, dtype=float), ys.shape)
+    lines = LineCollection(np.stack([xs, ys], axis=-1)[order], colors=cmap(norm(obj[order])), alpha=0.75,
+                           linewidths=1.4 if len(runs) <= THIN_ABOVE else 0.6)  # fmt: skip
+    ax.add_collection(lines)
     for j, (a, (lo, span)) in enumerate(zip(axes, scale, strict=True)):
         ax.axvline(j, color="0.3", lw=0.8)
         ticks = a.tickvals or list(np.linspace(lo, lo + span, 5))
@@ -170,16 +181,57 @@ def _row_means(ab: an.Ablation, rows: list[an.AblationRow]) -> list[float]:
             for v in ab.levels]  # fmt: skip
 
 
+def shown_rows(ab: an.Ablation) -> list[an.AblationRow]:
+    """The matched settings drawn as lines: all of them, or a fixed random sample of LINES where there
+    are more (thousands of lines are ink, not information; the spread panel shows them all)."""
+    if len(ab.rows) <= LINES:
+        return ab.rows
+    pick = np.random.default_rng(0).choice(len(ab.rows), LINES, replace=False)
+    return [ab.rows[k] for k in sorted(pick)]
+
+
+def _spread_panel(ax, ab: an.Ablation, partner: Axis | None) -> None:
+    """Every matched setting's difference from the reference value, per value (and per level of the
+    partner it interacts with, in the left panel's colours): the distribution, drawn at a cost that
+    does not grow with the number of settings."""
+    groups = [(None, ab.rows)]
+    if partner is not None:
+        groups = [(k, [r for r in ab.rows if partner.index(r.context[partner.name]) == k])
+                  for k in range(len(partner.keys))]  # fmt: skip
+    others = [v for v in ab.levels if v != ab.reference]
+    width = 0.7 / len(groups)
+    for g, (k, rows) in enumerate(groups):
+        color = "0.2" if k is None else plt.get_cmap("tab10")(k % 10)
+        for i, v in enumerate(others):
+            d = np.array([r.delta[v] for r in rows if r.delta.get(v) is not None])
+            if len(d):
+                ax.boxplot([d], positions=[i + (g - (len(groups) - 1) / 2) * width], widths=0.8 * width,
+                           whis=(5, 95), showfliers=False, manage_ticks=False,
+                           boxprops={"color": color}, whiskerprops={"color": color}, capprops={"color": color},
+                           medianprops={"color": "#d62728" if k is None else color, "lw": 2})  # fmt: skip
+    ax.set_xticks(range(len(others)), [formatting.value(v) for v in others])
+    ax.set_xlim(-0.6, len(others) - 0.4)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xlabel(ab.param)
+    ax.set_ylabel(f"Δ vs {formatting.value(ab.reference)}, per setting")
+
+
 def draw_ablation(ab: an.Ablation, partner: Axis | None = None) -> plt.Figure | None:
     """One grey line per matched setting and their mean in red; where the parameter interacts with
-    `partner`, one mean per level of it instead, as one mean over both would hide the difference."""
+    `partner`, one mean per level of it instead, as one mean over both would hide the difference.
+    Beyond LINES settings, a sample of them drawn faint, and beside it the spread of every setting's
+    difference from the reference value."""
     if not ab.rows:
         return None
-    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    many = len(ab.rows) > LINES
+    fig, axs = plt.subplots(1, 2 if many else 1, figsize=(11 if many else 6.5, 2.8), squeeze=False)
+    ax = axs[0, 0]
     xs = range(len(ab.levels))
-    for row in ab.rows:
+    for row in shown_rows(ab):
         pts = [(k, row.val[v].mean) for k, v in enumerate(ab.levels) if v in row.val]
-        ax.plot(*zip(*pts, strict=True), "o-", color="0.65", lw=1, ms=3)
+        ax.plot(*zip(*pts, strict=True), "o-", color="0.65", lw=1, ms=3, alpha=0.35 if many else 1)
+    if many:
+        _spread_panel(axs[0, 1], ab, partner)
     if partner is None:
         ax.plot(xs, _row_means(ab, ab.rows), "o-", color="#d62728", lw=2.5, ms=6, label="mean over the rows")
     for k, label in enumerate(partner.labels if partner else []):
@@ -244,8 +296,12 @@ def save(fig: plt.Figure | None, out: Path, name: str, title: str, caption: Call
     if fig is None:
         return None
     path = out / f"{name}.png"
-    fig.savefig(path, dpi=DPI)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI)
     plt.close(fig)
+    # A palette of 256 colours looks the same on these plots at a quarter of the bytes, and every
+    # PNG is inlined in report.html as well.
+    Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
     return Figure(name, title, caption(), path)
 
 
@@ -286,7 +342,7 @@ def render(study: Study, results: Results, out: Path) -> dict[str, Figure]:
             out,
             f"ablation-{ab.param}",
             f"Ablation: {ab.param}",
-            lambda ab=ab: captions.ablation(ab, _partner(results, ab.param)),
+            lambda ab=ab: captions.ablation(ab, _partner(results, ab.param), len(shown_rows(ab))),
         )
         for ab in results.ablations
     ]

@@ -1,7 +1,8 @@
 """report.html: one self-contained file that opens from disk with no network.
 
-plotly.js is inlined once (the interactive parallel coordinates need it); the other figures are the
-very PNGs written beside the report, embedded as data URIs so the HTML and the PNGs never differ.
+plotly.js is inlined once, gzipped (plotly_embed.py; the interactive parallel coordinates need it);
+the other figures are the very PNGs written beside the report, embedded as data URIs so the HTML and
+the PNGs never differ. Long tables show their extremes and link the whole table (tables.py).
 Links to run directories are relative, so the report folder can move together with its sweep.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..formatting import metric, plural, pm, value
 from . import analysis as an
-from . import captions, caveats
+from . import captions, caveats, plotly_embed, tables
 from . import evidence as ev
 from .fidelity import Basis
 from .figures import CMAP, Figure
@@ -68,6 +69,11 @@ def table(header: list[str], rows: list[list[str]], classes: list[str] | None = 
 
 def num(text: str) -> str:
     return f"<td class='num'>{text}</td>"
+
+
+def more(columns: int, text: str) -> str:
+    """A row across the table saying what was left out of the page and where it is."""
+    return f"<td class='note' colspan='{columns}'>{text}</td>"
 
 
 class Page:
@@ -124,41 +130,15 @@ class Page:
                 f"{escape(r.basis.describe)})."
             )
         items += [escape(line) for line in captions.stop_lines(r.diagnostics)]
-        items += [f"<span class='caveat'>{escape(c)}</span>" for c in caveats.summary(s, r)]
+        said = [f"<span class='caveat'>{escape(c)}</span>" for c in caveats.summary(s, r)]
+        items = said + items if r.finished_nothing else items + said  # nothing finished: say so first
         return "<ul class='headline'>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
 
     def parallel(self) -> str:
         axes, runs = an.parallel_axes(self.study)
         if len(axes) < 2 or not runs:
             return "<p class='note'>Nothing swept, or no run with a score: no parallel coordinates.</p>"
-        import plotly.graph_objects as go
-
-        dims = []
-        for a in axes:
-            lo, hi = min(a.values + (a.tickvals or [])), max(a.values + (a.tickvals or []))
-            d = {"label": a.label, "values": a.values, "range": [lo, hi] if hi > lo else [lo - 0.5, hi + 0.5]}
-            if a.tickvals is not None:
-                d |= {"tickvals": a.tickvals, "ticktext": a.ticktext}
-            dims.append(d)
-        obj = axes[-1].values
-        fig = go.Figure(
-            go.Parcoords(
-                line={
-                    "color": obj,
-                    "colorscale": CMAP.capitalize(),
-                    "showscale": True,
-                    "colorbar": {"title": {"text": "best val acc"}},
-                },
-                dimensions=dims,
-                labelfont={"size": 13},
-                tickfont={"size": 11},
-            )
-        )
-        fig.update_layout(margin={"l": 70, "r": 40, "t": 60, "b": 30}, paper_bgcolor="white")
-        plot = fig.to_html(
-            full_html=False, include_plotlyjs=False, div_id="parallel-plot",
-            config={"displaylogo": False, "responsive": True},
-        )  # fmt: skip
+        plot = plotly_embed.parallel(axes, CMAP.capitalize())
         f = self.figures.get("parallel")
         caption = (
             f"<figcaption><b>Parallel coordinates.</b> {escape(f.caption)} (static: figures/parallel.png)</figcaption>"
@@ -197,6 +177,8 @@ class Page:
         return out
 
     def importance_table(self, imp: list[Importance], basis: Basis, suffix: str) -> str:
+        if not basis.runs:
+            return "<p class='note'>No run has trained its full budget yet: nothing to compare.</p>"
         note = f"<p class='note'>Over {escape(basis.describe)}.</p>"
         if not imp:
             return note + "<p class='note'>Needs at least one swept parameter and two such runs with a score.</p>"
@@ -249,7 +231,8 @@ class Page:
                   *(f"Δ {v}<br><span class='note'>vs {vals[0]}</span>" for v in vals[1:]), "runs"]  # fmt: skip
         rows = []
         marks = self.results.evidence.ablations[ab.param].within
-        for row, near in zip(ab.rows, marks, strict=True):
+        head, hidden, tail = tables.extremes(list(zip(ab.rows, marks, strict=True)))
+        for row, near in head + tail:
             best = max(row.val, key=lambda v: row.val[v].mean)
             cells = [
                 num(("<b>" if v == best else "") + pm(row.val.get(v)) + ("</b>" if v == best else ""))
@@ -262,6 +245,10 @@ class Page:
             )
             rows.append([*(escape(value(row.context[p])) for p in others), *cells,
                          *(signed(row.delta.get(v), near.get(v, False)) for v in ab.levels[1:]), runs])  # fmt: skip
+        csv = escape(tables.ablation_file(ab.param))
+        if hidden:  # the middle of a long table: one click away, not in the page
+            rows.insert(len(head), [more(len(header), f"… {hidden:,} more settings between these: every one in "
+                                                      f"<a href='{csv}'>{csv}</a>")])  # fmt: skip
         split = self.results.by_level.get(ab.param)
         rows.append([*(["<b>mean Δ</b>"] + [""] * (len(others) - 1) if others else []),
                      *(num(f"wins {ab.wins[v]}") for v in ab.levels),
@@ -271,12 +258,18 @@ class Page:
             words = f"<p class='caveat'>Δ vs {vals[0]} {escape(caveats.by_level(ab.param, split))}.</p>"
         else:
             words = f"<p class='note'>{escape(caveats.ablation_intervals(ab, self.results.evidence))}</p>"
+        shown = (
+            f"the {tables.EXTREMES} best and the {tables.EXTREMES} worst of its {len(ab.rows):,} matched settings "
+            f"are shown (ranked by the row's best value), all of them in <a href='{csv}'>{csv}</a>"
+            if hidden
+            else f"every matched setting is shown (also in <a href='{csv}'>{csv}</a>)"
+        )
         intro = (
             f"<p class='note'>Each row holds every other swept parameter fixed and sets the runs with each "
             f"value of <b>{escape(ab.param)}</b> side by side (best validation accuracy, mean ± std over "
             f"seeds; the best of the row in bold). Δ is the difference from {vals[0]}; the last row gives "
-            f"how often each value was best and the mean Δ. {caveats.NEAR} marks a row's Δ inside the seed noise "
-            "(95%).</p>"
+            f"how often each value was best and the mean Δ, over every setting. {caveats.NEAR} marks a row's Δ "
+            f"inside the seed noise (95%). Here {shown}.</p>"
         )
         return title + intro + table(header, rows) + words + self.figure(f"ablation-{ab.param}")
 
@@ -301,29 +294,36 @@ class Page:
         )
         out = note + counts + "".join(f"<p>{escape(line)}</p>" for line in captions.stop_lines(d))
         if d.hyperband:
-            out += "<h3>Stopped by Hyperband</h3>" + self.problem_table(d.hyperband)
+            out += "<h3>Stopped by Hyperband</h3>" + self.problem_table(d.hyperband, tables.STOPPED_FILE)
         if d.problems:
-            out += "<h3>Problems</h3>" + self.problem_table(d.problems)
+            out += "<h3>Problems</h3>" + self.problem_table(d.problems, tables.PROBLEMS_FILE)
         return out + self.health()
 
-    def problem_table(self, problems: list[an.Problem]) -> str:
+    def problem_table(self, problems: list[an.Problem], csv: str) -> str:
+        """The first runs of a list (a Hyperband grid stops thousands), the rest one click away."""
         rows = [
             [self.link(p.run), f"<span class='state-{escape(p.run.state)}'>{escape(p.run.state)}</span>",
              escape(p.detail), num(str(p.epochs)), num(metric(p.run.objective)),
              escape(", ".join(f"{k}={value(v)}" for k, v in p.values.items()))]
-            for p in problems
+            for p in problems[: tables.FLAGS_SHOWN]
         ]  # fmt: skip
+        if (hidden := len(problems) - tables.FLAGS_SHOWN) > 0:
+            rows.append([more(6, f"… {hidden:,} more runs: every one in <a href='{escape(csv)}'>{escape(csv)}</a>")])
         return table(["run", "state", "why", "epochs", "best val acc", "config"], rows)
 
     def health(self) -> str:
         flags = self.results.evidence.health
         if not flags:
             return "<p>Run health: no run collapsed, plateaued early or overfit.</p>"
+        shown, hidden = tables.first_flags(flags)
         rows = [
             [self.link(f.run), f"<span class='flag-{f.kind}'>{escape(f.kind)}</span>", escape(f.detail),
              escape(f.run.state), escape(", ".join(f"{k}={value(f.run.value(k))}" for k in self.study.swept))]
-            for f in flags
+            for f in shown
         ]  # fmt: skip
+        if hidden:
+            csv = escape(tables.HEALTH_FILE)
+            rows.append([more(5, f"… {hidden:,} more flags: every one in <a href='{csv}'>{csv}</a>")])
         note = (
             "<p class='note'>Run health, from each run's curves: <b>collapsed</b>, val acc ended "
             f"{ev.COLLAPSE} or more below its best; <b>plateaued</b>, within {ev.PLATEAU_TOL} of its best in "
@@ -345,8 +345,6 @@ class Page:
     )
 
     def render(self) -> str:
-        import plotly.offline
-
         nav = " ".join(f"<a href='#{sid}'>{title}</a>" for sid, title, _ in self.SECTIONS)
         body = "".join(
             f"<section id='{sid}'><h2>{title}</h2>{getattr(self, method)()}</section>"
@@ -356,7 +354,7 @@ class Page:
         return (
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>Study report: {escape(self.study.name)}</title><style>{CSS}</style>"
-            f"<script>{plotly.offline.get_plotlyjs()}</script></head><body><main>"
+            f"{plotly_embed.head()}</head><body><main>"
             f"<h1>Study report: {escape(self.study.name)}</h1>"
             f"<div class='meta'>{escape(self.study.kind)} {escape(str(self.study.source))} · generated {when} "
             f"by fcn-sweep report · objective: best validation accuracy</div><nav>{nav}</nav>{body}"

@@ -125,20 +125,49 @@ def _seed_var(configs: list[an.Entry]) -> float:
     return sum(1 / e.val.n for e in configs) / len(configs) ** 2
 
 
-def pair(
-    study: Study, first: Axis, second: Axis, entries: list[an.Entry], nz: ev.Noise, pooled: bool, family: int = 0
-) -> Interaction:
-    """The table, the matched effects and the largest contrast of one crossed pair; `family` is how
-    many contrasts the whole study compares (each interval is widened for all of them)."""
+@dataclass(frozen=True)
+class Table:
+    """One crossed pair set out once: the cells, the matched effects and every estimable 2 x 2
+    contrast (its matched settings and per-setting values), before any interval is put on them."""
+
+    first: Axis
+    second: Axis
+    others: list[str]
+    settings: dict  # setting of the others -> (i, j) -> the configs there
+    mean: dict  # setting -> (i, j) -> mean of those configs
+    cells: list[list[Cell]]
+    effects: list[list[float | None]]
+    effects_b: list[list[float | None]]
+    contrasts: list[tuple]  # (a, b, held settings, per-setting contrasts, per-setting effects at b[0] and b[1])
+    spread: float | None
+    df: int | None
+    unit: str  # "configs" | "seeds": what the spread is the spread of
+    source: str  # "seeds" | "configs" | "settings"
+    pooled: bool
+
+    def var(self, es: list[an.Entry]) -> float:
+        return 1 / len(es) if self.unit == "configs" else _seed_var(es)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def tabulate(study: Study, first: Axis, second: Axis, entries: list[an.Entry], nz: ev.Noise, pooled: bool) -> Table:
+    """The table, the matched effects and the estimable contrasts of one crossed pair: the costly
+    part, done once per pair whatever number of contrasts the study's intervals are corrected for."""
     others = [p for p in study.swept if p not in (first.name, second.name)]
     # setting of the others -> (i, j) -> the configs there (several only when pooled or binned)
     settings: dict[tuple, dict[tuple[int, int], list[an.Entry]]] = defaultdict(lambda: defaultdict(list))
+    fi, si = {}, {}  # level index per value, looked up once per distinct value
     for e in entries:
         ctx = () if pooled else tuple(e.values[p] for p in others)
-        settings[ctx][first.index(e.values[first.name]), second.index(e.values[second.name])].append(e)
+        a, b = e.values[first.name], e.values[second.name]
+        i = fi[a] if a in fi else fi.setdefault(a, first.index(a))
+        j = si[b] if b in si else si.setdefault(b, second.index(b))
+        settings[ctx][i, j].append(e)
     ni, nj = len(first.keys), len(second.keys)
-    mean = {ctx: {ij: float(np.mean([e.val.mean for e in es])) for ij, es in cells.items()}
-            for ctx, cells in settings.items()}  # fmt: skip
+    mean = {ctx: {ij: _mean([e.val.mean for e in es]) for ij, es in cells.items()} for ctx, cells in settings.items()}
 
     # the noise: seeds pooled within configs; pooled cells: configs within cells; else matched settings
     if pooled:
@@ -153,29 +182,21 @@ def pair(
     def var(es: list[an.Entry]) -> float:
         return 1 / len(es) if unit == "configs" else _seed_var(es)
 
+    by_cell: dict[tuple[int, int], list[an.Entry]] = defaultdict(list)
+    for c in settings.values():
+        for ij, es in c.items():
+            by_cell[ij] += es
     cells = []
     for i in range(ni):
         row = []
         for j in range(nj):
-            es = settings[()][i, j] if pooled else [e for c in settings.values() for e in c.get((i, j), [])]
+            es = by_cell.get((i, j), [])
             half = None if spread is None or not es else _quantile(1 - ev.CONFIDENCE, df) * spread * math.sqrt(var(es))
-            m = float(np.mean([e.val.mean for e in es])) if es else None
+            m = _mean([e.val.mean for e in es]) if es else None
             row.append(Cell(m, len(es), sum(e.val.n for e in es), half))
         cells.append(row)
     effects = [[0.0 if i == 0 else _matched(mean, (i, j), (0, j)) for i in range(ni)] for j in range(nj)]
     effects_b = [[0.0 if j == 0 else _matched(mean, (i, j), (i, 0)) for j in range(nj)] for i in range(ni)]
-
-    def result(verdict: str, why: str = "", contrast: Contrast | None = None, compared: int = 0) -> Interaction:
-        words = {"seeds": "pooled seed noise", "configs": "the spread of configs within a cell",
-                 "settings": "the spread over matched settings"}[source]  # fmt: skip
-        if source == "settings" and contrast is not None and contrast.settings == 1:
-            words = "the late-epoch jitter, standing in for seed noise"
-        return Interaction(
-            (first, second), cells, effects, effects_b, contrast, compared, verdict, why, pooled, words, family
-        )
-
-    if pooled and (thin := min(c.configs for row in cells for c in row)) < MIN_CELL:
-        return result(TOO_FEW, f"a cell holds {thin} config{'s' * (thin != 1)}; {MIN_CELL} each would do")
     contrasts = []
     for a, b in itertools.product(itertools.combinations(range(ni), 2), itertools.combinations(range(nj), 2)):
         four = [(a[0], b[0]), (a[1], b[0]), (a[0], b[1]), (a[1], b[1])]
@@ -184,25 +205,55 @@ def pair(
             continue
         at = [[mean[c][four[1]] - mean[c][four[0]] for c in held], [mean[c][four[3]] - mean[c][four[2]] for c in held]]
         contrasts.append((a, b, held, [y - x for x, y in zip(*at, strict=True)], at))
-    if not contrasts:
+    return Table(first, second, others, settings, mean, cells, effects, effects_b, contrasts, spread, df, unit,
+                 source, pooled)  # fmt: skip
+
+
+def pair(
+    study: Study, first: Axis, second: Axis, entries: list[an.Entry], nz: ev.Noise, pooled: bool, family: int = 0
+) -> Interaction:
+    """The table, the matched effects and the largest contrast of one crossed pair; `family` is how
+    many contrasts the whole study compares (each interval is widened for all of them)."""
+    return judge(tabulate(study, first, second, entries, nz, pooled), family)
+
+
+def judge(t: Table, family: int = 0) -> Interaction:
+    """The largest contrast of a tabulated pair and its verdict, its interval widened for `family`
+    contrasts (or its own number, where that is more)."""
+    first, second, cells, mean, settings = t.first, t.second, t.cells, t.mean, t.settings
+    ni, nj = len(first.keys), len(second.keys)
+    spread, df, source, pooled = t.spread, t.df, t.source, t.pooled
+
+    def result(verdict: str, why: str = "", contrast: Contrast | None = None, compared: int = 0) -> Interaction:
+        words = {"seeds": "pooled seed noise", "configs": "the spread of configs within a cell",
+                 "settings": "the spread over matched settings"}[source]  # fmt: skip
+        if source == "settings" and contrast is not None and contrast.settings == 1:
+            words = "the late-epoch jitter, standing in for seed noise"
+        return Interaction(
+            (first, second), cells, t.effects, t.effects_b, contrast, compared, verdict, why, pooled, words, family
+        )
+
+    if pooled and (thin := min(c.configs for row in cells for c in row)) < MIN_CELL:
+        return result(TOO_FEW, f"a cell holds {thin} config{'s' * (thin != 1)}; {MIN_CELL} each would do")
+    if not t.contrasts:
         missing = [f"{first.labels[i]} / {second.labels[j]}" for i in range(ni) for j in range(nj)
                    if not cells[i][j].configs]  # fmt: skip
         why = (
             f"no config has {', '.join(missing)}"
             if missing
-            else (f"no setting of {', '.join(others)} holds both levels of each")
+            else (f"no setting of {', '.join(t.others)} holds both levels of each")
         )
         return result(NOT_ESTIMABLE, why)
-    alpha = (1 - ev.CONFIDENCE) / max(family, len(contrasts))
+    alpha = (1 - ev.CONFIDENCE) / max(family, len(t.contrasts))
     judged = []
-    for a, b, held, per, at in contrasts:
-        at = (float(np.mean(at[0])), float(np.mean(at[1])))
-        value = float(np.mean(per))
+    for a, b, held, per, at in t.contrasts:
+        at = (_mean(at[0]), _mean(at[1]))
+        value = _mean(per)
         if source == "settings" and len(held) > 1:  # no repeats: the matched settings' own spread
             half = _quantile(alpha, len(held) - 1) * float(np.std(per, ddof=1)) / math.sqrt(len(held))
         elif spread is not None:
-            units = sum(var(settings[c][ij]) for c in held for ij in ((a[0], b[0]), (a[1], b[0]), (a[0], b[1]),
-                                                                       (a[1], b[1])))  # fmt: skip
+            units = sum(t.var(settings[c][ij]) for c in held for ij in ((a[0], b[0]), (a[1], b[0]), (a[0], b[1]),
+                                                                         (a[1], b[1])))  # fmt: skip
             half = _quantile(alpha, df) * spread * math.sqrt(units) / len(held)
         else:
             half = None
@@ -245,8 +296,9 @@ def interactions(
             crossed.append((first, second))
     # the intervals are corrected for every contrast the study compares, not only the pair's own:
     # among many pairs, one beyond a 95% interval by chance is to be expected
-    family = sum(pair(study, a, b, entries, nz, pooled).compared for a, b in crossed)
-    out += [pair(study, a, b, entries, nz, pooled, family) for a, b in crossed]
+    tables = [tabulate(study, a, b, entries, nz, pooled) for a, b in crossed]
+    family = sum(judge(t).compared for t in tables)
+    out += [judge(t, family) for t in tables]
     return sorted(out, key=lambda x: (not x.named, -abs(x.contrast.value) if x.contrast else 0))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,16 @@ class RunRecord:
         """Counts in the analysis: a final state with a score (an interrupted attempt was re-run)."""
         return self.state not in NOT_DONE and self.stop_reason != "interrupted" and self.objective is not None
 
+    @cached_property
+    def _values(self) -> dict[str, Any]:
+        return {}
+
     def value(self, name: str) -> Any:
-        return axis_value(self.config, name)
+        # asked for millions of times in a study of thousands of runs: each value labelled once
+        found = self._values
+        if name not in found:
+            found[name] = axis_value(self.config, name)
+        return found[name]
 
 
 @dataclass(frozen=True)
@@ -84,14 +93,20 @@ class Study:
         if not self.name:
             object.__setattr__(self, "name", self.source.resolve().name)
 
-    @property
+    @cached_property
     def done(self) -> list[RunRecord]:
+        """The runs that count (computed once: a study's runs do not change once loaded)."""
         return [r for r in self.runs if r.done]
+
+    @cached_property
+    def _by_id(self) -> dict[str, RunRecord]:
+        return {r.id: r for r in self.runs}
 
     def run(self, run_id: str) -> RunRecord:
         """By full id, or by an unambiguous ending (the random hex part of an id is enough)."""
-        exact = [r for r in self.runs if r.id == run_id]
-        matches = exact or [r for r in self.runs if r.id.endswith(run_id)]
+        if run_id in self._by_id:
+            return self._by_id[run_id]
+        matches = [r for r in self.runs if r.id.endswith(run_id)]
         if len(matches) != 1:
             why = "matches several runs" if matches else "is not a run of this study"
             raise StudyError(f"run id {run_id!r} {why}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..formatting import plural, pm, value
 from . import analysis as an
-from . import captions, caveats
+from . import captions, caveats, tables
 from .figures import Figure
 from .importance import Importance
 from .load import Study
@@ -38,6 +38,9 @@ def ranked(imp: list[Importance]) -> str:
 
 def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
     out = [f"# Study report: {study.name}", ""]
+    caveat = [f"- **{c.split(':', 1)[0]}:**{c.split(':', 1)[1]}" for c in caveats.summary(study, results)]
+    if results.finished_nothing:  # the one thing to know opens the summary, before any count
+        out, caveat = out + caveat, []
     counts = ", ".join(f"{k} {v}" for k, v in results.diagnostics.counts.items() if v)
     out.append(f"- {plural(len(study.runs), 'run attempt')} ({counts}); swept: {', '.join(study.swept) or 'nothing'}.")
     if results.leaderboard:
@@ -68,7 +71,7 @@ def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
                 f"{value(ab.reference)}: {deltas}; wins: {wins}." + caveats.ablation_intervals(ab, results.evidence)
             )
     out += [f"- {line}" for line in captions.stop_lines(results.diagnostics)]
-    out += [f"- **{c.split(':', 1)[0]}:**{c.split(':', 1)[1]}" for c in caveats.summary(study, results)]
+    out += caveat
     nz = results.evidence.noise
     if results.leaderboard:
         out += ["", "## Leaderboard", ""]
@@ -104,11 +107,15 @@ def render(study: Study, results: Results, figures: dict[str, Figure]) -> str:
             out += ["", f"Config means (mean over seeds, then over the other parameters), {' × '.join(x.params)}:", ""]
             out += md_table(*caveats.means_table(x))
     if results.evidence.health:
+        shown, hidden = tables.first_flags(results.evidence.health)
         out += ["", "## Run health", ""]
         out += md_table(
             ["run", "flag", "what happened", "status"],
-            [[an.short_id(f.run.id), f.kind, f.detail, f.run.state] for f in results.evidence.health],
+            [[an.short_id(f.run.id), f.kind, f.detail, f.run.state] for f in shown],
         )
+        if hidden:
+            out += ["", f"{plural(len(results.evidence.health), 'flag')} in all; {hidden} not shown here: every one in "
+                        f"[{tables.HEALTH_FILE}]({tables.HEALTH_FILE})."]  # fmt: skip
     out += ["", "## Figures", ""]
     for f in figures.values():
         out += [f"![{f.title}](figures/{f.path.name})", "", f"*{f.title}.* {f.caption}", ""]

@@ -45,7 +45,8 @@ def _raw(study: Study, name: str) -> list[Any]:
     """The values a sweep file lists for a parameter: as RunConfig takes them, in display order."""
     raw = {}
     for r in study.done:
-        raw.setdefault(r.value(name), r.config.to_dict()[name])
+        if (v := r.value(name)) not in raw:  # to_dict once per value, not once per run
+            raw[v] = r.config.to_dict()[name]
     return [raw[v] for v in levels(study, name, study.done)]
 
 

@@ -50,7 +50,7 @@ def analyse(study: Study, ablate: list[str], named: list[RunRecord], top: int = 
     imp = im.importance(study, basis, found)
     rank = {i.name: k for k, i in enumerate(imp)}
     # the parameter that matters most first: that is the ablation a reader wants to see
-    ablations = [an.ablation(study, p) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))]
+    ablations = [an.ablation(study, p, entries) for p in sorted(ablate, key=lambda p: rank.get(p, len(rank)))]
     evidence = ev.assess(study, entries, ablations, found)
     # a run that trained badly is shown, whether or not it ranks
     picked = an.curve_runs(study, curves, [*named, *(f.run for f in evidence.health if f.kind == "collapsed")])

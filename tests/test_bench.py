@@ -42,7 +42,9 @@ def test_bench_reports_each_variant_against_the_device_limit(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("fcn-sweep bench: 32 batch norm, dropout 0.3, adam, batch 64; 2 steps x 1 repeats")
+    assert out.startswith(
+        "fcn-sweep bench: 32 batch norm, dropout 0.3, adam, batch 64, matmul precision highest; 2 steps x 1 repeats"
+    )
     assert re.search(rf"^peak: 1024x1024 fp32 matmul {NUMBER} GFLOP/s", out, flags=re.M), out
     rows = {}
     for variant in ("naive", "project", "floor", "floor+update", "packed 2"):
@@ -84,6 +86,9 @@ def test_bench_refuses_bad_arguments_with_exit_code_2_and_one_line():
         proc = cli("bench", "--device=cpu", f"--pack={bad}")
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "--pack" in lines[0] and "1,16,128" in lines[0], bad
+    proc = cli("bench", "--device=cpu", "--matmul-precision=medium")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "highest, high" in lines[0]
 
 
 def test_pack_lists_parse_to_sorted_distinct_sizes():

@@ -150,17 +150,24 @@ def test_a_server_restart_mid_sweep_loses_no_slot_and_trains_none_twice(server, 
 
 @needs_data
 def test_every_connection_terminated_mid_run_loses_no_slot_and_trains_none_twice(server, tmp_path):
-    url = new_sweep(server, tmp_path, slots=4, epochs=6)
+    url = new_sweep(server, tmp_path, slots=4, epochs=10)
     procs = [start_worker(url, tmp_path / "out", f"w{i}", FCN_SWEEP_HOST=f"host{i}") for i in range(2)]
     workers = [pid for p in procs for pid in processes.group(p.pid)]
     seen: set[tuple[str, int]] = set()
-    for _ in range(3):
-        # A run in flight at an epoch not seen before: the workers are connected again since the
-        # last cut. Frozen, they cannot finish the sweep between that look and the cut.
-        (run,) = wait_until(lambda: [r for r in mid_run(url) if (r.id, r.epoch) not in seen][:1], "a new epoch")
-        seen.add((run.id, run.epoch))
+
+    def cut() -> list | None:
+        """With the workers frozen (nothing changes between the look and the cut): a run in flight at
+        an epoch not seen before, and connections of theirs to cut. None, and they go on, if either
+        is missing (a worker that has not written since the last cut may not have reconnected)."""
         with processes.frozen(workers):
-            assert server.terminate_connections() > 0
+            fresh = [r for r in mid_run(url) if (r.id, r.epoch) not in seen]
+            if not fresh or server.terminate_connections() == 0:
+                return None
+        seen.update((r.id, r.epoch) for r in fresh)
+        return fresh
+
+    for _ in range(3):
+        wait_until(cut, "a run in flight and its worker connected")
     assert finish(procs) == [0, 0], [(tmp_path / "out" / f"w{i}.err").read_text() for i in range(2)]
     assert_every_slot_done_once(url).close()
     errors = "".join((tmp_path / "out" / f"w{i}.err").read_text() for i in range(2))

@@ -93,8 +93,10 @@ def service_gone(error: BaseException) -> bool:
     """Whether a W&B call failed because the W&B service process has ended: SLURM's scancel (and a
     time limit's kill) signals every process of a task, the service this process started included,
     which ends at once whatever the signal's disposition (it is a Go program)."""
-    from wandb.sdk.mailbox import HandleAbandonedError, MailboxClosedError
-
+    try:  # wandb's own errors for a service that went away: private names, which an older wandb may lack
+        from wandb.sdk.mailbox import HandleAbandonedError, MailboxClosedError
+    except ImportError:
+        return isinstance(error, ConnectionError)
     return isinstance(error, ConnectionError | MailboxClosedError | HandleAbandonedError)
 
 

@@ -130,7 +130,11 @@ def test_the_process_wandb_agent_starts_trains_and_logs_the_proposed_config(tmp_
     (epoch,) = [row for row in logged.history if "val/acc" in row]
     assert epoch["epoch"] == 1 and {"train/loss", "train/acc", "val/loss", "test/loss", "test/acc", "lr"} <= set(epoch)
     assert logged.summary["status"] == "finished"
-    assert logged.summary["best_val_acc"] == epoch["val/acc"] == logged.summary["val/acc"]["max"]
+    # The objective W&B's sweep controller reads is a number in the summary, the best epoch's.
+    assert logged.summary["best_val_acc"] == epoch["val/acc"] == logged.summary["val/acc"]
+    # What the agent's log gets from a run: no progress bar redrawn into it, no requirements.txt built.
+    assert "\r" not in proc.stderr and "epoch/s" not in proc.stderr, proc.stderr[-2000:]
+    assert not (offline / "files" / "requirements.txt").exists()
     assert logged.summary["test_acc_at_best"] == epoch["test/acc"] and logged.summary["params"] > 0
     (artifact,) = logged.artifacts
     assert artifact.type == "model" and set(artifact.aliases) >= {"best", "latest"}
@@ -180,7 +184,37 @@ def test_sigterm_stops_the_run_promptly_and_keeps_the_best_model(tmp_path):
     assert summary["status"] == "stopped" and logged <= summary["epochs_run"] <= logged + 1, (logged, summary)
     assert (run_dir / "model.safetensors").exists()
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    assert OfflineRun(offline).summary["status"] == "stopped"
+    logged = OfflineRun(offline)
+    assert logged.summary["status"] == "stopped"
+    # The summary's objective is the best epoch's number, not the last epoch's nor {"max": ...}.
+    assert logged.summary["val/acc"] == max(row["val/acc"] for row in logged.history if "val/acc" in row)
+
+
+def test_a_run_under_wandb_agent_leaves_its_project_to_the_sweep_and_skips_requirements(tmp_path, monkeypatch):
+    """W&B ignores a project given to `wandb.init` inside a sweep, with a warning in every run's log
+    (silenced offline, so the call itself is watched); and sweep runs share one environment, so
+    none builds requirements.txt or saves code."""
+    import wandb
+
+    from fcn_sweep import tracking
+
+    calls = []
+    real_init = wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kw: calls.append(kw) or real_init(**kw))
+    for name, value in {"WANDB_SWEEP_ID": "test", "WANDB_RUN_ID": "insweep", "WANDB_PROJECT": "swept"}.items():
+        monkeypatch.setenv(name, value)
+    rundir = tracking.RunDirTracker(tmp_path, "insweep")
+    rundir.start(RunConfig(), {})
+    tracker = tracking.WandbTracker(rundir, "offline", project="mine")
+    tracker.start(RunConfig(), {"params": 1, "device": "cpu"})
+    try:
+        (kw,) = calls
+        assert kw["project"] is None and tracker.run.project == "swept" and tracker.run.id == "insweep"
+        assert kw["settings"].x_save_requirements is False and kw["settings"].save_code is False
+    finally:
+        tracker.run.finish()
+        tracking.teardown_wandb()
+    assert not list(tmp_path.rglob("requirements.txt"))
 
 
 @needs_data

@@ -40,7 +40,9 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     if mode != "disabled":
         wb = tracking.WandbTracker(rundir, mode, project=args.project, group=args.group)
         trackers.append(wb)
-    trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
+    # A bar redraws itself many times an epoch: on a terminal that is one line, in a file (the log
+    # of `wandb agent`, which starts this with its output in its own log) a flood of them.
+    trackers.append(tracking.ProgressTracker(enabled=not args.quiet and sys.stderr.isatty()))
     print(f"run dir: {rundir.path}", file=sys.stderr)
     guard = tracking.WriteGuardTracker(tracking.Trackers(trackers), stop, rundir.path)
     try:
@@ -95,7 +97,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     p.add_argument(
         "--wandb",
         choices=WANDB_MODES,

@@ -7,8 +7,10 @@
 #
 # SWEEP_ID is ENTITY/PROJECT/ID as printed by `wandb sweep sweeps/grid.yaml`. Without --gpus, every GPU
 # that nvidia-smi lists is used; with none, one agent per --per-gpu slot on the CPU. --count N: runs per
-# agent. With --docker, WANDB_API_KEY (and WANDB_ENTITY/WANDB_PROJECT) pass from this shell at run
-# time, and runs land in ./runs through a volume. The agent binary is $FCN_SWEEP, else the repo's
+# agent. With --docker, WANDB_API_KEY, WANDB_ENTITY, WANDB_PROJECT and WANDB_BASE_URL (a self-hosted
+# W&B server) pass from this shell at run time by name (`-e NAME`: docker reads the value from its own
+# environment, so no key appears on a command line, in a log or in the image), and runs land in ./runs
+# through a volume. The agent binary is $FCN_SWEEP, else the repo's
 # .venv/bin/fcn-sweep, else fcn-sweep on PATH.
 set -euo pipefail
 
@@ -62,7 +64,7 @@ for gpu in "${slots[@]}"; do
         log="$logs/agent-$gpu-$m.log"
         if [ -n "$image" ]; then
             gpu_flag=(); [ "$gpu" = cpu ] || gpu_flag=(--gpus "device=$gpu")
-            setsid docker run --rm --init "${gpu_flag[@]}" -e WANDB_API_KEY -e WANDB_ENTITY -e WANDB_PROJECT \
+            setsid docker run --rm --init "${gpu_flag[@]}" -e WANDB_API_KEY -e WANDB_ENTITY -e WANDB_PROJECT -e WANDB_BASE_URL \
                 -v "$PWD/runs:/runs" -e FCN_SWEEP_OUT=/runs "$image" wandb-agent "${count_args[@]}" "$sweep_id" \
                 >"$log" 2>&1 &
         else

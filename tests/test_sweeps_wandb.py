@@ -312,6 +312,51 @@ def test_launch_agents_starts_m_per_gpu_and_ctrl_c_stops_them_all(tmp_path):
     assert record.read_text().splitlines().count("stopped") == 4
 
 
+STUB_DOCKER = """#!/usr/bin/env bash
+# Stands in for the docker client: records its arguments and the W&B values it would hand to the
+# container (docker reads each `-e NAME` from its own environment), then runs until told to stop.
+{ printf '%s\\n' "$@"; echo "--- env"; env | grep '^WANDB_' | sort; } > "$RECORD.part"
+mv "$RECORD.part" "$RECORD"  # whole, or not there yet
+trap 'exit 0' TERM
+while true; do sleep 0.1; done
+"""
+
+
+def test_launch_agents_docker_passes_the_wandb_server_and_key_by_name_only(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(STUB_DOCKER)
+    (bindir / "docker").chmod(0o755)
+    record = tmp_path / "record.txt"
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    wandb_env = {
+        "WANDB_API_KEY": secret,
+        "WANDB_BASE_URL": "https://wandb.example.org",
+        "WANDB_ENTITY": "me",
+        "WANDB_PROJECT": "proj",
+    }
+    launcher = subprocess.Popen(
+        [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", "--docker", "fcn-sweep:test"],
+        env={**os.environ, **wandb_env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record)},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        processes.wait_until(record.exists, "docker run to start")
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        launcher.communicate(timeout=processes.HANG_S)
+    argv, env = record.read_text().split("--- env\n")
+    argv = argv.splitlines()
+    passed = {argv[i + 1] for i, a in enumerate(argv) if a == "-e"}
+    assert set(wandb_env) <= passed  # each by name: the container gets the value docker was given
+    assert {f"{k}={v}" for k, v in wandb_env.items()} <= set(env.splitlines())
+    assert secret not in "\n".join(argv)  # never on a command line (ps), nor in the agent's log
+    assert all(secret not in f.read_text() for f in (tmp_path / "logs").rglob("*.log"))
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start W&B agents for one sweep: M agents per GPU (several small FCNs share a GPU well), bare or each
 # in the CUDA Docker image, each logging to its own file. Ctrl-C (or SIGTERM) stops them all: each
-# agent and the run it is training get SIGTERM, so runs end as `stopped` with their best model kept.
+# agent gets SIGTERM and, started with `wandb agent --forward-signals` (by `fcn-sweep wandb-agent`),
+# passes it to the run it is training (which W&B starts in a process group of its own, out of reach
+# of a signal to the agent's group) and waits for it; the run ends within a batch as `stopped` with
+# its best model kept, and this script exits once every agent has.
 #
 #   scripts/launch_agents.sh SWEEP_ID [--gpus 0,1,...] [--per-gpu M] [--count N] [--docker IMAGE] [--logs DIR]
 #
@@ -49,8 +52,10 @@ pids=()
 stop_all() {
     trap - INT TERM
     echo "launch_agents: stopping ${#pids[@]} agent(s)" >&2
-    # Each agent leads its own process group (setsid), so the run it is training gets the signal too.
+    # Each agent leads its own process group (setsid); the agent forwards the signal to its run.
     for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    # Until every agent has exited, which it does once its run has ended. (A second Ctrl-C, with the
+    # traps cleared, ends this script at once and leaves the agents to finish.)
     wait || true
     exit 130
 }

@@ -7,6 +7,7 @@ back with W&B's protobufs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -26,6 +27,7 @@ from fcn_sweep.config import RunConfig
 from . import processes
 from .conftest import REPO, needs_data
 from .wandb_records import OfflineRun
+from .wandb_server import AgentServer
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 BIN = Path(sys.executable).parent
@@ -310,6 +312,79 @@ def test_launch_agents_starts_m_per_gpu_and_ctrl_c_stops_them_all(tmp_path):
     launcher.communicate(timeout=processes.HANG_S)
     assert launcher.returncode == 130
     assert record.read_text().splitlines().count("stopped") == 4
+
+
+def descendants(root: int) -> set[int]:
+    """The living processes started (directly or not) by `root`: whatever process group they lead."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie left for its parent to reap (nor gone)."""
+    return processes._status(pid).get("State", "Z").split()[0] not in ("Z", "X")
+
+
+@needs_data
+def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_nothing_running(tmp_path):
+    """The launcher's real chain: launch_agents.sh -> fcn-sweep wandb-agent (W&B's own `wandb agent`,
+    against the local stand-in of W&B's agent API) -> the `fcn-sweep train` it starts in a process
+    group of its own. SIGTERM to the launcher must reach that run, which ends `stopped` with its
+    best model, and nothing the launcher started may outlive it."""
+    sweep = load(REPO / "sweeps" / "smoke.yaml")
+    params = {"epochs": 200, "hidden": [256], "subset": 4096}
+    run_dir = tmp_path / "runs" / "inflight"
+    with AgentServer(sweep, [("inflight", params)]) as server:
+        env = {
+            **os.environ,
+            "WANDB_BASE_URL": server.url,
+            "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+            "WANDB_MODE": "offline",
+            "FCN_SWEEP": str(BIN / "fcn-sweep"),
+            "FCN_SWEEP_OUT": str(tmp_path / "runs"),
+        }
+        launcher = subprocess.Popen(
+            [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", "--logs", "logs"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started: set[int] = set()
+        try:
+            processes.wait_until(lambda: processes.epochs_logged(run_dir) >= 1, "the run to train an epoch")
+            started = descendants(launcher.pid)
+            (run,) = [p for p in started if b"train" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
+            # Frozen until the launcher's signal has come through to it, so it is still mid-run then.
+            # (Had the agent died without passing the signal on, the kernel's SIGHUP to a stopped,
+            # orphaned process group would end the frozen run with no summary; unfrozen, as in the
+            # issue's report, it trains on to its last epoch. Either way this test fails.)
+            with processes.frozen([run]):
+                assert processes.still_training(run_dir, params["epochs"])
+                launcher.send_signal(signal.SIGTERM)
+                processes.wait_until(lambda: processes.pending(run, signal.SIGTERM), "SIGTERM to reach the run")
+            _, err = launcher.communicate(timeout=processes.HANG_S)
+        finally:
+            for pid in {launcher.pid, *started, *descendants(launcher.pid)}:  # what a failure left
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert "stopping 1 agent(s)" in err
+    assert not [pid for pid in started if alive(pid)], "processes the launcher started outlived it"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"]
+    assert (run_dir / "model.safetensors").exists()
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert OfflineRun(offline).summary["status"] == "stopped"
 
 
 STUB_DOCKER = """#!/usr/bin/env bash

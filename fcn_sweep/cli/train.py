@@ -75,7 +75,12 @@ def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep wandb-agent SWEEP_ID [--count N]")
     bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [sys.executable, "-m", "wandb", "agent", *(["--count", str(args.count)] if args.count else []), args.sweep_id]
+    # --forward-signals: W&B's agent starts each run in a process group of its own, so a signal to
+    # the agent's group (Ctrl-C, scancel, launch_agents.sh stopping) misses the run, and without the
+    # flag the agent dies on SIGTERM and leaves it training. With it, the agent passes the signal on
+    # and waits: the run ends within a batch as `stopped`, its best model kept, and the agent exits.
+    count = ["--count", str(args.count)] if args.count else []
+    cmd = [sys.executable, "-m", "wandb", "agent", "--forward-signals", *count, args.sweep_id]
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
 

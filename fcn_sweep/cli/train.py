@@ -120,7 +120,8 @@ def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
         "wandb-agent",
         allow_abbrev=False,
         help="run `wandb agent` for a sweep with this installation's fcn-sweep",
-        description="wandb agent SWEEP_ID, with this installation first on PATH (also the Docker image's agent).",
+        description="wandb agent --forward-signals SWEEP_ID, with this installation first on PATH (also the "
+        "Docker image's agent): Ctrl-C or SIGTERM reaches the run, which ends as `stopped`.",
     )
     p.add_argument("sweep_id", metavar="SWEEP_ID", help="ENTITY/PROJECT/SWEEP_ID as printed by `wandb sweep`")
     p.add_argument("--count", type=int, help="runs to execute before exiting (default: until the sweep ends)")

@@ -205,6 +205,7 @@ def test_a_run_under_wandb_agent_leaves_its_project_to_the_sweep_and_skips_requi
     monkeypatch.setattr(wandb, "init", lambda **kw: calls.append(kw) or real_init(**kw))
     for name, value in {"WANDB_SWEEP_ID": "test", "WANDB_RUN_ID": "insweep", "WANDB_PROJECT": "swept"}.items():
         monkeypatch.setenv(name, value)
+    tracking.teardown_wandb()  # W&B reads the environment when it sets up: as a fresh agent-started process
     rundir = tracking.RunDirTracker(tmp_path, "insweep")
     rundir.start(RunConfig(), {})
     tracker = tracking.WandbTracker(rundir, "offline", project="mine")

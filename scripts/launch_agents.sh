@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Start W&B agents for one sweep: M agents per GPU (several small FCNs share a GPU well), bare or each
 # in the CUDA Docker image, each logging to its own file. Ctrl-C (or SIGTERM) stops them all: each
-# agent and the run it is training get SIGTERM, so runs end as `stopped` with their best model kept.
+# agent gets SIGTERM and, started with `wandb agent --forward-signals` (by `fcn-sweep wandb-agent`),
+# passes it to the run it is training (which W&B starts in a process group of its own, out of reach
+# of a signal to the agent's group) and waits for it; the run ends within a batch as `stopped` with
+# its best model kept, and this script exits once every agent has.
 #
 #   scripts/launch_agents.sh SWEEP_ID [--gpus 0,1,...] [--per-gpu M] [--count N] [--docker IMAGE] [--logs DIR]
 #
 # SWEEP_ID is ENTITY/PROJECT/ID as printed by `wandb sweep sweeps/grid.yaml`. Without --gpus, every GPU
 # that nvidia-smi lists is used; with none, one agent per --per-gpu slot on the CPU. --count N: runs per
-# agent. With --docker, WANDB_API_KEY (and WANDB_ENTITY/WANDB_PROJECT) pass from this shell at run
-# time, and runs land in ./runs through a volume. The agent binary is $FCN_SWEEP, else the repo's
+# agent. With --docker, WANDB_API_KEY, WANDB_ENTITY, WANDB_PROJECT and WANDB_BASE_URL (a self-hosted
+# W&B server) pass from this shell at run time by name (`-e NAME`: docker reads the value from its own
+# environment, so no key appears on a command line, in a log or in the image), and runs land in ./runs
+# through a volume. The agent binary is $FCN_SWEEP, else the repo's
 # .venv/bin/fcn-sweep, else fcn-sweep on PATH.
 set -euo pipefail
 
@@ -47,8 +52,10 @@ pids=()
 stop_all() {
     trap - INT TERM
     echo "launch_agents: stopping ${#pids[@]} agent(s)" >&2
-    # Each agent leads its own process group (setsid), so the run it is training gets the signal too.
+    # Each agent leads its own process group (setsid); the agent forwards the signal to its run.
     for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    # Until every agent has exited, which it does once its run has ended. (A second Ctrl-C, with the
+    # traps cleared, ends this script at once and leaves the agents to finish.)
     wait || true
     exit 130
 }
@@ -62,7 +69,7 @@ for gpu in "${slots[@]}"; do
         log="$logs/agent-$gpu-$m.log"
         if [ -n "$image" ]; then
             gpu_flag=(); [ "$gpu" = cpu ] || gpu_flag=(--gpus "device=$gpu")
-            setsid docker run --rm --init "${gpu_flag[@]}" -e WANDB_API_KEY -e WANDB_ENTITY -e WANDB_PROJECT \
+            setsid docker run --rm --init "${gpu_flag[@]}" -e WANDB_API_KEY -e WANDB_ENTITY -e WANDB_PROJECT -e WANDB_BASE_URL \
                 -v "$PWD/runs:/runs" -e FCN_SWEEP_OUT=/runs "$image" wandb-agent "${count_args[@]}" "$sweep_id" \
                 >"$log" 2>&1 &
         else

@@ -40,7 +40,9 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     if mode != "disabled":
         wb = tracking.WandbTracker(rundir, mode, project=args.project, group=args.group)
         trackers.append(wb)
-    trackers.append(tracking.ProgressTracker(enabled=not args.quiet))
+    # A bar redraws itself many times an epoch: on a terminal that is one line, in a file (the log
+    # of `wandb agent`, which starts this with its output in its own log) a flood of them.
+    trackers.append(tracking.ProgressTracker(enabled=not args.quiet and sys.stderr.isatty()))
     print(f"run dir: {rundir.path}", file=sys.stderr)
     guard = tracking.WriteGuardTracker(tracking.Trackers(trackers), stop, rundir.path)
     try:
@@ -73,7 +75,12 @@ def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:
         raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep wandb-agent SWEEP_ID [--count N]")
     bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [sys.executable, "-m", "wandb", "agent", *(["--count", str(args.count)] if args.count else []), args.sweep_id]
+    # --forward-signals: W&B's agent starts each run in a process group of its own, so a signal to
+    # the agent's group (Ctrl-C, scancel, launch_agents.sh stopping) misses the run, and without the
+    # flag the agent dies on SIGTERM and leaves it training. With it, the agent passes the signal on
+    # and waits: the run ends within a batch as `stopped`, its best model kept, and the agent exits.
+    count = ["--count", str(args.count)] if args.count else []
+    cmd = [sys.executable, "-m", "wandb", "agent", "--forward-signals", *count, args.sweep_id]
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
 
@@ -95,7 +102,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     p.add_argument(
         "--wandb",
         choices=WANDB_MODES,
@@ -113,7 +120,8 @@ def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
         "wandb-agent",
         allow_abbrev=False,
         help="run `wandb agent` for a sweep with this installation's fcn-sweep",
-        description="wandb agent SWEEP_ID, with this installation first on PATH (also the Docker image's agent).",
+        description="wandb agent --forward-signals SWEEP_ID, with this installation first on PATH (also the "
+        "Docker image's agent): Ctrl-C or SIGTERM reaches the run, which ends as `stopped`.",
     )
     p.add_argument("sweep_id", metavar="SWEEP_ID", help="ENTITY/PROJECT/SWEEP_ID as printed by `wandb sweep`")
     p.add_argument("--count", type=int, help="runs to execute before exiting (default: until the sweep ends)")

@@ -121,10 +121,14 @@ class WandbTracker(Tracker):
     best model as an artifact. Its files live in `<run dir>/wandb/`, so an offline run is synced
     later with `wandb sync <run dir>/wandb/offline-run-*`.
 
-    `requirements=False` skips W&B's list of installed packages (requirements.txt): building it
-    scans every package's metadata, the largest part of `wandb.init`. Sweep
-    workers skip it, since every run of a sweep shares one environment and the W&B run's metadata
-    still records Python, and summary.json the torch version."""
+    `requirements=False` skips W&B's list of installed packages (requirements.txt) and code saving:
+    building the list scans every package's metadata, the largest part of `wandb.init`. Sweep
+    workers skip it, and so does a run under `wandb agent`, since every run of a sweep shares one
+    environment and the W&B run's metadata still records Python, and summary.json the torch version.
+
+    The summary's `val/acc` is the best epoch's value, a plain number: W&B's sweep controller reads
+    the summary's `val/acc` as the run's objective (with its history), and `define_metric(summary=
+    "max")` would store `{"max": ...}` there instead, which no number-reading code can use."""
 
     def __init__(
         self,
@@ -144,8 +148,10 @@ class WandbTracker(Tracker):
         import wandb
 
         in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
+        lean = in_sweep or not self.requirements
         self.run = wandb.init(
-            project=self.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            # A sweep's runs belong to the sweep's project: W&B ignores (and warns about) any other.
+            project=None if in_sweep else self.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
             # Under `wandb agent` the sweep assigns the id (WANDB_RUN_ID); elsewhere the run
             # directory's id is used, so a W&B run and its directory share one name.
             id=None if in_sweep else self.rundir.run_id,
@@ -161,12 +167,12 @@ class WandbTracker(Tracker):
                 silent=self.mode != "online",
                 console="off",
                 x_disable_stats=True,
-                x_save_requirements=self.requirements,
+                x_save_requirements=not lean,
+                save_code=False if lean else None,  # None: W&B's own default
             ),
         )
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")
-        self.run.define_metric("val/acc", step_metric="epoch", summary="max")
         self.run.summary.update({"params": info.get("params"), "device": info.get("device")})
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
@@ -176,7 +182,10 @@ class WandbTracker(Tracker):
         import wandb
 
         summary = jsonable(result.summary())
-        self.run.summary.update(summary)
+        # The objective in the summary is the best epoch's (see the class's docstring); until now
+        # it was the latest epoch's, W&B's default.
+        best = {} if summary["best_val_acc"] is None else {"val/acc": summary["best_val_acc"]}
+        self.run.summary.update({**summary, **best})
         model = self.rundir.path / "model.safetensors"
         if model.exists():
             artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata={**summary, **self.rundir.info})

@@ -41,7 +41,7 @@ class Family:
     hyperparameters as (k,) tensors with a broadcasting view of each for every parameter."""
 
     def __init__(self, name: str, rows: slice, cfgs: list[RunConfig], params, grads, moments: Moments, step: Tensor):
-        self.name, self.cfgs = name, cfgs
+        self.name, self.cfgs, self.rows = name, cfgs, rows
         cut = lambda ts: [t[rows] for t in ts]  # noqa: E731
         self.params, self.grads, self.m1, self.m2 = cut(params), cut(grads), cut(moments[0]), cut(moments[1])
         device = params[0].device
@@ -55,10 +55,14 @@ class Family:
         self.step_size, self.bc2_sqrt, self.decay = (torch.empty_like(self.lr) for _ in range(3))
         self.one_minus_beta1 = 1 - self.momentum
         self.beta1, self.beta2 = self.momentum, torch.full_like(self.lr, BETA2)
+        self._views: dict[int, list[Tensor]] = {}
 
     def views(self, t: Tensor) -> list[Tensor]:
-        """`t` (k,) as one view per parameter that broadcasts over that parameter's rows."""
-        return [t.view(-1, *[1] * (p.dim() - 1)) for p in self.params]
+        """`t` (k,) as one view per parameter that broadcasts over that parameter's rows; made once
+        per tensor (they are the family's own, updated in place), not every step."""
+        if id(t) not in self._views:
+            self._views[id(t)] = [t.view(-1, *[1] * (p.dim() - 1)) for p in self.params]
+        return self._views[id(t)]
 
     def decayed_grads(self) -> list[Tensor]:
         """L2 weight decay: the gradient plus weight_decay * parameter (a new list; the pack's
@@ -156,9 +160,8 @@ class StackedUpdate:
     def set_epoch(self, done: int) -> None:
         """The lrs for the epoch after `done` completed epochs, written into the lr tensors."""
         self._lrs = [c.lr * SCHEDULES[c.schedule](done, c.epochs) for c in self.cfgs]
-        for f in self.families:
-            lrs = [c.lr * SCHEDULES[c.schedule](done, c.epochs) for c in f.cfgs]
-            f.lr.copy_(torch.tensor(lrs, dtype=f.lr.dtype))
+        for f in self.families:  # each family's members are its rows of the pack, in order
+            f.lr.copy_(torch.tensor(self._lrs[f.rows], dtype=f.lr.dtype))
 
     def step(self) -> None:
         self.step_count.add_(1)

@@ -118,22 +118,23 @@ class Claim:
             if len(claimed) > 1:  # the pack's size, not its configs: they start again in smaller packs
                 self.split_to = len(claimed) // 2
                 self._hand_back("preempted", f"out of memory in a pack of {len(claimed)}")
-                self._settle()
             else:  # a run alone that does not fit: the config's error, with what it needed
-                error = out_of_memory_line(claimed[0].config, spec.device)
-                rec.submit(claimed[0].id, lambda: store.finish(claimed[0].id, "crashed", {"error": error}, "error",
-                                                               self.owner))  # fmt: skip
-                self._settle()
+                self._crash(out_of_memory_line(claimed[0].config, spec.device))
+            self._settle()
         except Exception:  # a bug in one config must not take the sweep down
-            error = traceback.format_exc(limit=3)
             rec.flush()  # outcomes already made stand; only the runs without one crashed
-            for r in claimed:
-                if r.id in rec.live:
-                    rec.submit(r.id, lambda r=r: store.finish(r.id, "crashed", {"error": error}, "error", self.owner))
+            self._crash(traceback.format_exc(limit=3))
             self._settle()
         finally:
             beat.done.set()
             rec.close()
+
+    def _crash(self, error: str) -> None:
+        """Every claimed run without an outcome yet ends crashed with `error`."""
+        rec, store = self.recorder, self.store
+        for r in self.claimed:
+            if r.id in rec.live:
+                rec.submit(r.id, lambda r=r: store.finish(r.id, "crashed", {"error": error}, "error", self.owner))
 
     def _settle(self) -> None:
         """Once training ended: wait for the records to reach the store; then re-queue the runs a

@@ -1,27 +1,53 @@
-"""A local stand-in for the part of W&B's server that `wandb agent` talks to, on loopback.
+"""A local stand-in for the part of W&B's server that sweep agents talk to, on loopback.
 
 W&B's own client runs unmodified against it (`WANDB_BASE_URL`); only the agent's GraphQL calls are
 answered, with the shapes W&B's client reads (`wandb/apis/public/sweeps.py`): `SweepWithRuns` (the
-sweep's config), `CreateAgent`, and `Heartbeat`, which hands an idle agent the next of the runs it
-was given and then nothing. The runs themselves log offline (`WANDB_MODE=offline`), so no run
-endpoint is needed. Any other query gets an empty answer, as a server without that feature would.
+sweep's config; no sweep for an unknown id, as the server answers), `CreateAgent`, and `Heartbeat`,
+which hands an idle agent (empty run-state map) one `run` command, sends `stop` for runs W&B's own
+Hyperband (`sweeps.stop_runs`) stops, and queued `stop`/`exit` commands (a user's stop, a cancelled
+sweep). Any other query gets an empty answer, as a server without that feature would.
+
+Proposals are either a fixed list (`runs`) or W&B's own engine (`sweeps.next_runs` over the runs
+handed out so far). The runs themselves log offline (`WANDB_MODE=offline`), so the history that W&B's
+server would receive from each run online is read from its run directory (`history(run_id)`), which is
+where Hyperband's judgement gets it from. `exit_when_done`: an idle agent of a sweep with nothing left
+to propose is told `exit`, which is how a finished sweep lets its agents go.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import sweeps
 import yaml
 
 
 class AgentServer:
-    """`runs`: (run id, {name: value}) in the order the agent is to get them."""
+    """`runs`: (run id, {name: value}) in the order agents are to get them; None: W&B's engine proposes."""
 
-    def __init__(self, sweep: dict, runs: list[tuple[str, dict]]):
-        self.sweep, self.pending = sweep, list(runs)
+    def __init__(
+        self,
+        sweep: dict,
+        runs: list[tuple[str, dict]] | None = None,
+        *,
+        sweep_id: str | None = None,
+        history: Callable[[str], list[dict]] | None = None,
+        exit_when_done: bool = False,
+    ):
+        self.sweep, self.fixed = sweep, None if runs is None else list(runs)
+        self.sweep_id, self.history, self.exit_when_done = sweep_id, history, exit_when_done
         self.heartbeats = 0
+        self.agents: dict[str, str] = {}  # agent id -> host
+        self.handed: dict[str, tuple[str, dict]] = {}  # run id -> (agent id, params), in hand-out order
+        self.running: dict[str, set[str]] = {}  # agent id -> runs it reported in its last heartbeat
+        self.ended: set[str] = set()  # runs an agent stopped reporting
+        self.queued: dict[str, list[dict]] = {}  # agent id -> commands to send with its next heartbeat
+        self.stops_sent: set[str] = set()
+        self.ids = (f"run{i:03d}" for i in itertools.count())
         self.lock = threading.Lock()
         server = self
 
@@ -50,8 +76,25 @@ class AgentServer:
         self.http.shutdown()
         self.http.server_close()
 
+    # --- what a test does, as a user or W&B's server would -------------------------------------------
+    def stop(self, run_id: str) -> None:
+        """A user's stop of one run (the web app's stop button, as far as the agent hears of it)."""
+        with self.lock:
+            agent_id = self.handed[run_id][0]
+            self.queued.setdefault(agent_id, []).append({"type": "stop", "run_id": run_id})
+
+    def cancel(self) -> None:
+        """The sweep cancelled: every agent is told `exit`."""
+        with self.lock:
+            self.fixed = []
+            for agent_id in self.agents:
+                self.queued.setdefault(agent_id, []).append({"type": "exit"})
+
+    # --- the GraphQL calls ---------------------------------------------------------------------------
     def answer(self, query: str, variables: dict) -> dict:
-        if "SweepWithRuns" in query:
+        if "SweepWithRuns" in query or "query Sweep(" in query:
+            if self.sweep_id is not None and variables.get("sweep") != self.sweep_id:
+                return {"project": {"sweep": None}}
             sweep = {
                 "id": "sweep-1",
                 "name": variables.get("sweep"),
@@ -62,17 +105,64 @@ class AgentServer:
             }
             return {"project": {"sweep": sweep}}
         if "CreateAgent" in query:
-            return {"createAgent": {"agent": {"id": "agent-1"}}}
+            with self.lock:
+                agent_id = f"agent-{len(self.agents) + 1}"
+                self.agents[agent_id] = variables.get("host", "")
+            return {"createAgent": {"agent": {"id": agent_id}}}
         if "Heartbeat" in query:
+            agent_id = variables.get("id")
+            states = json.loads(variables.get("runState") or "{}")
             with self.lock:
                 self.heartbeats += 1
-                idle = not json.loads(variables.get("runState") or "{}")
-                commands = []
-                if idle and self.pending:
-                    run_id, params = self.pending.pop(0)
-                    args = {k: {"value": v} for k, v in params.items()}
-                    commands = [{"type": "run", "run_id": run_id, "args": args, "program": ""}]
-            return {"agentHeartbeat": {"agent": {"id": "agent-1"}, "commands": json.dumps(commands)}}
+                commands = self._heartbeat(agent_id, {r for r, alive in states.items() if alive})
+            return {"agentHeartbeat": {"agent": {"id": agent_id}, "commands": json.dumps(commands)}}
         if "viewer" in query.lower():
             return {"viewer": {"id": "u1", "entity": "me", "username": "me", "flags": "{}", "teams": {"edges": []}}}
         return {}
+
+    def _heartbeat(self, agent_id: str, running: set[str]) -> list[dict]:
+        before = self.running.get(agent_id, set())
+        self.ended |= before - running
+        self.running[agent_id] = running
+        commands = self.queued.pop(agent_id, [])
+        for run_id in self._hyperband_stops() & running:
+            commands.append({"type": "stop", "run_id": run_id})
+            self.stops_sent.add(run_id)
+        if not running and not any(c["type"] == "exit" for c in commands):
+            proposal = self._propose()
+            if proposal is not None:
+                run_id, params = proposal
+                self.handed[run_id] = (agent_id, params)
+                args = {k: {"value": v} for k, v in params.items()}
+                commands.append({"type": "run", "run_id": run_id, "args": args, "program": ""})
+            elif self.exit_when_done:
+                commands.append({"type": "exit"})
+        return commands
+
+    def _engine_runs(self) -> list[sweeps.SweepRun]:
+        out = []
+        alive = set().union(*self.running.values()) if self.running else set()
+        for run_id, (_, params) in self.handed.items():
+            history = self.history(run_id) if self.history else []
+            state = sweeps.RunState.running if run_id in alive or run_id not in self.ended else sweeps.RunState.finished
+            summary = {"val/acc": history[-1]["val/acc"]} if history else {}
+            out.append(sweeps.SweepRun(name=run_id, state=state, config={k: {"value": v} for k, v in params.items()},
+                                       history=history, summary_metrics=summary))  # fmt: skip
+        return out
+
+    def _propose(self) -> tuple[str, dict] | None:
+        if self.fixed is not None:
+            return self.fixed.pop(0) if self.fixed else None
+        (proposal,) = sweeps.next_runs(self.sweep, self._engine_runs(), n=1)
+        if proposal is None:
+            return None
+        params = json.loads(json.dumps({k: v["value"] for k, v in proposal.config.items()}, default=lambda v: v.item()))
+        return next(self.ids), params
+
+    def _hyperband_stops(self) -> set[str]:
+        if "early_terminate" not in self.sweep or self.history is None:
+            return set()
+        runs = [r for r in self._engine_runs() if r.history]
+        if not any(r.state == sweeps.RunState.running for r in runs):
+            return set()
+        return {r.name for r in sweeps.stop_runs(self.sweep, runs)} - self.stops_sent

@@ -68,13 +68,35 @@ def cmd_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 
 def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """`--pack 1`: W&B's own `wandb agent`, each run a process of `fcn-sweep train`; `--pack K|auto`:
+    one process holding K runs of the sweep, trained in packs of one shape (sweep/wandb_agent.py)."""
+    from ..sweep.autopack import parse_pack
+
+    if extra:
+        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep wandb-agent SWEEP_ID "
+                         "[--pack K|auto] [--count N]")  # fmt: skip
+    if args.count is not None and args.count < 1:
+        raise UsageError(f"--count must be a positive integer, got {args.count}")
+    try:
+        pack = parse_pack(args.pack)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if pack == 1:
+        return _exec_wandb_agent(args)
+    return _packed_agent(args, pack)
+
+
+def _exec_wandb_agent(args: argparse.Namespace) -> int:
     """`wandb agent`, with this interpreter's bin directory first on PATH: a sweep's `command:`
     starts `fcn-sweep` through `/usr/bin/env`, which must find this installation's entry point
     and not another one (or none) elsewhere on PATH."""
-    if extra:
-        raise UsageError(f"unexpected arguments {' '.join(extra)}; usage: fcn-sweep wandb-agent SWEEP_ID [--count N]")
+    if args.device is not None or args.threads is not None:
+        raise UsageError("--device and --threads apply to --pack K or auto; with --pack 1 each run is `fcn-sweep "
+                         "train` on its own device (CUDA_VISIBLE_DEVICES picks the GPU)")  # fmt: skip
     bindir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    if args.out is not None:
+        env["FCN_SWEEP_OUT"] = args.out  # the default --out of each `fcn-sweep train`
     # --forward-signals: W&B's agent starts each run in a process group of its own, so a signal to
     # the agent's group (Ctrl-C, scancel, launch_agents.sh stopping) misses the run, and without the
     # flag the agent dies on SIGTERM and leaves it training. With it, the agent passes the signal on
@@ -83,6 +105,49 @@ def cmd_wandb_agent(args: argparse.Namespace, extra: Sequence[str]) -> int:
     cmd = [sys.executable, "-m", "wandb", "agent", "--forward-signals", *count, args.sweep_id]
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
+
+
+def _packed_agent(args: argparse.Namespace, pack: int | str) -> int:
+    """Everything a user can get wrong is found here, before any run is taken: the sweep's path,
+    credentials, the sweep on the server and its parameters, the device, the output directory."""
+    from .. import tracking
+    from ..sweep import autopack, estimate
+    from ..sweep.wandb_agent import AgentSpec, main
+    from ..tracking.wandb_agent_calls import AgentCalls, AgentCallsChanged, SweepNotFound, SweepPath
+
+    try:
+        path = SweepPath.parse(args.sweep_id)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+    if not tracking.wandb_logged_in():
+        raise UsageError("no W&B credentials: run `wandb login` or set WANDB_API_KEY; the agent asks W&B's server "
+                         "for the sweep's runs")  # fmt: skip
+    out = args.out or os.environ.get("FCN_SWEEP_OUT") or "runs"
+    check_writable(out, "--out")
+    device = str(resolve_device(args.device or "auto"))
+    mode, why = tracking.resolve_wandb_mode(args.wandb)
+    try:
+        calls = AgentCalls(path)
+        sweep = calls.sweep_config()
+    except (AgentCallsChanged, SweepNotFound) as e:
+        raise UsageError(str(e)) from None
+    try:  # every value the sweep can propose is a RunConfig's (what each run would exit 2 on)
+        todo = estimate.plan(sweep, count=args.count).todo
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"sweep {path} cannot run here: {e}") from None
+    threads = args.threads or os.cpu_count() or 1
+    k, note = autopack.resolve(pack, todo, device, threads)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    if args.count is not None:
+        k = min(k, args.count)
+    if mode == "offline":
+        sync = f"wandb sync {out}/*/wandb/offline-run-*"
+        print(f"W&B: the runs log offline ({why or 'WANDB_MODE'}); upload later with: {sync}", file=sys.stderr)
+    spec = AgentSpec(path, k, out, device, threads, mode, args.count)
+    return main(spec, calls)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -119,12 +184,19 @@ def _wandb_agent_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "wandb-agent",
         allow_abbrev=False,
-        help="run `wandb agent` for a sweep with this installation's fcn-sweep",
-        description="wandb agent --forward-signals SWEEP_ID, with this installation first on PATH (also the "
-        "Docker image's agent): Ctrl-C or SIGTERM reaches the run, which ends as `stopped`.",
+        help="a W&B sweep's agent: --pack K trains K of its runs at once in one process",
+        description="With --pack 1 (the default): wandb agent --forward-signals SWEEP_ID, with this installation "
+        "first on PATH (also the Docker image's agent), one `fcn-sweep train` per run. With --pack K or auto: one "
+        "process registers K agents and trains their runs of one shape together. Either way Ctrl-C or SIGTERM ends "
+        "the runs in flight as `stopped`.",
     )
     p.add_argument("sweep_id", metavar="SWEEP_ID", help="ENTITY/PROJECT/SWEEP_ID as printed by `wandb sweep`")
     p.add_argument("--count", type=int, help="runs to execute before exiting (default: until the sweep ends)")
+    p.add_argument("--pack", default="1", metavar="K", help="runs held and trained at once, or auto (default: 1)")
+    p.add_argument("--device", help="--pack K: auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, help="--pack K: CPU threads (default: all)")
+    p.add_argument("--out", metavar="DIR", help="parent of the run directories (default: FCN_SWEEP_OUT or runs)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="auto", help="--pack K: W&B logging of each run")
     p.set_defaults(func=cmd_wandb_agent)
 
 

@@ -214,20 +214,23 @@ def work(spec: WorkerSpec, say: Callable[[str], None]) -> None:
 
 
 class WandbRuns:
-    """The worker's W&B runs, logged from one background thread (`tracking.BackgroundTracker`). A failure
-    is reported on stderr, one line a run, and fails neither the run nor the sweep: the run
-    directory and the store hold everything W&B would have."""
+    """The W&B runs of a worker (or of a packed W&B agent), logged from one background thread
+    (`tracking.BackgroundTracker`). A failure is reported on stderr, one line a run, and fails
+    neither the run nor the sweep: the run directory (and the store) hold everything W&B would have."""
 
     def __init__(self, spec: WorkerSpec):
         self.spec = spec
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb")
         self.pending: list[tuple[str, tracking.BackgroundTracker]] = []
 
-    def tracker(self, run_id: str, rundir: tracking.RunDirTracker) -> list[Tracker]:
+    def tracker(
+        self, run_id: str, rundir: tracking.RunDirTracker, member: tracking.SweepMember | None = None
+    ) -> list[Tracker]:
+        """`member`: the run is one of a W&B sweep's, held by a packed `fcn-sweep wandb-agent`."""
         if self.spec.wandb_mode == "disabled":
             return []
         wandb_run = tracking.WandbTracker(
-            rundir, self.spec.wandb_mode, group=self.spec.group, job_type="sweep", requirements=False
+            rundir, self.spec.wandb_mode, group=self.spec.group, job_type="sweep", requirements=False, sweep=member
         )
         deferred = tracking.BackgroundTracker(wandb_run, self.executor)
         self.pending.append((run_id, deferred))

@@ -1,4 +1,4 @@
-"""Where a run's events go, one destination per module; W&B is imported in wandb_tracker.py alone.
+"""Where a run's events go, one destination per module; W&B is imported in the two wandb_*.py alone.
 
 tracker.py     the `Tracker` protocol and `Trackers` (fan-out)
 records.py     run ids and strict JSON
@@ -7,6 +7,7 @@ progress.py    `ProgressTracker`: a bar over epochs on stderr
 background.py  `BackgroundTracker`: another tracker's events on a background thread
 write_guard.py `WriteGuardTracker`: a failed write ends the run crashed, not with a traceback
 wandb_tracker.py  W&B credentials, mode, sweep parameters, warm-up, and `WandbTracker`
+wandb_agent_calls.py  W&B's agent calls (sweep config, CreateAgent, Heartbeat), not public API: wrapped here
 """
 
 from .background import BackgroundTracker
@@ -16,6 +17,7 @@ from .run_dir import RunDirTracker
 from .tracker import Tracker, Trackers
 from .wandb_tracker import (
     DEFAULT_PROJECT,
+    SweepMember,
     WandbTracker,
     flat_config,
     resolve_wandb_mode,
@@ -32,6 +34,7 @@ __all__ = [
     "BackgroundTracker",
     "ProgressTracker",
     "RunDirTracker",
+    "SweepMember",
     "Tracker",
     "Trackers",
     "WandbTracker",

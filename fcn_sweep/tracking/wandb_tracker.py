@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import netrc
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -19,12 +20,33 @@ from ..config import RunConfig
 from .records import jsonable
 from .run_dir import RunDirTracker
 from .tracker import Tracker
+from .wandb_agent_calls import SweepPath
 
 if TYPE_CHECKING:
     from ..results import FitResult
 
 
 DEFAULT_PROJECT = "fcn-sweep"
+
+
+@dataclass(frozen=True)
+class SweepMember:
+    """A run of a W&B sweep that a packed agent (`fcn-sweep wandb-agent --pack`) trains in its own
+    process beside others: it joins the sweep through its settings, not the environment (with
+    WANDB_SWEEP_ID set, wandb drops the `id=` of every run and the members would share one), and a
+    stop of this run from W&B (the web app's stop button) calls `on_stop` instead of interrupting
+    the process's main thread, which would stop the whole pack. wandb before 0.28 has no such hook:
+    there a stop from the web app stops the pack, as Ctrl-C does."""
+
+    path: SweepPath
+    on_stop: Callable[[], None]
+
+    def settings(self, settings_class: type) -> dict[str, Any]:
+        extra: dict[str, Any] = {"sweep_id": self.path.sweep_id}
+        fields = getattr(settings_class, "model_fields", {})
+        if "stop_fn" in fields:
+            extra["stop_fn"] = self.on_stop
+        return extra
 
 
 def wandb_logged_in() -> bool:
@@ -139,8 +161,9 @@ class WandbTracker(Tracker):
         job_type: str = "train",
         tags: Iterable[str] = (),
         requirements: bool = True,
+        sweep: SweepMember | None = None,
     ):
-        self.rundir, self.mode, self.requirements = rundir, mode, requirements
+        self.rundir, self.mode, self.requirements, self.sweep = rundir, mode, requirements, sweep
         self.project, self.group, self.job_type, self.tags = project, group, job_type, list(tags)
         self.run = None
 
@@ -148,12 +171,16 @@ class WandbTracker(Tracker):
         import wandb
 
         in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
-        lean = in_sweep or not self.requirements
+        lean = in_sweep or self.sweep is not None or not self.requirements
+        member = self.sweep.settings(wandb.Settings) if self.sweep is not None else {}
+        project = self.sweep.path.project if self.sweep is not None else self.project
         self.run = wandb.init(
             # A sweep's runs belong to the sweep's project: W&B ignores (and warns about) any other.
-            project=None if in_sweep else self.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            project=None if in_sweep else project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            entity=self.sweep.path.entity if self.sweep is not None else None,
             # Under `wandb agent` the sweep assigns the id (WANDB_RUN_ID); elsewhere the run
-            # directory's id is used, so a W&B run and its directory share one name.
+            # directory's id is used, so a W&B run and its directory share one name (a packed
+            # agent's member: the id the sweep's server gave it, which names its directory too).
             id=None if in_sweep else self.rundir.run_id,
             dir=str(self.rundir.path),
             config=flat_config(cfg),
@@ -169,6 +196,7 @@ class WandbTracker(Tracker):
                 x_disable_stats=True,
                 x_save_requirements=not lean,
                 save_code=False if lean else None,  # None: W&B's own default
+                **member,
             ),
         )
         self.run.define_metric("epoch")

@@ -64,8 +64,12 @@ class AgentServer:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.handler = Handler
+        self._listen(0)
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+
+    def _listen(self, port: int) -> None:
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
         self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
 
     def __enter__(self) -> AgentServer:
@@ -75,6 +79,11 @@ class AgentServer:
     def __exit__(self, *exc) -> None:
         self.http.shutdown()
         self.http.server_close()
+
+    def back(self) -> None:
+        """After `__exit__` (W&B's server unreachable: connections refused): listening again, on its port."""
+        self._listen(int(self.url.rsplit(":", 1)[1]))
+        self.thread.start()
 
     # --- what a test does, as a user or W&B's server would -------------------------------------------
     def stop(self, run_id: str) -> None:

@@ -112,9 +112,10 @@ def _packed_agent(args: argparse.Namespace, pack: int | str) -> int:
     credentials, the sweep on the server and its parameters, the device, the output directory."""
     from .. import tracking
     from ..sweep import autopack, estimate
-    from ..sweep.wandb_agent import AgentSpec, main
-    from ..tracking.wandb_agent_calls import AgentCalls, AgentCallsChanged, SweepNotFound, SweepPath
+    from ..sweep.wandb_agent import AgentSpec, clear_run_variables, main
+    from ..tracking.wandb_agent_calls import AgentCalls, AgentCallsChanged, ServerRefused, SweepNotFound, SweepPath
 
+    clear_run_variables()
     try:
         path = SweepPath.parse(args.sweep_id)
     except ValueError as e:
@@ -131,7 +132,7 @@ def _packed_agent(args: argparse.Namespace, pack: int | str) -> int:
     try:
         calls = AgentCalls(path)
         sweep = calls.sweep_config()
-    except (AgentCallsChanged, SweepNotFound) as e:
+    except (AgentCallsChanged, ServerRefused, SweepNotFound) as e:
         raise UsageError(str(e)) from None
     try:  # every value the sweep can propose is a RunConfig's (what each run would exit 2 on)
         todo = estimate.plan(sweep, count=args.count).todo

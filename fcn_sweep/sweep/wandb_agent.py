@@ -102,6 +102,10 @@ class Slots:
             held = slot.member.run_id if slot.member else "none (it was told exit)"
             self.say(f"agent {slot.index}: ignoring run {run_id}; this agent holds {held}")
             return
+        self.left -= 1  # as `wandb agent --count` counts: every run handed out, a failed one too
+        if self.left <= 0:
+            for s in self.slots:
+                s.retired = True  # no more runs taken; slots with a run still report it
         params = {k: v["value"] if isinstance(v, dict) else v for k, v in (command.get("args") or {}).items()}
         try:
             cfg = RunConfig.from_dict(params)
@@ -110,10 +114,6 @@ class Slots:
             return
         slot.member = Member(run_id, cfg, slot)
         self.waiting.append(slot.member)
-        self.left -= 1
-        if self.left <= 0:
-            for s in self.slots:
-                s.retired = True  # no more runs taken; slots with a run still report it
 
     def _stop(self, slot: Slot, command: dict) -> None:
         m = slot.member
@@ -184,7 +184,9 @@ class Beating:
 
     def __exit__(self, *exc) -> None:
         self.done.set()
-        self.thread.join()
+        # A heartbeat to a server that is away waits out wandb's own timeout (60 s): the pack's end
+        # does not wait for it, and the next round of heartbeats goes on beside it.
+        self.thread.join(timeout=1.0)
 
     def _loop(self) -> None:
         while not self.done.wait(POLL_S):
@@ -196,6 +198,13 @@ class Beating:
                         self.say(f"heartbeat of agent {m.slot.index} failed: {e}")
 
 
+def clear_run_variables() -> None:
+    """Before wandb is first used in this process: wandb reads its environment once, into settings
+    every later run inherits."""
+    for name in RUN_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def main(spec: AgentSpec, calls: AgentCalls) -> int:
     """The packed agent: trains until the sweep is done for it (every slot told `exit`, or --count
     runs taken) or a signal; exits 0 either way."""
@@ -204,8 +213,6 @@ def main(spec: AgentSpec, calls: AgentCalls) -> int:
     from .. import data as data_mod
 
     say = lambda text: print(f"fcn-sweep wandb-agent: {text}", file=sys.stderr, flush=True)  # noqa: E731
-    for name in RUN_VARIABLES:
-        os.environ.pop(name, None)
     torch.set_num_threads(spec.threads)
     interrupted = Interrupt()
     interrupted.install()

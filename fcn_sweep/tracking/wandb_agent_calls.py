@@ -25,6 +25,10 @@ class SweepNotFound(ValueError):
     pass
 
 
+class ServerRefused(ValueError):
+    """W&B's server could not be reached, or refused the credentials, when the agent started."""
+
+
 @dataclass(frozen=True)
 class SweepPath:
     entity: str
@@ -52,8 +56,21 @@ class AgentCalls:
     """W&B's agent calls for one sweep, made with this wandb's own client code."""
 
     def __init__(self, path: SweepPath):
+        import wandb
+
         self.path = path
-        self._config, self._register, self._beat = self._bind()
+        try:  # wandb.Api() checks the credentials with the server
+            self._config, self._register, self._beat = self._bind()
+        except wandb.errors.Error as e:
+            raise ServerRefused(self.refused(e)) from None
+
+    @staticmethod
+    def refused(error: Exception) -> str:
+        import os
+
+        url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        return (f"W&B's server at {url} did not accept the agent ({type(error).__name__}: {error}); check the "
+                "network, WANDB_BASE_URL and the key (`wandb login`)")  # fmt: skip
 
     def _bind(self) -> tuple[Callable, Callable, Callable]:
         import wandb
@@ -99,8 +116,10 @@ class AgentCalls:
         def fetch() -> dict:
             try:
                 sweep = self._config()
-            except ValueError as e:  # new clients: "Sweep ENTITY/PROJECT/ID not found"
-                raise SweepNotFound(f"no sweep {self.path} on W&B's server ({e})") from None
+            except Exception as e:  # new clients: "Sweep ENTITY/PROJECT/ID not found", as wandb's CommError
+                if "not found" not in str(e):
+                    raise ServerRefused(self.refused(e)) from None
+                sweep = None
             if not sweep:  # old clients return None
                 raise SweepNotFound(f"no sweep {self.path} on W&B's server")
             return yaml.safe_load(sweep["config"]) or {}

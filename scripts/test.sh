@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The oldest wandb pyproject.toml admits, for tests/test_wandb_oldest.py (a folder of its own under .venv).
+scripts/wandb_oldest.sh
 # For tests only: SLURM (below), headless Chromium (the report's browser test loads report.html in it) and
 # PostgreSQL's server binaries (the store tests start a throwaway server of their own and stop it; nothing
 # runs as a service).

@@ -59,7 +59,8 @@ def one_round(runs: list[tuple[str, dict]], pack: int, out: Path) -> float:
         done = subprocess.run(command, env=env, cwd=out, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
     if done.returncode != 0 or len(list(out.glob("*/summary.json"))) != len(runs):
-        sys.exit(f"the agent (--pack {pack}) failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"the agent (--pack {pack}) failed (rc {done.returncode}; runs ended: "
+                 f"{sorted(p.parent.name for p in out.glob('*/summary.json'))}):\n{done.stderr}")  # fmt: skip
     return seconds
 
 

@@ -262,3 +262,63 @@ def test_a_member_that_diverges_ends_diverged_alone(tmp_path):
     assert wild["status"] == "diverged" and wild["epochs_run"] == 1
     assert calm["status"] == "finished" and calm["epochs_run"] == 2
     assert offline(tmp_path / "runs" / "wild").summary["status"] == "diverged"
+
+
+def run_history(out: Path):
+    """What W&B's server would hold of each run's history, had the runs logged online."""
+    return lambda run_id: metrics(out / run_id) if (out / run_id / "metrics.jsonl").exists() else []
+
+
+def test_hyperband_stops_from_wandbs_engine_end_those_members_and_the_rest_train_on(tmp_path):
+    """W&B's own engine proposes (random) and its Hyperband judges the members' epochs; the runs
+    it stops end `stopped` at the end of their epoch while the others train on, in the same pack."""
+    sweep = {
+        "method": "random",
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "run_cap": 4,
+        "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+        "parameters": {
+            "hidden": {"value": [64]},
+            "epochs": {"value": LONG["epochs"]},
+            "subset": {"value": 1024},
+            "optimizer": {"value": "sgd"},
+            "lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1},
+        },
+    }
+    out = tmp_path / "runs"
+    with AgentServer(sweep, sweep_id="abc123", history=run_history(out), exit_when_done=True) as server:
+        proc = agent(server, tmp_path, "--pack", "4")
+        processes.wait_until(lambda: len(server.handed) == 4 and server.stops_sent, "Hyperband to stop a run")
+        stopped = set(server.stops_sent)
+        processes.wait_until(lambda: all((out / r / "summary.json").exists() for r in stopped), "the stopped to end")
+        training = [r for r in server.handed if r not in server.stops_sent and not (out / r / "summary.json").exists()]
+        last = max(summary(out / r)["epochs_run"] for r in stopped)
+        processes.wait_until(
+            lambda: any(processes.epochs_logged(out / r) > last for r in training), "the rest to go on"
+        )
+        server.cancel()
+        code, err = finish(proc)
+    assert code == 0, err
+    assert "training 4 run(s) of 64" in err
+    assert training, "the members Hyperband did not stop were still training"
+    for r in stopped:
+        s = summary(out / r)
+        assert s["status"] == "stopped" and s["epochs_run"] < LONG["epochs"]
+    assert max(summary(out / r)["epochs_run"] for r in training) > last
+
+
+def test_pack_auto_sizes_the_pack_from_the_sweep_it_reads_from_wandb(tmp_path):
+    sweep = {
+        "method": "grid",
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "parameters": {"epochs": {"value": 1}, "subset": {"value": 1024}, "hidden": {"value": [64]},
+                       "seed": {"values": [0, 1, 2]}},
+    }  # fmt: skip
+    with AgentServer(sweep, sweep_id="abc123", exit_when_done=True) as server:
+        code, err = finish(agent(server, tmp_path, "--pack", "auto"))
+    assert code == 0, err
+    (line,) = [line for line in err.splitlines() if line.startswith("--pack auto: K=")]
+    k = int(line.split("K=")[1].split()[0])
+    assert 1 <= k <= 3, line  # never more than the sweep's largest group of one shape
+    assert len(server.agents) == k
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(server.handed) and len(server.handed) == 3

@@ -162,6 +162,9 @@ class AgentServer:
     def _propose(self) -> tuple[str, dict] | None:
         if self.fixed is not None:
             return self.fixed.pop(0) if self.fixed else None
+        cap = self.sweep.get("run_cap")
+        if cap is not None and len(self.handed) >= cap:  # the server's job: the engine does not count
+            return None
         (proposal,) = sweeps.next_runs(self.sweep, self._engine_runs(), n=1)
         if proposal is None:
             return None

@@ -21,7 +21,7 @@ METRIC_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "test/
 @dataclass
 class FitResult:
     cfg: RunConfig
-    status: str  # finished | diverged | stopped
+    status: str  # finished | diverged | stopped; crashed: a packed W&B agent's member whose pack failed
     params: int
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0  # 0: no epoch completed

@@ -322,3 +322,64 @@ def test_pack_auto_sizes_the_pack_from_the_sweep_it_reads_from_wandb(tmp_path):
     assert 1 <= k <= 3, line  # never more than the sweep's largest group of one shape
     assert len(server.agents) == k
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(server.handed) and len(server.handed) == 3
+
+
+def test_a_deleted_sweep_lets_the_runs_in_flight_finish_and_the_agent_leave(tmp_path):
+    runs = [(f"d{i}", {**SGD, "epochs": 4, "subset": 1024, "seed": i}) for i in range(2)]
+    with AgentServer(smoke(), [*runs, ("never", SGD)], sweep_id="abc123") as server:
+        proc = agent(server, tmp_path, "--pack", "2")
+        dirs = [tmp_path / "runs" / r for r, _ in runs]
+        processes.wait_until(lambda: all(processes.epochs_logged(d) >= 1 for d in dirs), "every member's first epoch")
+        server.deleted = True
+        code, err = finish(proc)
+    assert code == 0, err
+    assert "sweep me/proj/abc123 was deleted on W&B's server" in err
+    assert all(summary(d)["status"] == "finished" for d in dirs)
+    assert "never" not in server.handed
+
+
+def in_process_pack(server: AgentServer, tmp_path: Path, monkeypatch, k: int):
+    """Slots of a packed agent in this process, filled from `server`, and what they say."""
+    from fcn_sweep.sweep import wandb_agent
+    from fcn_sweep.tracking.wandb_agent_calls import AgentCalls, SweepPath
+
+    monkeypatch.setenv("WANDB_BASE_URL", server.url)
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    said: list[str] = []
+    slots = wandb_agent.Slots(AgentCalls(SweepPath.parse(SWEEP)), k, None, said.append)
+    slots.fill(lambda: False)
+    spec = wandb_agent.AgentSpec(SweepPath.parse(SWEEP), k, str(tmp_path / "runs"), "cpu", 1, "disabled")
+    return slots, spec, said
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory on cpu"),
+        (RuntimeError("a bug in one shape"), "RuntimeError: a bug in one shape"),
+    ],
+)
+def test_a_pack_that_fails_ends_its_members_crashed_and_the_agent_goes_on(tmp_path, monkeypatch, error, says):
+    from fcn_sweep import data as data_mod
+    from fcn_sweep.packed import Pack
+    from fcn_sweep.sweep import wandb_agent
+    from fcn_sweep.sweep.worker import Interrupt, WandbRuns
+
+    runs = [(f"f{i}", {**SGD, "epochs": 2, "subset": 1024, "seed": i}) for i in range(2)]
+    with AgentServer(smoke(), runs, sweep_id="abc123") as server:
+        slots, spec, said = in_process_pack(server, tmp_path, monkeypatch, 2)
+        pack = slots.next_pack()
+
+        def fail(self, split, should_stop):
+            raise error
+
+        monkeypatch.setattr(Pack, "train_epoch", fail)
+        data = data_mod.load("cpu", 1024)
+        results = wandb_agent.train_pack(spec, pack, slots, data, Interrupt(), WandbRuns(spec), said.append)
+    assert results == []
+    assert any(says in line and "f0, f1 crashed" in line for line in said), said
+    for run_id, _ in runs:
+        s = summary(tmp_path / "runs" / run_id)
+        assert s["status"] == "crashed" and s["epochs_run"] == 0 and s["params"] > 0
+    oom = isinstance(error, torch.cuda.OutOfMemoryError)
+    assert slots.max_pack == (1 if oom else 2), "out of memory halves the next packs; a bug does not"

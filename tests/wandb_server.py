@@ -41,6 +41,7 @@ class AgentServer:
         self.sweep, self.fixed = sweep, None if runs is None else list(runs)
         self.sweep_id, self.history, self.exit_when_done = sweep_id, history, exit_when_done
         self.heartbeats = 0
+        self.deleted = False  # the sweep deleted: heartbeats get 404, as from W&B's server
         self.agents: dict[str, str] = {}  # agent id -> host
         self.handed: dict[str, tuple[str, dict]] = {}  # run id -> (agent id, params), in hand-out order
         self.running: dict[str, set[str]] = {}  # agent id -> runs it reported in its last heartbeat
@@ -54,6 +55,8 @@ class AgentServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                if server.deleted and "Heartbeat" in body.get("query", ""):
+                    return self.send_error(404, "sweep not found")
                 data = json.dumps({"data": server.answer(body.get("query", ""), body.get("variables") or {})})
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -37,7 +37,7 @@ from typing import ClassVar
 
 from .. import tracking
 from ..config import ConfigError, RunConfig
-from ..tracking.wandb_agent_calls import AgentCalls, SweepPath
+from ..tracking.wandb_agent_calls import AgentCalls, AgentCallsChanged, SweepNotFound, SweepPath
 from .worker import Interrupt, WandbRuns, this_host, warm_up
 
 POLL_ENV = "FCN_SWEEP_AGENT_POLL_S"
@@ -84,11 +84,18 @@ class Slots:
         self.calls, self.say, self.left = calls, say, float("inf") if count is None else count
         self.slots = [Slot(i, calls.register(f"{host}-{i}")) for i in range(k)]
         self.waiting: list[Member] = []  # held, not training yet, in the order they came
+        self.max_pack = k  # halved when a pack runs out of device memory
         self.lock = threading.Lock()  # commands come from the main thread (fill) and the heartbeat thread
 
     def beat(self, slot: Slot) -> None:
         running = [slot.member.run_id] if slot.member else []
-        for command in self.calls.heartbeat(slot.agent_id, running):
+        try:
+            commands = self.calls.heartbeat(slot.agent_id, running)
+        except SweepNotFound as e:  # as W&B's agent does: the runs in flight finish, no new one is taken
+            self.say(f"{e}: agent {slot.index} takes no more runs")
+            slot.retired = True
+            return
+        for command in commands:
             with self.lock:
                 handler = self.COMMANDS.get(command.get("type"))
                 if handler is None:
@@ -153,7 +160,7 @@ class Slots:
                 groups.setdefault(pack_key(m.cfg), []).append(m)
             if not groups:
                 return []
-            pack = max(groups.values(), key=len)
+            pack = max(groups.values(), key=len)[: self.max_pack]
             self.waiting = [m for m in self.waiting if m not in pack]
             return pack
 
@@ -222,19 +229,24 @@ def main(spec: AgentSpec, calls: AgentCalls) -> int:
     data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))
     wandb_runs = WandbRuns(spec)
     busy = Occupancy(spec.pack)
-    while not interrupted.is_set():
-        slots.fill(interrupted.is_set)
-        pack = slots.next_pack()
-        if not pack:
-            if slots.done():
-                break
-            interrupted.wait(POLL_S)
-            continue
-        results = train_pack(spec, pack, slots, data_for(pack[0].cfg.subset), interrupted, wandb_runs, say)
-        busy.add(results)
-        slots.release(pack)
-        wandb_runs.report(wait=False)
-    wandb_runs.close()
+    try:
+        while not interrupted.is_set():
+            slots.fill(interrupted.is_set)
+            pack = slots.next_pack()
+            if not pack:
+                if slots.done():
+                    break
+                interrupted.wait(POLL_S)
+                continue
+            results = train_pack(spec, pack, slots, data_for(pack[0].cfg.subset), interrupted, wandb_runs, say)
+            busy.add(results)
+            slots.release(pack)
+            wandb_runs.report(wait=False)
+    except AgentCallsChanged as e:  # between packs: no run is in flight
+        say(str(e))
+        return 1
+    finally:
+        wandb_runs.close()
     why = f"{interrupted.signal_name or 'SIGINT'}: the runs in flight ended as stopped" if interrupted.is_set() else (
         "the sweep has no more runs for it")  # fmt: skip
     say(f"{busy.line()}; leaving ({why})")
@@ -242,18 +254,18 @@ def main(spec: AgentSpec, calls: AgentCalls) -> int:
 
 
 def train_pack(spec, pack: list[Member], slots: Slots, data, interrupted, wandb_runs, say) -> list:
-    """One pack trained, each member logged as its own W&B run and run directory; the results (a
-    crashed member: none)."""
+    """One pack trained, each member logged as its own W&B run and run directory; the results (none
+    when the pack crashed: each member without an outcome then ends `crashed`, with the reason)."""
     import torch
 
-    from ..footprint import out_of_memory_line
+    from ..footprint import free_device_memory, out_of_memory_line
     from ..packed import fit_packed
 
-    trackers = []
+    rundirs, trackers = [], []
     for m in pack:
-        rundir = tracking.RunDirTracker(Path(spec.out).resolve(), m.run_id)
+        rundirs.append(tracking.RunDirTracker(Path(spec.out).resolve(), m.run_id))
         member = tracking.SweepMember(spec.sweep, on_stop=m.stop.set)
-        trackers.append(tracking.Trackers([rundir, *wandb_runs.tracker(m.run_id, rundir, member)]))
+        trackers.append(tracking.Trackers([rundirs[-1], *wandb_runs.tracker(m.run_id, rundirs[-1], member)]))
     say(f"training {len(pack)} run(s) of {pack[0].cfg.arch}: {', '.join(m.run_id for m in pack)}")
     # The whole pack stops on a signal, or once every member's agent was told `exit`.
     halt = lambda: interrupted.is_set() or slots.all_exited(pack)  # noqa: E731
@@ -264,14 +276,29 @@ def train_pack(spec, pack: list[Member], slots: Slots, data, interrupted, wandb_
                 member_stops=[m.stop.is_set for m in pack],
             )  # fmt: skip
     except torch.cuda.OutOfMemoryError:
-        say(f"out of memory on {spec.device} with a pack of {len(pack)}: {out_of_memory_line(pack[0].cfg, spec.device)}"
-            f"; start the agent with a smaller --pack")  # fmt: skip
-        raise
+        # W&B's server cannot take its runs back, as a store can: they end crashed with what they
+        # needed, and the next packs are half as large.
+        why = f"out of memory on {spec.device} in a pack of {len(pack)}: {out_of_memory_line(pack[0].cfg, spec.device)}"
+        if len(pack) > 1:
+            slots.max_pack = len(pack) // 2
+            why += f"; this agent's next packs hold at most {slots.max_pack}"
+        free_device_memory()
     except OSError:
         raise  # this host's disk, not the configs: the agent leaves, and W&B sees the runs end
-    except Exception:  # a bug in one shape must not take the agent down: these runs crashed
-        say(f"runs {', '.join(m.run_id for m in pack)} crashed:\n{traceback.format_exc(limit=3)}")
-        return []
+    except Exception:  # a bug in one shape must not take the agent down
+        why = traceback.format_exc(limit=3)
+    say(f"run(s) {', '.join(m.run_id for m in pack)} crashed: {why}")
+    for m, rundir, tracker in zip(pack, rundirs, trackers, strict=True):
+        if rundir.path.exists() and not (rundir.path / "summary.json").exists():  # started, not ended
+            tracker.finish(crashed(m.cfg))
+    return []
+
+
+def crashed(cfg: RunConfig):
+    from ..model import build_fcn
+    from ..results import FitResult
+
+    return FitResult(cfg, "crashed", sum(p.numel() for p in build_fcn(cfg).parameters()))
 
 
 class Occupancy:

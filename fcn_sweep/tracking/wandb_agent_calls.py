@@ -144,7 +144,16 @@ class AgentCalls:
         """Report an agent's runs (an empty list: the agent is idle and may be handed one); the
         server's commands for it. A failed call is an empty answer (W&B's client logs it), so a
         server that is away for a while only delays the commands."""
-        commands = self._call("Heartbeat", lambda: self._beat(agent_id, {r: True for r in running}))
+
+        def beat() -> list[dict]:
+            try:
+                return self._beat(agent_id, {r: True for r in running})
+            except Exception as e:  # wandb's SweepNotFoundError (a 404: the sweep was deleted), where it has one
+                if type(e).__name__ == "SweepNotFoundError":
+                    raise SweepNotFound(f"sweep {self.path} was deleted on W&B's server") from None
+                raise
+
+        commands = self._call("Heartbeat", beat)
         if not isinstance(commands, list):
             raise self.changed(f"Heartbeat answered {type(commands).__name__}, not a list of commands")
         return commands

@@ -220,7 +220,7 @@ class WandbTracker(Tracker):
             artifact.add_file(str(model))
             artifact.add_file(str(self.rundir.path / "config.json"))
             self.run.log_artifact(artifact, aliases=["best", "latest"])
-        self.run.finish(exit_code=0)
+        self.run.finish(exit_code=1 if result.status == "crashed" else 0)
 
     @property
     def sync_dir(self) -> str | None:

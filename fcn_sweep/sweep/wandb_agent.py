@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -42,6 +43,7 @@ from .worker import Interrupt, WandbRuns, this_host, warm_up
 
 POLL_ENV = "FCN_SWEEP_AGENT_POLL_S"
 POLL_S = float(os.environ.get(POLL_ENV) or 5.0)  # W&B's own agent heartbeats every 5 s
+AT_ONCE = 16  # heartbeats (and registrations) in flight at once
 # Variables a `wandb agent` sets for the one run it starts; in a process holding many runs they would
 # make wandb give every member the same run id and sweep parameters.
 RUN_VARIABLES = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
@@ -80,9 +82,12 @@ class Slots:
     """The K registered agents and the runs they hold; every command of W&B's server lands here."""
 
     def __init__(self, calls: AgentCalls, k: int, count: int | None, say: Callable[[str], None]):
-        host = this_host()
+        hosts = [f"{this_host()}-{i}" for i in range(k)]
         self.calls, self.say, self.left = calls, say, float("inf") if count is None else count
-        self.slots = [Slot(i, calls.register(f"{host}-{i}")) for i in range(k)]
+        # Heartbeats of many slots at once: a round trip to W&B's cloud takes a few hundred milliseconds,
+        # and a round over hundreds of slots one at a time would keep the device waiting for minutes.
+        self.pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="wandb-agent")
+        self.slots = [Slot(i, agent_id) for i, agent_id in enumerate(self.pool.map(calls.register, hosts))]
         self.waiting: list[Member] = []  # held, not training yet, in the order they came
         self.max_pack = k  # halved when a pack runs out of device memory
         self.lock = threading.Lock()  # commands come from the main thread (fill) and the heartbeat thread
@@ -144,9 +149,10 @@ class Slots:
         """Heartbeat every slot until each holds a run or a round brings no new one."""
         while not halt():
             before = len(self.waiting)
-            for slot in [s for s in self.slots if not (s.retired and s.member is None)]:
-                self.beat(slot)
-            idle = [s for s in self.slots if s.member is None and not s.retired]
+            held = [s for s in self.slots if s.member is not None]
+            # No more idle slots than --count has runs left: each would be handed a run it must not take.
+            idle = [s for s in self.slots if s.member is None and not s.retired][: int(min(self.left, len(self.slots)))]
+            list(self.pool.map(self.beat, held + idle))
             if not idle or len(self.waiting) == before:
                 return
 
@@ -162,7 +168,7 @@ class Slots:
                 return []
             pack = max(groups.values(), key=len)[: self.max_pack]
             self.waiting = [m for m in self.waiting if m not in pack]
-            return pack
+            return sorted(pack, key=lambda m: m.run_id)  # runs come back in any order: this one reads alike
 
     def release(self, members: list[Member]) -> None:
         with self.lock:

@@ -203,12 +203,17 @@ class Beating:
 
     def _loop(self) -> None:
         while not self.done.wait(POLL_S):
-            for m in self.members:
-                if m.slot.member is m:
-                    try:
-                        self.slots.beat(m.slot)
-                    except Exception as e:  # a changed call, a deleted sweep: the pack trains on
-                        self.say(f"heartbeat of agent {m.slot.index} failed: {e}")
+            live = [m.slot for m in self.members if m.slot.member is m]
+            for slot, error in zip(live, self.slots.pool.map(self._beat, live), strict=True):
+                if error is not None:  # a changed call: the pack trains on, and the next round says it again
+                    self.say(f"heartbeat of agent {slot.index} failed: {error}")
+
+    def _beat(self, slot: Slot) -> Exception | None:
+        try:
+            self.slots.beat(slot)
+        except Exception as e:
+            return e
+        return None
 
 
 def clear_run_variables() -> None:

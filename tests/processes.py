@@ -67,6 +67,26 @@ def group(pgid: int) -> list[int]:
     return pids
 
 
+def descendants(root: int) -> set[int]:
+    """The living processes started (directly or not) by `root`: whatever process group they lead."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie left for its parent to reap (nor gone)."""
+    return _status(pid).get("State", "Z").split()[0] not in ("Z", "X")
+
+
 def freeze(pids: Iterable[int]) -> list[int]:
     """SIGSTOP the processes and wait until each is seen stopped; the pids."""
     pids = list(pids)

@@ -4,6 +4,7 @@ scripts/slurm_local.sh's cluster and skip without it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -55,13 +56,40 @@ def wait_for_job(job: str) -> None:
         raise
 
 
-def fake_wandb(bindir: Path, record: Path) -> None:
-    """A `wandb` that records, per call, the GPUs it sees, whether it got the API key, and its arguments."""
-    bindir.mkdir(parents=True, exist_ok=True)
-    (bindir / "wandb").write_text(
-        f'#!/usr/bin/env bash\necho "gpus=${{CUDA_VISIBLE_DEVICES}} key=${{WANDB_API_KEY:+yes}} args=$*" >> {record}\n'
-    )
-    (bindir / "wandb").chmod(0o755)
+RECORDER = """\
+import os, sys
+key = "yes" if os.environ.get("WANDB_API_KEY") else ""
+with open(os.environ["RECORD"], "a") as f:
+    f.write(f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', '')} key={key} args={' '.join(sys.argv[1:])}\\n")
+"""
+
+
+def fake_wandb(directory: Path, record: Path) -> dict[str, str]:
+    """The environment for a `wandb` package (first on PYTHONPATH) whose `python -m wandb` records, per
+    call, the GPUs it sees, whether it got the API key, and its arguments: the end of the chain
+    `fcn-sweep wandb-agent` -> `python -m wandb agent --forward-signals`, without W&B's server."""
+    (directory / "wandb").mkdir(parents=True, exist_ok=True)
+    (directory / "wandb" / "__init__.py").write_text("")
+    (directory / "wandb" / "__main__.py").write_text(RECORDER)
+    path = [str(directory), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(path), "RECORD": str(record)}
+
+
+STUB_PYTHON = f"""\
+#!{sys.executable}
+# Stands in for the interpreter of a packed agent: records how it was started, then trains until
+# TERM, which it takes half a second to act on (as a pack ends its batch and saves its models).
+import os, signal, sys, time
+def stop(*_):
+    time.sleep(0.5)
+    with open(os.environ["RECORD"], "a") as f:
+        f.write("stopped\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+{RECORDER}
+while True:
+    time.sleep(0.1)
+"""
 
 
 def files_holding(root: Path, text: str) -> list[Path]:
@@ -79,10 +107,10 @@ def test_workers_script_passes_shellcheck(tmp_path, gpus):
 
 
 def test_agents_script_starts_the_agents_on_the_tasks_gpus(tmp_path):
-    """One task with GPUs 2,3 and --per-gpu 2: four agents, two on each GPU, each with the key from
-    the environment, and the key in no file."""
+    """One task with GPUs 2,3 and --per-gpu 2: four plain agents, two on each GPU, each W&B's own
+    agent with --forward-signals (by `fcn-sweep wandb-agent`) and the key from the environment, and
+    the key in no file."""
     record = tmp_path / "agents.txt"
-    fake_wandb(tmp_path / "bin", record)
     sb = slurm.Sbatch(array=2, gpus_per_task=2)
     out = tmp_path / "out"
     text = slurm.render_agents(slurm.AgentsJob("ent/proj/abc123", out, per_gpu=2, stagger_s=0), sb, out / "logs")
@@ -92,7 +120,7 @@ def test_agents_script_starts_the_agents_on_the_tasks_gpus(tmp_path):
     assert subprocess.run([SHELLCHECK, "--severity=info", script], capture_output=True).returncode == 0
     env = {
         **os.environ,
-        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        **fake_wandb(tmp_path / "fake", record),
         "SLURM_ARRAY_TASK_ID": "1",
         "SLURM_ARRAY_JOB_ID": "77",
         "CUDA_VISIBLE_DEVICES": "2,3",
@@ -100,10 +128,67 @@ def test_agents_script_starts_the_agents_on_the_tasks_gpus(tmp_path):
     }
     subprocess.run(["bash", script], env=env, check=True, capture_output=True, timeout=60)
     calls = sorted(record.read_text().splitlines())
-    assert (
-        calls == ["gpus=2 key=yes args=agent ent/proj/abc123"] * 2 + ["gpus=3 key=yes args=agent ent/proj/abc123"] * 2
-    )
+    agent = "key=yes args=agent --forward-signals ent/proj/abc123"
+    assert calls == [f"gpus=2 {agent}"] * 2 + [f"gpus=3 {agent}"] * 2
     assert files_holding(tmp_path, API_KEY) == []
+
+
+def test_packed_agents_script_runs_one_per_gpu_and_waits_for_each_after_term(tmp_path):
+    """--pack 4: one `fcn-sweep wandb-agent --pack 4` on each of the task's GPUs, with its share of
+    the task's CPUs. TERM to the script (a time limit's warning) reaches every agent, and the script
+    ends only once each has exited (`wait` returns early on a trapped signal: it must wait again)."""
+    record = tmp_path / "agents.txt"
+    stub = tmp_path / "python"
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    sb = slurm.Sbatch(array=2, gpus_per_task=2, cpus_per_task=4)
+    out = tmp_path / "out"
+    job = slurm.AgentsJob("ent/proj/abc123", out, count=3, stagger_s=0, pack=4, python=str(stub))
+    script = tmp_path / "agents.sbatch"
+    script.write_text(slurm.render_agents(job, sb, out / "logs"))
+    (out / "logs").mkdir(parents=True)
+    done = subprocess.run([SHELLCHECK, "--severity=info", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    env = {
+        **os.environ,
+        "RECORD": str(record),
+        "SLURM_ARRAY_TASK_ID": "0",
+        "SLURM_CPUS_PER_TASK": "4",
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "WANDB_API_KEY": API_KEY,
+    }
+    task = subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = lambda: record.exists() and len(record.read_text().splitlines()) >= 2  # noqa: E731
+    try:
+        processes.wait_until(started, "both agents to start")
+        agents = processes.descendants(task.pid)
+        task.send_signal(signal.SIGTERM)
+        task.communicate(timeout=60)
+    finally:
+        task.kill()
+    calls = record.read_text().splitlines()
+    agent = "key=yes args=-m fcn_sweep wandb-agent --pack 4 --threads 2 --count 3 ent/proj/abc123"
+    assert sorted(calls[:2]) == [f"gpus=2 {agent}", f"gpus=3 {agent}"]
+    assert calls[2:] == ["stopped", "stopped"]  # both written before the script ended
+    assert not [pid for pid in agents if processes.alive(pid)], "the script ended before an agent it started"
+    assert files_holding(tmp_path, API_KEY) == []
+
+
+def test_agents_bad_input_exits_2_and_submits_nothing(tmp_path, capsys):
+    from fcn_sweep.cli import main
+
+    out = tmp_path / "runs"
+    cases = [
+        (["--pack", "0"], "--pack must be a positive integer or auto, got '0'"),
+        (["--pack", "many"], "--pack must be a positive integer or auto, got 'many'"),
+        (["--pack", "4", "--per-gpu", "2"], "--per-gpu 2 needs --pack 1"),
+        (["--per-gpu", "0"], "--per-gpu must be a positive integer"),
+    ]
+    for args, message in cases:
+        assert main(["slurm", "agents", "ent/proj/abc123", "--array", "2", *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
 
 
 def test_bad_input_exits_2_and_submits_nothing(tmp_path, monkeypatch, capsys):
@@ -256,10 +341,10 @@ def test_a_dry_run_for_gpu_tasks_on_a_node_without_one_prints_the_plan(tmp_path,
 @pytest.mark.slurm
 @needs_slurm
 def test_agents_array_on_slurm(tmp_path):
-    """`fcn-sweep slurm agents --array 2 --per-gpu 2` on the cluster (no GPUs): 4 agents in all."""
+    """`fcn-sweep slurm agents --array 2 --per-gpu 2` on the cluster (no GPUs): 4 agents in all, each
+    W&B's own agent with --forward-signals."""
     record = tmp_path / "agents.txt"
-    fake_wandb(tmp_path / "bin", record)
-    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "WANDB_API_KEY": API_KEY}
+    env = {**fake_wandb(tmp_path / "fake", record), "WANDB_API_KEY": API_KEY}
     done = cli(
         "slurm", "agents", "ent/proj/abc123", "--array", "2", "--gpus-per-task", "0", "--per-gpu", "2",
         "--stagger", "0", "--out", str(tmp_path / "runs"), env=env, cwd=tmp_path,
@@ -267,8 +352,67 @@ def test_agents_array_on_slurm(tmp_path):
     assert done.returncode == 0, done.stderr
     job = done.stdout.split()[2].rstrip(":")
     wait_for_job(job)
-    assert record.read_text().splitlines() == ["gpus= key=yes args=agent ent/proj/abc123"] * 4
+    assert record.read_text().splitlines() == ["gpus= key=yes args=agent --forward-signals ent/proj/abc123"] * 4
     assert files_holding(tmp_path, API_KEY) == []
+
+
+@pytest.mark.slurm
+@needs_slurm
+@needs_data
+def test_a_packed_agent_task_signalled_before_its_time_limit_ends_its_runs_stopped(tmp_path):
+    """`fcn-sweep slurm agents --pack 2` on the cluster, against the loopback stand-in of W&B's agent
+    API: one task runs one packed agent, which trains the stand-in's two runs as a pack. Mid-pack the
+    task's script gets the TERM that SLURM sends before a time limit (`--signal=B:TERM@...`; here
+    `scancel --batch --signal=TERM`), passes it to the agent and waits for it (were it to end first,
+    SLURM would kill what the task left), so both runs end `stopped` with their models and W&B
+    summaries, the task then ends by itself, and nothing it started is left running."""
+    import yaml
+
+    from .wandb_records import OfflineRun
+    from .wandb_server import AgentServer
+
+    sweep = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    params = {"epochs": 200, "hidden": [256], "subset": 4096}
+    run_ids = ["slurma", "slurmb"]
+    out = tmp_path / "runs"
+    run_dirs = [out / r for r in run_ids]
+    with AgentServer(sweep, [(r, params) for r in run_ids], sweep_id="abc123") as server:
+        env = {
+            "WANDB_BASE_URL": server.url,
+            "WANDB_API_KEY": API_KEY,
+            "WANDB_MODE": "offline",
+            "FCN_SWEEP_AGENT_POLL_S": "0.5",
+        }
+        done = cli(
+            "slurm", "agents", "me/proj/abc123", "--array", "1", "--gpus-per-task", "0", "--pack", "2",
+            "--stagger", "0", "--out", str(out), env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        job = done.stdout.split()[2].rstrip(":")
+        of_job = lambda: [int(p.name) for p in Path("/proc").glob("[0-9]*") if task_of(int(p.name), job)]  # noqa: E731
+        started: list[int] = []
+        try:
+            both = lambda: all(processes.epochs_logged(d) >= 1 for d in run_dirs)  # noqa: E731
+            processes.wait_until(both, "both members of the pack to train an epoch")
+            started = of_job()
+            (agent,) = [p for p in started if b"wandb-agent" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
+            with processes.frozen([agent]):  # both runs still mid-run when the signal lands
+                assert all(processes.still_training(d, params["epochs"]) for d in run_dirs)
+                subprocess.run(["scancel", "--batch", "--signal=TERM", job], check=True)
+                processes.wait_until(lambda: processes.pending(agent, signal.SIGTERM), "TERM to reach the agent")
+            wait_for_job(job)  # the task ends by itself once its agent has
+        finally:
+            subprocess.run(["scancel", job])
+    assert not [pid for pid in started if processes.alive(pid)], "processes the task started outlived it"
+    log = (out / "slurm" / "logs" / f"{job}_0-agent-cpu-1.log").read_text()
+    assert "training 2 run(s) of 256: slurma, slurmb" in log and "Traceback" not in log, log
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"], summary
+        assert (run_dir / "model.safetensors").exists()
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        assert OfflineRun(offline).summary["status"] == "stopped"
+    assert files_holding(out / "slurm", API_KEY) == []
 
 
 def running_tasks(job: str) -> list[str]:
@@ -280,7 +424,7 @@ def task_of(pid: int, job: str) -> str | None:
     """The array task (JOB_TASK) a worker process runs in, from the environment SLURM gave it."""
     try:
         env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:  # gone, or not ours to read (pid 1 in a container)
         return None
     if env.get("SLURM_ARRAY_JOB_ID") != job:
         return None

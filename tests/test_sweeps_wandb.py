@@ -276,19 +276,31 @@ while true; do sleep 0.1; done
 """
 
 
-def test_launch_agents_starts_m_per_gpu_and_ctrl_c_stops_them_all(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "agent"),
+    [
+        (["--per-gpu", "2"], "wandb-agent --count 5 me/proj/abc123"),  # M plain agents per GPU
+        # one packed agent per GPU, with its share of the CPUs
+        (
+            ["--pack", "auto"],
+            f"wandb-agent --pack auto --threads {max(1, len(os.sched_getaffinity(0)) // 2)} --count 5 me/proj/abc123",
+        ),
+    ],
+    ids=["per-gpu", "pack"],
+)
+def test_launch_agents_starts_the_agents_on_each_gpu_and_ctrl_c_stops_them_all(tmp_path, args, agent):
     stub = tmp_path / "fcn-sweep-stub"
     stub.write_text(STUB_AGENT)
     stub.chmod(0o755)
     record = tmp_path / "record.txt"
+    per_gpu = 2 if "--per-gpu" in args else 1
     launcher = subprocess.Popen(
         [
             str(REPO / "scripts" / "launch_agents.sh"),
             "me/proj/abc123",
             "--gpus",
             "0,1",
-            "--per-gpu",
-            "2",
+            *args,
             "--count",
             "5",
             "--logs",
@@ -300,39 +312,20 @@ def test_launch_agents_starts_m_per_gpu_and_ctrl_c_stops_them_all(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    four = lambda: record.exists() and len(record.read_text().splitlines()) >= 4  # noqa: E731
+    n = 2 * per_gpu
+    all_started = lambda: record.exists() and len(record.read_text().splitlines()) >= n  # noqa: E731
     try:
-        processes.wait_until(four, "four agents to start")
+        processes.wait_until(all_started, f"{n} agents to start")
     except BaseException:
         launcher.kill()
         raise
     started = sorted(record.read_text().splitlines())
-    assert started == ["0 wandb-agent --count 5 me/proj/abc123"] * 2 + ["1 wandb-agent --count 5 me/proj/abc123"] * 2
-    assert len(list((tmp_path / "logs").glob("agent-*.log"))) == 4
+    assert started == [f"0 {agent}"] * per_gpu + [f"1 {agent}"] * per_gpu
+    assert len(list((tmp_path / "logs").glob("agent-*.log"))) == n
     launcher.send_signal(signal.SIGINT)
     launcher.communicate(timeout=processes.HANG_S)
     assert launcher.returncode == 130
-    assert record.read_text().splitlines().count("stopped") == 4
-
-
-def descendants(root: int) -> set[int]:
-    """The living processes started (directly or not) by `root`: whatever process group they lead."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie left for its parent to reap (nor gone)."""
-    return processes._status(pid).get("State", "Z").split()[0] not in ("Z", "X")
+    assert record.read_text().splitlines().count("stopped") == n
 
 
 @needs_data
@@ -364,7 +357,7 @@ def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_not
         started: set[int] = set()
         try:
             processes.wait_until(lambda: processes.epochs_logged(run_dir) >= 1, "the run to train an epoch")
-            started = descendants(launcher.pid)
+            started = processes.descendants(launcher.pid)
             (run,) = [p for p in started if b"train" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
             # Frozen until the launcher's signal has come through to it, so it is still mid-run then.
             # (Had the agent died without passing the signal on, the kernel's SIGHUP to a stopped,
@@ -376,16 +369,71 @@ def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_not
                 processes.wait_until(lambda: processes.pending(run, signal.SIGTERM), "SIGTERM to reach the run")
             _, err = launcher.communicate(timeout=processes.HANG_S)
         finally:
-            for pid in {launcher.pid, *started, *descendants(launcher.pid)}:  # what a failure left
+            for pid in {launcher.pid, *started, *processes.descendants(launcher.pid)}:  # what a failure left
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
     assert "stopping 1 agent(s)" in err
-    assert not [pid for pid in started if alive(pid)], "processes the launcher started outlived it"
+    assert not [pid for pid in started if processes.alive(pid)], "processes the launcher started outlived it"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"]
     assert (run_dir / "model.safetensors").exists()
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert OfflineRun(offline).summary["status"] == "stopped"
+
+
+@needs_data
+def test_launch_agents_pack_sigterm_stops_every_run_of_the_pack_and_leaves_nothing_running(tmp_path):
+    """`launch_agents.sh --pack 2`: one `fcn-sweep wandb-agent --pack 2` on the GPU, holding the two
+    runs the stand-in hands out and training them as one pack. SIGTERM to the launcher mid-pack ends
+    both runs `stopped` with their best models, and nothing the launcher started outlives it."""
+    sweep = load(REPO / "sweeps" / "smoke.yaml")
+    params = {"epochs": 200, "hidden": [256], "subset": 4096}
+    run_ids = ["packa", "packb"]
+    run_dirs = [tmp_path / "runs" / r for r in run_ids]
+    with AgentServer(sweep, [(r, params) for r in run_ids], sweep_id="abc123") as server:
+        env = {
+            **os.environ,
+            "WANDB_BASE_URL": server.url,
+            "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+            "WANDB_MODE": "offline",
+            "FCN_SWEEP": str(BIN / "fcn-sweep"),
+            "FCN_SWEEP_OUT": str(tmp_path / "runs"),
+            "FCN_SWEEP_AGENT_POLL_S": "0.5",
+        }
+        launcher = subprocess.Popen(
+            [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", "--pack", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started: set[int] = set()
+        try:
+            both = lambda: all(processes.epochs_logged(d) >= 1 for d in run_dirs)  # noqa: E731
+            processes.wait_until(both, "both members of the pack to train an epoch")
+            started = processes.descendants(launcher.pid)
+            (agent,) = [p for p in started if b"wandb-agent" in Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")]
+            # Frozen until the launcher's signal has come through, so that both runs are mid-run then.
+            with processes.frozen([agent]):
+                assert all(processes.still_training(d, params["epochs"]) for d in run_dirs)
+                launcher.send_signal(signal.SIGTERM)
+                processes.wait_until(lambda: processes.pending(agent, signal.SIGTERM), "SIGTERM to reach the agent")
+            _, err = launcher.communicate(timeout=processes.HANG_S)
+        finally:
+            for pid in {launcher.pid, *started, *processes.descendants(launcher.pid)}:  # what a failure left
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    log = (tmp_path / "logs" / "agents" / "agent-0-1.log").read_text()
+    assert launcher.returncode == 130 and "stopping 1 agent(s)" in err, err
+    assert "training 2 run(s) of 256: packa, packb" in log, log
+    assert not [pid for pid in started if processes.alive(pid)], "processes the launcher started outlived it"
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"], summary
+        assert (run_dir / "model.safetensors").exists()
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        assert OfflineRun(offline).summary["status"] == "stopped"
 
 
 STUB_DOCKER = """#!/usr/bin/env bash
@@ -398,7 +446,8 @@ while true; do sleep 0.1; done
 """
 
 
-def test_launch_agents_docker_passes_the_wandb_server_and_key_by_name_only(tmp_path):
+@pytest.mark.parametrize("pack", [[], ["--pack", "4"]], ids=["plain", "pack"])
+def test_launch_agents_docker_passes_the_wandb_server_and_key_by_name_only(tmp_path, pack):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "docker").write_text(STUB_DOCKER)
@@ -412,7 +461,15 @@ def test_launch_agents_docker_passes_the_wandb_server_and_key_by_name_only(tmp_p
         "WANDB_PROJECT": "proj",
     }
     launcher = subprocess.Popen(
-        [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", "--docker", "fcn-sweep:test"],
+        [
+            str(REPO / "scripts" / "launch_agents.sh"),
+            "me/proj/abc123",
+            "--gpus",
+            "0",
+            *pack,
+            "--docker",
+            "fcn-sweep:test",
+        ],
         env={**os.environ, **wandb_env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record)},
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -426,6 +483,8 @@ def test_launch_agents_docker_passes_the_wandb_server_and_key_by_name_only(tmp_p
         launcher.communicate(timeout=processes.HANG_S)
     argv, env = record.read_text().split("--- env\n")
     argv = argv.splitlines()
+    threads = ["--threads", str(len(os.sched_getaffinity(0)))] if pack else []
+    assert argv[argv.index("fcn-sweep:test") + 1 :] == ["wandb-agent", *pack, *threads, "me/proj/abc123"]
     passed = {argv[i + 1] for i, a in enumerate(argv) if a == "-e"}
     assert set(wandb_env) <= passed  # each by name: the container gets the value docker was given
     assert {f"{k}={v}" for k, v in wandb_env.items()} <= set(env.splitlines())
@@ -438,10 +497,14 @@ def test_launch_agents_docker_passes_the_wandb_server_and_key_by_name_only(tmp_p
     [
         ([], "usage"),
         (["s", "--per-gpu", "0"], "--per-gpu"),
+        (["s", "--pack", "0"], "--pack must be a positive integer or auto, got '0'"),
+        (["s", "--pack", "many"], "--pack must be a positive integer or auto, got 'many'"),
+        (["s", "--pack", "2", "--per-gpu", "2"], "--per-gpu 2 needs --pack 1"),
+        (["s", "--pack"], "usage"),
         (["s", "--gpus", "a"], "--gpus"),
         (["s", "--x", "1"], "usage"),
     ],
 )
 def test_launch_agents_rejects_bad_arguments(args, says):
     proc = subprocess.run([str(REPO / "scripts" / "launch_agents.sh"), *args], capture_output=True, text=True)
-    assert proc.returncode == 2 and says in proc.stderr
+    assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr

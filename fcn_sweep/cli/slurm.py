@@ -72,13 +72,17 @@ def cmd_slurm_agents(args: argparse.Namespace, extra: Sequence[str]) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "stagger" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    args.pack = parse_pack(args.pack)
+    if args.pack != 1 and args.per_gpu != 1:
+        raise UsageError(f"--per-gpu {args.per_gpu} needs --pack 1; a packed agent holds K runs on its GPU by itself: "
+                         "give a larger --pack instead")  # fmt: skip
     sb = _sbatch_options(args)
     try:
         slurm.sbatch_path()
     except slurm.LaunchError as e:
         raise UsageError(str(e)) from None
     out = Path(args.out).resolve()
-    job = slurm.AgentsJob(args.sweep_id, out, args.per_gpu, args.count, args.stagger)
+    job = slurm.AgentsJob(args.sweep_id, out, args.per_gpu, args.count, args.stagger, args.pack)
     logs = out / "slurm" / "logs"
     _submit(slurm.render_agents(job, sb, logs), out, "agents", sb.array, "wandb sweep page")
     return 0
@@ -179,14 +183,24 @@ def _slurm_parser(sub: argparse._SubParsersAction) -> None:
     a = kinds.add_parser(
         "agents",
         allow_abbrev=False,
-        help="tasks that each run M `wandb agent`s per GPU for a W&B sweep",
-        description="A job array of W&B agents for a sweep on W&B's server; the API key comes from the environment "
-        "at run time (WANDB_API_KEY or ~/.netrc), never from the script.",
+        help="tasks that each run `fcn-sweep wandb-agent --pack K` (or M plain agents) per GPU for a W&B sweep",
+        description="A job array of W&B agents for a sweep on W&B's server: with --pack K or auto, one `fcn-sweep "
+        "wandb-agent --pack K` per GPU; with --pack 1, M plain agents per GPU (W&B's own `wandb agent`). The API "
+        "key comes from the environment at run time (WANDB_API_KEY or ~/.netrc), never from the script.",
     )
     a.add_argument("sweep_id", metavar="ENTITY/PROJECT/SWEEP_ID", help="as printed by `wandb sweep`")
     common(a, 1)
-    a.add_argument("--per-gpu", type=int, default=1, metavar="M", help="agents per GPU (default: 1)")
-    a.add_argument("--count", type=int, help="runs per agent (default: until the sweep ends)")
+    a.add_argument(
+        "--pack",
+        default="1",
+        metavar="K",
+        help="runs one agent process holds and trains at once, or auto: chosen for its device (default: 1, "
+        "W&B's own agent)",
+    )
+    a.add_argument(
+        "--per-gpu", type=int, default=1, metavar="M", help="plain agents per GPU, with --pack 1 (default: 1)"
+    )
+    a.add_argument("--count", type=int, help="runs per agent process (default: until the sweep ends)")
     a.add_argument("--stagger", type=int, default=2, metavar="S", help="seconds between agent starts (default: 2)")
     a.add_argument("--out", default="runs", metavar="DIR", help="parent of the run directories (default: runs)")
     a.set_defaults(func=cmd_slurm_agents)

@@ -1,5 +1,5 @@
 """SLURM job arrays: `fcn-sweep slurm workers` (offline, against a store) and `fcn-sweep slurm agents`
-(W&B's server-driven sweeps).
+(W&B's server-driven sweeps: `fcn-sweep wandb-agent` on each GPU, packed or plain).
 
 Each command writes a plain sbatch script and submits it with `sbatch`. A generated script rather
 than a library such as submitit: submitit pickles a Python function into the job, so what runs on
@@ -85,9 +85,10 @@ class WorkersJob:
 class AgentsJob:
     sweep_id: str  # ENTITY/PROJECT/SWEEP_ID
     out: Path  # run directories (FCN_SWEEP_OUT), and this job's script and logs under out/slurm
-    per_gpu: int = 1
+    per_gpu: int = 1  # plain agents per GPU (pack 1 only)
     count: int | None = None
     stagger_s: int = STAGGER_S
+    pack: int | str = 1  # > 1 or "auto": one packed agent per GPU (`fcn-sweep wandb-agent --pack K`)
     python: str = sys.executable
 
 
@@ -175,39 +176,53 @@ exit "$status"
 
 def render_agents(job: AgentsJob, sb: Sbatch, logs: Path) -> str:
     count = f" --count {job.count}" if job.count else ""
+    if job.pack != 1:  # one process per GPU holding K runs; its share of the task's CPUs
+        holds = "as many runs as fit its device" if job.pack == "auto" else f"{job.pack} runs"
+        what = f"""one packed agent, `fcn-sweep wandb-agent --pack {job.pack}`, on each of its GPUs (on its
+# CPUs when it has none): a process that holds {holds} and trains those of one shape together."""
+        stop = "# The packed agent ends every run it holds within a batch as `stopped`, its best model kept."
+        threads = '\nthreads=$((${SLURM_CPUS_PER_TASK:-1} / ${#gpus[@]})); [ "$threads" -ge 1 ] || threads=1'
+        agent_args = f' --pack {job.pack} --threads "$threads"{count}'
+    else:
+        what = f"""{job.per_gpu} `fcn-sweep wandb-agent` (W&B's own `wandb agent`, one run at a time) on each
+# of its GPUs (on its CPUs when it has none)."""
+        stop = """# Each agent (`wandb agent --forward-signals`) passes TERM to its run, which W&B starts in a process
+# group of its own, and waits for it: the run ends within a batch as `stopped`, its best model kept."""
+        threads, agent_args = "", count
     return f"""\
 #!/usr/bin/env bash
-# W&B agents as a SLURM job array: {sb.array} task(s), each running {job.per_gpu} `wandb agent`(s) on each of its
-# GPUs (on its CPUs when it has none) for the sweep {job.sweep_id}. The W&B server hands out the runs.
+# W&B agents as a SLURM job array for the sweep {job.sweep_id}: {sb.array} task(s), each running
+# {what}
+# W&B's server hands out the runs.
 # Written by `fcn-sweep slurm agents`; edit it and submit it again by hand with `sbatch THIS_FILE`.
 #
+# A time limit or preemption ({sb.signal_s} s ahead) signals this script, which passes TERM to each
+# agent's process group; scancel signals every process of the task.
+{stop}
+# The task ends once every agent has exited.
 # The API key never appears here: agents read WANDB_API_KEY from the environment sbatch passes on
 # from the submitting shell, or the ~/.netrc that `wandb login` writes.
 # Agents start {job.stagger_s} s apart (agent k of the array waits (k mod {STAGGER_SLOTS}) x {job.stagger_s} s), so a
 # whole array starting at once does not reach the server in one instant (wandb/wandb#8023).
-# A time limit, preemption or scancel: each agent and its run get TERM; the run ends as `stopped`.
 {sb.lines(f"wandb-agents-{job.sweep_id.rsplit('/', 1)[-1]}", logs, "TERM")}
 set -uo pipefail
 
+fcn_sweep=({q(job.python)} -m fcn_sweep)
 sweep_id={q(job.sweep_id)}
 per_gpu={job.per_gpu}
 stagger={job.stagger_s}
 logs={q(logs)}
-bindir={q(Path(job.python).parent)}
-# The agent binary from PATH, else this installation's; then this installation's bin first on PATH,
-# so that the sweep's `command:` (`${{env}} fcn-sweep train`) starts this installation's fcn-sweep.
-wandb=$(command -v wandb || echo "$bindir/wandb")
-export PATH="$bindir:$PATH"
 export FCN_SWEEP_OUT={q(job.out)}
 if [ -z "${{WANDB_API_KEY:-}}" ] && ! grep -qs api.wandb.ai ~/.netrc; then
     echo "warning: no WANDB_API_KEY in the environment and no ~/.netrc entry; agents will not reach W&B" >&2
 fi
 
 task=${{SLURM_ARRAY_TASK_ID:-0}}
-IFS=, read -r -a gpus <<<"${{CUDA_VISIBLE_DEVICES:-cpu}}"
+IFS=, read -r -a gpus <<<"${{CUDA_VISIBLE_DEVICES:-cpu}}"{threads}
 pids=()
 stop_all() {{
-    # Each agent leads its own process group (setsid), so the run it is training gets the signal too.
+    # Each agent leads its own process group (setsid): TERM reaches it (or its delayed start).
+    local pid  # not the waiting loop's: this runs in the middle of it
     for pid in "${{pids[@]}}"; do kill -TERM -- "-$pid" 2>/dev/null; done
 }}
 trap stop_all TERM INT
@@ -220,14 +235,16 @@ for gpu in "${{gpus[@]}}"; do
         log="$logs/${{SLURM_ARRAY_JOB_ID:-local}}_$task-agent-$gpu-$m.log"
         # shellcheck disable=SC2016  # $1 and $@ are the inner shell's: the delay, then the agent command
         CUDA_VISIBLE_DEVICES=$visible setsid bash -c 'sleep "$1"; shift; exec "$@"' _ "$delay" \\
-            "$wandb" agent{count} "$sweep_id" >"$log" 2>&1 &
+            "${{fcn_sweep[@]}}" wandb-agent{agent_args} "$sweep_id" >"$log" 2>&1 &
         pids+=("$!")
         echo "agent $gpu/$m: in $delay s, pid $! -> $log"
         k=$((k + 1))
     done
 done
-# `wait` returns early when TERM arrives; wait again until every agent has exited.
-while [ -n "$(jobs -r)" ]; do wait; done
+# `wait` returns early whenever a trapped signal arrives: wait again until every agent has exited.
+for agent in "${{pids[@]}}"; do
+    while kill -0 "$agent" 2>/dev/null; do wait "$agent"; done
+done
 """
 
 

@@ -62,7 +62,10 @@ class AgentServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data.encode())
+                try:
+                    self.wfile.write(data.encode())
+                except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-call (scancel)
+                    pass
 
             def log_message(self, *args) -> None:  # quiet
                 pass

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -78,16 +78,51 @@ class Slot:
     retired: bool = False  # told `exit`, or the process took its --count: never heartbeated idle again
 
 
+def each(call: Callable, items: list, halt: Callable[[], bool] = lambda: False) -> list:
+    """`call` on every item, AT_ONCE at a time: the answers (or exceptions) in order, None for any not
+    back when `halt()` turned true. A round trip to W&B's cloud takes a few hundred milliseconds, so a
+    round over hundreds of slots one at a time would keep the device waiting for minutes; and a call
+    to a server that is away waits out wandb's own 60 s, so the threads are daemons that a leaving
+    process does not wait for (SLURM's scancel, for one, kills what is left after 30 s)."""
+    answers: list = [None] * len(items)
+    todo = queue.SimpleQueue()
+    for i in range(len(items)):
+        todo.put(i)
+
+    def work() -> None:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                answers[i] = call(items[i])
+            except Exception as e:
+                answers[i] = e
+
+    threads = [threading.Thread(target=work, daemon=True, name="wandb-agent") for _ in range(min(AT_ONCE, len(items)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive() and not halt():
+            t.join(0.1)
+    return answers
+
+
+def raise_any(answers: list) -> list:
+    for a in answers:
+        if isinstance(a, Exception):
+            raise a
+    return answers
+
+
 class Slots:
     """The K registered agents and the runs they hold; every command of W&B's server lands here."""
 
     def __init__(self, calls: AgentCalls, k: int, count: int | None, say: Callable[[str], None]):
         hosts = [f"{this_host()}-{i}" for i in range(k)]
         self.calls, self.say, self.left = calls, say, float("inf") if count is None else count
-        # Heartbeats of many slots at once: a round trip to W&B's cloud takes a few hundred milliseconds,
-        # and a round over hundreds of slots one at a time would keep the device waiting for minutes.
-        self.pool = ThreadPoolExecutor(max_workers=AT_ONCE, thread_name_prefix="wandb-agent")
-        self.slots = [Slot(i, agent_id) for i, agent_id in enumerate(self.pool.map(calls.register, hosts))]
+        self.slots = [Slot(i, agent_id) for i, agent_id in enumerate(raise_any(each(calls.register, hosts)))]
         self.waiting: list[Member] = []  # held, not training yet, in the order they came
         self.max_pack = k  # halved when a pack runs out of device memory
         self.lock = threading.Lock()  # commands come from the main thread (fill) and the heartbeat thread
@@ -152,7 +187,7 @@ class Slots:
             held = [s for s in self.slots if s.member is not None]
             # No more idle slots than --count has runs left: each would be handed a run it must not take.
             idle = [s for s in self.slots if s.member is None and not s.retired][: int(min(self.left, len(self.slots)))]
-            list(self.pool.map(self.beat, held + idle))
+            raise_any(each(self.beat, held + idle, halt))
             if not idle or len(self.waiting) == before:
                 return
 
@@ -196,24 +231,15 @@ class Beating:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.done.set()
-        # A heartbeat to a server that is away waits out wandb's own timeout (60 s): the pack's end
-        # does not wait for it, and the next round of heartbeats goes on beside it.
-        self.thread.join(timeout=1.0)
+        self.done.set()  # a heartbeat still waiting on a server that is away is left to itself (see `each`)
+        self.thread.join()
 
     def _loop(self) -> None:
         while not self.done.wait(POLL_S):
             live = [m.slot for m in self.members if m.slot.member is m]
-            for slot, error in zip(live, self.slots.pool.map(self._beat, live), strict=True):
-                if error is not None:  # a changed call: the pack trains on, and the next round says it again
+            for slot, error in zip(live, each(self.slots.beat, live, self.done.is_set), strict=True):
+                if isinstance(error, Exception):  # a changed call: the pack trains on, the next round says it again
                     self.say(f"heartbeat of agent {slot.index} failed: {error}")
-
-    def _beat(self, slot: Slot) -> Exception | None:
-        try:
-            self.slots.beat(slot)
-        except Exception as e:
-            return e
-        return None
 
 
 def clear_run_variables() -> None:
@@ -238,7 +264,7 @@ def main(spec: AgentSpec, calls: AgentCalls) -> int:
     slots = Slots(calls, spec.pack, spec.count, say)
     say(f"{spec.pack} agents registered for sweep {spec.sweep}; runs train on {spec.device}, in packs of one shape")
     data_for = functools.cache(lambda subset: data_mod.load(spec.device, subset))
-    wandb_runs = WandbRuns(spec)
+    wandb_runs = WandbRuns(spec, kept="their run directories hold")
     busy = Occupancy(spec.pack)
     try:
         while not interrupted.is_set():

@@ -218,8 +218,8 @@ class WandbRuns:
     (`tracking.BackgroundTracker`). A failure is reported on stderr, one line a run, and fails
     neither the run nor the sweep: the run directory (and the store) hold everything W&B would have."""
 
-    def __init__(self, spec: WorkerSpec):
-        self.spec = spec
+    def __init__(self, spec: WorkerSpec, kept: str = "their run directories and the store hold"):
+        self.spec, self.kept = spec, kept
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb")
         self.pending: list[tuple[str, tracking.BackgroundTracker]] = []
 
@@ -251,7 +251,7 @@ class WandbRuns:
         if cut:  # one cause for all of them: say it once
             self.say(
                 f"the W&B service process ended (scancel signals every process of a task), so the W&B logs of "
-                f"{len(cut)} run(s) stop early ({', '.join(cut)}); their run directories and the store hold every epoch"
+                f"{len(cut)} run(s) stop early ({', '.join(cut)}); {self.kept} every epoch"
             )
         self.pending = still
 

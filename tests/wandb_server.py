@@ -16,6 +16,7 @@ to propose is told `exit`, which is how a finished sweep lets its agents go.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -62,10 +63,8 @@ class AgentServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a client killed mid-call
                     self.wfile.write(data.encode())
-                except (BrokenPipeError, ConnectionResetError):  # the client was killed mid-call (scancel)
-                    pass
 
             def log_message(self, *args) -> None:  # quiet
                 pass

@@ -9,7 +9,8 @@
   (`sweeps.next_runs`, `sweeps.stop_runs`, fed each run's epochs from its run directory), trained by
   one packed agent: how much of its slots' epochs trained a member (the agent's last line).
 
-    .venv/bin/python scripts/agent_measure.py [--hidden 128] [--pack 8] [--epochs 2] [--rounds 2] [--hyperband]
+    .venv/bin/python scripts/agent_measure.py [--hidden 128] [--pack 8|auto] [--runs N] [--alone M] [--epochs 2]
+        [--rounds 2] [--device cpu|cuda] [--grid] [--hyperband]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def sweep_config(params: dict) -> dict:
     }
 
 
-def one_round(runs: list[tuple[str, dict]], pack: int, out: Path) -> float:
+def one_round(runs: list[tuple[str, dict]], pack: str, out: Path, device: str) -> float:
     """Seconds for one agent (--pack `pack`) to take and train `runs`, start to exit."""
     with AgentServer(sweep_config(runs[0][1]), runs, sweep_id="bench", exit_when_done=True) as server:
         env = {
@@ -53,8 +54,8 @@ def one_round(runs: list[tuple[str, dict]], pack: int, out: Path) -> float:
         }
         out.mkdir(parents=True)
         command = [str(BIN / "fcn-sweep"), "wandb-agent", "me/proj/bench", "--count", str(len(runs))]
-        if pack > 1:
-            command += ["--pack", str(pack), "--device", "cpu"]
+        if pack != "1":  # W&B's own agent starts `fcn-sweep train --device auto`, on CUDA_VISIBLE_DEVICES
+            command += ["--pack", pack, "--device", device]
         t0 = time.perf_counter()
         done = subprocess.run(command, env=env, cwd=out, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -65,23 +66,30 @@ def one_round(runs: list[tuple[str, dict]], pack: int, out: Path) -> float:
 
 
 def speed(args: argparse.Namespace, tmp: Path) -> None:
+    hidden = [int(w) for w in args.hidden.split(",")]
     runs = [
-        (f"r{i}", {"hidden": [args.hidden], "epochs": args.epochs, "optimizer": "adam", "lr": 1e-3, "seed": i})
-        for i in range(args.pack)
+        (f"r{i}", {"hidden": hidden, "epochs": args.epochs, "optimizer": "adam", "lr": 1e-3, "seed": i})
+        for i in range(args.runs or int(args.pack))
     ]
-    times: dict[int, list[float]] = {1: [], args.pack: []}
+    alone = runs[: args.alone or len(runs)]  # on a GPU, a few runs alone tell their rate
+    times: dict[str, list[float]] = {"1": [], args.pack: []}
     for r in range(args.rounds):
-        for pack in (args.pack, 1) if r % 2 == 0 else (1, args.pack):
-            times[pack].append(one_round(runs, pack, tmp / f"round{r}-pack{pack}"))
-            print(f"round {r + 1}: --pack {pack}: {times[pack][-1]:.1f} s", flush=True)
-    rate = {k: len(runs) * 3600 / min(v) for k, v in times.items()}
+        for pack in (args.pack, "1") if r % 2 == 0 else ("1", args.pack):
+            todo = alone if pack == "1" else runs
+            times[pack].append(one_round(todo, pack, tmp / f"round{r}-pack{pack}", args.device))
+            print(f"round {r + 1}: --pack {pack}: {len(todo)} runs in {times[pack][-1]:.1f} s", flush=True)
+    rate = {"1": len(alone) * 3600 / min(times["1"]), args.pack: len(runs) * 3600 / min(times[args.pack])}
+    where = f"{os.cpu_count()} CPU cores" if args.device == "cpu" else args.device
     print(
-        f"{len(runs)} runs of hidden [{args.hidden}], {args.epochs} epoch(s), full data, on {os.cpu_count()} CPU cores "
-        f"(best of {args.rounds}):\n"
-        f"  W&B's own agent, one `fcn-sweep train` per run: {rate[1]:,.0f} configs/hour\n"
-        f"  fcn-sweep wandb-agent --pack {args.pack}:            {rate[args.pack]:,.0f} configs/hour\n"
-        f"  ratio: {rate[args.pack] / rate[1]:.2f}x"
+        f"hidden {args.hidden}, {args.epochs} epoch(s), full data, on {where} (best of {args.rounds}):\n"
+        f"  W&B's own agent, one `fcn-sweep train` per run ({len(alone)} runs): {rate['1']:,.0f} configs/hour\n"
+        f"  fcn-sweep wandb-agent --pack {args.pack} ({len(runs)} runs):          {rate[args.pack]:,.0f} configs/hour\n"
+        f"  ratio: {rate[args.pack] / rate['1']:.2f}x"
     )
+    if args.grid:
+        hours = 5832 * 30 / (rate[args.pack] * args.epochs)  # the grid's runs have 20, 30 or 40 epochs: 30 on average
+        print(f"  the study's 5,832-run grid at that rate per epoch ({args.hidden} alone stands for its 3 networks): "
+              f"{hours:.1f} h")  # fmt: skip
 
 
 def hyperband(args: argparse.Namespace, tmp: Path) -> None:
@@ -97,10 +105,10 @@ def hyperband(args: argparse.Namespace, tmp: Path) -> None:
     sweep = {
         "method": "random",
         "metric": {"name": "val/acc", "goal": "maximize"},
-        "run_cap": 4 * args.pack,
+        "run_cap": 4 * (args.runs or int(args.pack)),
         "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
         "parameters": {
-            "hidden": {"value": [args.hidden]},
+            "hidden": {"value": [int(w) for w in args.hidden.split(",")]},
             "epochs": {"value": 8},
             "subset": {"value": 8192},
             "optimizer": {"values": ["sgd", "adam"]},
@@ -115,7 +123,7 @@ def hyperband(args: argparse.Namespace, tmp: Path) -> None:
             "WANDB_MODE": "offline",
             "FCN_SWEEP_AGENT_POLL_S": "0.5",
         }
-        command = [str(BIN / "fcn-sweep"), "wandb-agent", "me/proj/bench", "--pack", str(args.pack), "--device", "cpu",
+        command = [str(BIN / "fcn-sweep"), "wandb-agent", "me/proj/bench", "--pack", args.pack, "--device", args.device,
                    "--out", str(out)]  # fmt: skip
         done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -129,12 +137,18 @@ def hyperband(args: argparse.Namespace, tmp: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--pack", type=int, default=8)
+    p.add_argument("--hidden", default="128", help="hidden widths, e.g. 1024,256 (default: 128)")
+    p.add_argument("--pack", default="8", help="K or auto (default: 8)")
+    p.add_argument("--runs", type=int, help="runs the packed agent trains (default: K)")
+    p.add_argument("--alone", type=int, help="of those, how many W&B's own agent trains one at a time (default: all)")
+    p.add_argument("--device", default="cpu", help="the packed agent's device (default: cpu)")
+    p.add_argument("--grid", action="store_true", help="also the study's grid's wall time at the packed rate")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--hyperband", action="store_true", help="also measure a Hyperband sweep's occupancy")
     args = p.parse_args()
+    if args.pack == "auto" and not args.runs:
+        p.error("--pack auto needs --runs N (the runs the packed agent is handed)")
     with tempfile.TemporaryDirectory() as tmp:
         speed(args, Path(tmp))
         if args.hyperband:

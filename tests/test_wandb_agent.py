@@ -152,7 +152,7 @@ def test_a_stop_ends_one_member_and_exit_ends_the_rest(tmp_path):
     assert summary(dirs[0])["epochs_run"] > stopped_at
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_signal_ends_every_member_within_a_batch_and_the_agent_exits_0(tmp_path, sig):
     runs = [(f"s{i}", {**LONG, "seed": i}) for i in range(2)]
     with AgentServer(smoke(), runs, sweep_id="abc123") as server:

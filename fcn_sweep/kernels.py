@@ -176,6 +176,20 @@ BN_IMPLS = {
 BN_DEFAULT = "native"  # what a Pack uses unless told otherwise (packed.Pack's `bn`)
 
 
+@contextmanager
+def batch_norm_default(name: str) -> Iterator[None]:
+    """Every pack made meanwhile (a bench's variants, a sweep estimate's calibration) uses batch norm
+    `name` unless told otherwise; BN_DEFAULT is put back after."""
+    if name not in BN_IMPLS:
+        raise ValueError(f"batch norm {name!r}: expected one of {', '.join(BN_IMPLS)}")
+    global BN_DEFAULT
+    before, BN_DEFAULT = BN_DEFAULT, name
+    try:
+        yield
+    finally:
+        BN_DEFAULT = before
+
+
 def cross_entropy(logits: Tensor, y: Tensor, smoothing: Tensor | None, target_weight: Tensor) -> tuple[Tensor, Tensor]:
     """Per member: the mean loss over the batch (K,) with label smoothing as torch's cross_entropy
     takes it, and its gradient with respect to `logits` (K, classes, B). `smoothing` is (K, 1, 1) or

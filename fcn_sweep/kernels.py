@@ -6,6 +6,11 @@ feature a channel of a (1, K * features, batch) tensor, so torch's native batch 
 member with its own batch statistics in one call, forward and backward, without a copy; and the
 products are plain batched matrix multiplies (BLAS takes the transposed operands as they lie).
 
+Batch norm has two implementations (`BN_IMPLS`), the same arithmetic to float rounding: `native`
+(the default, aten's kernels) and `reduce` (reductions over the batch, the contiguous last dim,
+and fused elementwise ops). On CUDA the native kernel is built for many samples per channel, and
+here a channel has only the batch's 64: `reduce` is the alternative to measure against it.
+
 Why by hand: autograd records and replays a graph of the step every time, and what it would compute
 is known. The backward of each activation and of batch norm is the aten function autograd itself
 calls, so the arithmetic is autograd's (tests/test_kernels.py checks every activation, with and
@@ -48,7 +53,7 @@ class Tape:
     pre: Tensor  # the activation's input: z, or z batch-normalised
     out: Tensor  # the activation's output, before dropout
     mask: Tensor | None  # dropout: 0 or the kept units' scale
-    saved: tuple[Tensor, Tensor] | None  # batch norm's batch mean and inverse std
+    saved: tuple[Tensor, Tensor] | None  # batch norm's batch mean and inverse std (in its implementation's shape)
 
 
 @contextmanager
@@ -104,6 +109,85 @@ def batch_norm_backward(dy: Tensor, tape: Tape, norm: Norm) -> Tensor:
         out0=torch.empty_like(flat), out1=norm.dgamma, out2=norm.dbeta,
     )  # fmt: skip
     return dz.view_as(dy)
+
+
+def _columns(z: Tensor, *flat: Tensor) -> list[Tensor]:
+    """Flat (K * width) tensors as (K, width, 1) views that broadcast over z's batch."""
+    return [t.view(z.shape[0], z.shape[1], 1) for t in flat]
+
+
+def batch_norm_reduce(z: Tensor, norm: Norm, train: bool) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """`batch_norm` by reductions over the batch (z's contiguous last dim) and one fused multiply-add
+    over z, y = z * scale + shift as aten's CPU kernel computes it; saved: (mean, invstd) as (K, width, 1).
+
+    Safe under CUDA graph capture: every shape comes from z's, fixed for a captured step; the batch
+    statistics and the running ones stay on the device (no .item(), no host value, nothing that
+    synchronises), the running statistics are updated in place in the tensors the graph reads, and
+    the only Python numbers (momentum, eps, the batch size) are constants of the captured kernels."""
+    gamma, beta, running_mean, running_var = _columns(z, norm.gamma, norm.beta, norm.mean, norm.var)
+    if train:
+        var, mean = torch.var_mean(z, dim=2, keepdim=True, correction=0)
+        invstd = var.add(BN_EPS).rsqrt_()
+        # As nn.BatchNorm1d: running = (1 - momentum) * running + momentum * batch's, with the batch's
+        # unbiased variance (a batch of one never trains: data.batch_starts drops it).
+        batch = z.shape[2]
+        running_mean.mul_(1 - BN_MOMENTUM).add_(mean, alpha=BN_MOMENTUM)
+        running_var.mul_(1 - BN_MOMENTUM).add_(var, alpha=BN_MOMENTUM * batch / max(batch - 1, 1))
+    else:
+        mean, invstd = running_mean, running_var.add(BN_EPS).rsqrt_()
+    scale = gamma * invstd
+    shift = torch.addcmul(beta, mean, scale, value=-1)  # beta - mean * scale
+    return torch.addcmul(shift, z, scale), (mean, invstd)
+
+
+def batch_norm_reduce_backward(dy: Tensor, tape: Tape, norm: Norm) -> Tensor:
+    """`batch_norm_backward` for `batch_norm_reduce`: with xhat = (z - mean) * invstd,
+    dz = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), dgamma = sum(dy * xhat) and
+    dbeta = sum(dy) over the batch, the last two written into `norm.dgamma` and `norm.dbeta`.
+    Capture-safe as the forward is: fixed shapes, device tensors only, no host synchronisation."""
+    mean, invstd = tape.saved
+    gamma, dgamma, dbeta = _columns(dy, norm.gamma, norm.dgamma, norm.dbeta)
+    batch = dy.shape[2]
+    torch.sum(dy, 2, keepdim=True, out=dbeta)
+    xmu = tape.z - mean
+    dot = torch.mul(dy, xmu).sum(2, keepdim=True)  # sum(dy * (z - mean)) = sum(dy * xhat) / invstd
+    torch.mul(dot, invstd, out=dgamma)
+    # dz = a * dy + b * (z - mean) + c, per channel: a = gamma * invstd, b = -a * invstd^2 * dot / B,
+    # c = -a * sum(dy) / B; two fused passes over the batch, the first into xmu's own memory.
+    a = gamma * invstd
+    b = (a * invstd).mul_(invstd).mul_(dot).mul_(-1 / batch)
+    c = (a * dbeta).mul_(-1 / batch)
+    return torch.addcmul(c, xmu, b, out=xmu).addcmul_(dy, a)
+
+
+@dataclass(frozen=True)
+class BatchNormImpl:
+    """A batch-norm implementation of a pack: its forward and its backward (the signatures of
+    `batch_norm` and `batch_norm_backward`; what `saved` holds is the forward's to choose)."""
+
+    forward: Callable[[Tensor, Norm, bool], tuple[Tensor, tuple[Tensor, Tensor]]]
+    backward: Callable[[Tensor, Tape, Norm], Tensor]
+
+
+BN_IMPLS = {
+    "native": BatchNormImpl(batch_norm, batch_norm_backward),
+    "reduce": BatchNormImpl(batch_norm_reduce, batch_norm_reduce_backward),
+}
+BN_DEFAULT = "native"  # what a Pack uses unless told otherwise (packed.Pack's `bn`)
+
+
+@contextmanager
+def batch_norm_default(name: str) -> Iterator[None]:
+    """Every pack made meanwhile (a bench's variants, a sweep estimate's calibration) uses batch norm
+    `name` unless told otherwise; BN_DEFAULT is put back after."""
+    if name not in BN_IMPLS:
+        raise ValueError(f"batch norm {name!r}: expected one of {', '.join(BN_IMPLS)}")
+    global BN_DEFAULT
+    before, BN_DEFAULT = BN_DEFAULT, name
+    try:
+        yield
+    finally:
+        BN_DEFAULT = before
 
 
 def cross_entropy(logits: Tensor, y: Tensor, smoothing: Tensor | None, target_weight: Tensor) -> tuple[Tensor, Tensor]:

@@ -90,11 +90,18 @@ class Pack:
     """The stacked tensors of the live members, a `lifecycle.Trainer`. Members are kept in the order
     of their optimizer groups (`slot`); every method takes and answers in the order of `cfgs`."""
 
-    def __init__(self, cfgs: Sequence[RunConfig], device: torch.device | str, update: type | None = None):
-        """`update`: PackUpdate or StackedUpdate, to choose against `UPDATES` (tests, the bench)."""
+    def __init__(
+        self, cfgs: Sequence[RunConfig], device: torch.device | str, update: type | None = None, bn: str | None = None
+    ):
+        """`update`: PackUpdate or StackedUpdate, to choose against `UPDATES` (tests, the bench); `bn`:
+        a batch-norm implementation of `kernels.BN_IMPLS` (default `kernels.BN_DEFAULT`)."""
         check_packable(cfgs)
         self.device = torch.device(device)
         self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
+        self.bn_name = bn or kernels.BN_DEFAULT
+        if self.bn_name not in kernels.BN_IMPLS:
+            raise ValueError(f"batch norm {self.bn_name!r}: expected one of {', '.join(kernels.BN_IMPLS)}")
+        self.bn = kernels.BN_IMPLS[self.bn_name]
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
         self.cfgs = [cfgs[i] for i in order]  # by slot
         self.slot = [order.index(i) for i in range(len(cfgs))]  # run i of `cfgs` -> its slot
@@ -213,7 +220,7 @@ class Pack:
             z = kernels.linear(self.weights[i], a, self.biases[i])
             pre, saved = z, None
             if self.batch_norm:
-                pre, saved = kernels.batch_norm(z, self.norms[i], train)
+                pre, saved = self.bn.forward(z, self.norms[i], train)
             out, mask = self.act[0](pre), masks[i]
             tapes.append(kernels.Tape(a, z, pre, out, mask, saved))
             a = out if mask is None else out * mask
@@ -243,7 +250,7 @@ class Pack:
                 dh.mul_(tape.mask)
             dz = self.act[1](dh, tape.pre, tape.out)
             if self.batch_norm:
-                dz = kernels.batch_norm_backward(dz, tape, self.norms[i])
+                dz = self.bn.backward(dz, tape, self.norms[i])
             else:
                 torch.sum(dz, 2, keepdim=True, out=grad(self.biases[i]))
             torch.bmm(dz, tape.inp.transpose(1, 2), out=grad(self.weights[i]))

@@ -4,9 +4,11 @@
 #      optimizer, determinism), 2. `fcn-sweep bench --device cuda` (packs of 1, 16, 128 and 512: FLOP/s
 #      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time), and again
 #      with TF32 (`--matmul-precision high`), then scripts/gpu_measure.py (the memory bound against
-#      torch's peak, the stacked update against the grouped one), 3. the dry run of sweeps/grid.yaml
+#      torch's peak, the stacked update against the grouped one) and scripts/gpu_profile.py (a captured
+#      step's kernels by GPU time at packs of 128 and 512, and the two batch norms of kernels.py side by
+#      side), 3. the dry run of sweeps/grid.yaml
 #   with --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack auto, 5. where Docker runs: the image with --gpus all reproducing a bare CUDA
-#   run. Then a pass/fail table and the bench's figures. About 10 min.
+#   run. Then a pass/fail table and the bench's figures. About 13 min.
 # Usage: scripts/gpu_check.sh [--cpu]
 #   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
 #   PYTHON          interpreter with fcn_sweep importable (default: .venv/bin/python, else python3)
@@ -110,6 +112,15 @@ if [ "$DEVICE" = cuda ]; then
     step measure 300 "$PYTHON" scripts/gpu_measure.py
 fi
 
+# Where a captured step's GPU time goes, kernel by kernel, with batch norm's two implementations
+# side by side (issue 28); on the CPU tiny packs, one thread. Its output also in $OUT/gpu_profile.txt
+# and every figure in $OUT/gpu_profile.json.
+if has_module torch.profiler; then
+    step profile 300 "$PYTHON" scripts/gpu_profile.py --device "$DEVICE" --out "$OUT/gpu_profile.txt"
+else
+    skip profile "torch.profiler cannot be imported by $PYTHON"
+fi
+
 # What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
 if missing=$("$PYTHON" -c "import sweeps, fcn_sweep.sweep.runner, fcn_sweep.sweep.worker" 2>&1); then
     step grid-dry-run 300 "$PYTHON" -m fcn_sweep sweep sweeps/grid.yaml "${dry[@]}" --pack auto --dry-run
@@ -167,6 +178,10 @@ for extra in bench-tf32 measure; do
         sed 's/^/  /' "$OUT/$extra.log"
     fi
 done
+if [ -f "$OUT/profile.log" ]; then
+    echo "profile (each case's kernels: $OUT/gpu_profile.txt):"
+    grep -E '^(reduce batch norm|ms/step|K=|gpu_profile)' "$OUT/profile.log" | sed 's/^/  /'
+fi
 if [ -f "$OUT/grid-dry-run.log" ]; then
     echo "grid dry run:"
     grep -E '^(--pack|sweep )' "$OUT/grid-dry-run.log" | sed 's/^/  /'

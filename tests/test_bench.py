@@ -38,12 +38,13 @@ def test_bench_reports_each_variant_against_the_device_limit(tmp_path):
     tmp.mkdir()
     proc = cli(
         "bench", "--device=cpu", "--steps=2", "--repeats=1", "--pack=2,1", "--hidden=32", "--epochs=3",
-        f"--sweep={sweep}", env={"TMPDIR": str(tmp)},
+        f"--sweep={sweep}", "--bn=reduce", env={"TMPDIR": str(tmp)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith(
-        "fcn-sweep bench: 32 batch norm, dropout 0.3, adam, batch 64, matmul precision highest; 2 steps x 1 repeats"
+        "fcn-sweep bench: 32 batch norm (reduce), dropout 0.3, adam, batch 64, matmul precision highest; "
+        "2 steps x 1 repeats"
     )
     assert re.search(rf"^peak: 1024x1024 fp32 matmul {NUMBER} GFLOP/s", out, flags=re.M), out
     rows = {}
@@ -89,6 +90,20 @@ def test_bench_refuses_bad_arguments_with_exit_code_2_and_one_line():
     proc = cli("bench", "--device=cpu", "--matmul-precision=medium")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "highest, high" in lines[0]
+    proc = cli("bench", "--device=cpu", "--bn=fused")
+    assert proc.returncode == 2 and "--bn" in proc.stderr and "native" in proc.stderr and "reduce" in proc.stderr
+
+
+def test_the_bench_offers_every_batch_norm_of_the_kernels_and_puts_the_default_back():
+    from fcn_sweep import kernels
+    from fcn_sweep.cli.bench import BN_IMPLS
+
+    assert tuple(kernels.BN_IMPLS) == BN_IMPLS
+    with kernels.batch_norm_default("reduce"):
+        assert kernels.BN_DEFAULT == "reduce"
+    assert kernels.BN_DEFAULT == "native"
+    with pytest.raises(ValueError, match="expected one of native, reduce"):
+        kernels.batch_norm_default("fused").__enter__()
 
 
 def test_pack_lists_parse_to_sorted_distinct_sizes():

@@ -170,3 +170,35 @@ def test_a_schedule_keeps_the_captured_graph_on_the_device(device_data, monkeypa
     assert len(captures) == 1
     for g, e in zip(graphed, eager, strict=True):
         assert history_mismatch(e.history, g.history, tolerance(e.cfg)) == []
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_reduce_batch_norm_is_captured_and_trains_as_the_native_one_on_the_device(device_data, optimizer,
+                                                                                       monkeypatch):  # fmt: skip
+    """kernels.batch_norm_reduce on the device: a pack's step with it is captured (no host sync in it),
+    the captured step computes what the eager one does, and the runs agree with native batch norm's
+    as tests/test_kernels.py holds them on the CPU (rounding differs at every step: AS_RUNS for Adam,
+    TIGHT for SGD unless a ReLU kink came first)."""
+    from fcn_sweep import kernels
+
+    from .test_kernels import bn_kinks
+
+    cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True, dropout=0.2))
+    native = fit_packed(cfgs, data=device_data, device=DEVICE)
+    monkeypatch.setattr(kernels, "BN_DEFAULT", "reduce")
+    if DEVICE.type == "cuda":
+        pack = Pack(cfgs, DEVICE)
+        pack.train_epoch(device_data.train, lambda: False)
+        assert pack.graphs.failed is None and pack.graphs.graph is not None
+    reduce = fit_packed(cfgs, data=device_data, device=DEVICE)
+    monkeypatch.setenv(EAGER_ENV, "1")
+    eager = fit_packed(cfgs, data=device_data, device=DEVICE)
+    kinks = None
+    for k, (n, r, e) in enumerate(zip(native, reduce, eager, strict=True)):
+        assert history_mismatch(e.history, r.history, tolerance(e.cfg)) == []
+        mismatch = history_mismatch(n.history, r.history, AS_RUNS if optimizer != "sgd" else tolerance(n.cfg))
+        if mismatch and optimizer == "sgd":
+            kinks = bn_kinks(cfgs, device_data) if kinks is None else kinks
+            assert k in kinks, f"member {k} on {DEVICE}, no ReLU kink first: {mismatch}"
+        else:
+            assert mismatch == [], f"member {k} on {DEVICE}: {mismatch}"

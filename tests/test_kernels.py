@@ -85,3 +85,100 @@ def test_dropout_drops_at_its_rate_keeps_the_mean_and_is_the_members_own(p):
     assert torch.equal(masks[0][pack.slot[1]], ones[0])  # no dropout: every unit kept, unscaled
     alone.steps.add_(1)  # the next step draws new masks
     assert not torch.equal(alone.dropout_masks(200)[0], first)
+
+
+def _norm(k: int, width: int, seed: int) -> kernels.Norm:
+    """A batch-norm layer's flat tensors with values away from the defaults (so a swapped or
+    missing term shows): gamma, beta, running mean and var, and the gradients' buffers."""
+    g = torch.Generator().manual_seed(seed)
+    n = k * width
+    return kernels.Norm(1 + 0.5 * torch.randn(n, generator=g), torch.randn(n, generator=g),
+                        torch.randn(n, generator=g), 0.5 + torch.rand(n, generator=g),
+                        torch.empty(n), torch.empty(n))  # fmt: skip
+
+
+@pytest.mark.parametrize(("k", "width", "batch"), [(1, 8, 2), (3, 48, 32), (5, 256, 64), (2, 1024, 64)])
+def test_the_reduce_batch_norm_is_the_native_one(k, width, batch):
+    """Forward output, saved statistics, running statistics, and the gradients of z, gamma and beta
+    of `reduce` equal `native`'s to float rounding, in training and in evaluation."""
+    torch.manual_seed(k * width + batch)
+    z = 3 + 2 * torch.randn(k, width, batch)  # a mean away from 0 and a spread away from 1
+    dy = torch.randn(k, width, batch)
+    native, reduce = _norm(k, width, 7), _norm(k, width, 7)
+    y_n, saved_n = kernels.batch_norm(z, native, True)
+    y_r, saved_r = kernels.batch_norm_reduce(z, reduce, True)
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # noqa: E731
+    close(y_r, y_n)
+    close(saved_r[0].view(-1), saved_n[0])
+    close(saved_r[1].view(-1), saved_n[1])
+    close(reduce.mean, native.mean)
+    close(reduce.var, native.var)
+    tape = lambda saved: kernels.Tape(z, z, y_n, y_n, None, saved)  # noqa: E731
+    dz_n = kernels.batch_norm_backward(dy, tape(saved_n), native)
+    dz_r = kernels.batch_norm_reduce_backward(dy, tape(saved_r), reduce)
+    close(dz_r, dz_n)
+    close(reduce.dgamma, native.dgamma)
+    close(reduce.dbeta, native.dbeta)
+    with torch.inference_mode():
+        close(kernels.batch_norm_reduce(z, reduce, False)[0], kernels.batch_norm(z, native, False)[0])
+
+
+@pytest.mark.usefixtures("one_thread")  # conftest.one_thread: the packed tests' own setting
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_a_pack_trained_with_the_reduce_batch_norm_is_the_native_pack(fashion, tiny, optimizer, monkeypatch):
+    """Whole runs of three members (seed, dropout, init, schedule differ). The two implementations
+    round differently at every step, as a pack's and a run's products do on CUDA, so the contract is
+    tests/test_cuda.py's there: SGD to tests/test_packed.py's TIGHT unless a ReLU kink came first
+    (seen here: one member of three), Adam and RMSprop, which scale batch norm's rounding noise up
+    to steps of about lr, as two runs of one config (AS_RUNS)."""
+    from fcn_sweep.packed import fit_packed
+
+    from .test_cuda import AS_RUNS
+    from .test_packed import LR, TIGHT, history_mismatch, variants
+
+    cfgs = variants(replace(tiny, optimizer=optimizer, lr=LR[optimizer], batch_norm=True))
+    native = fit_packed(cfgs, data=fashion)
+    monkeypatch.setattr(kernels, "BN_DEFAULT", "reduce")
+    reduce = fit_packed(cfgs, data=fashion)
+    noisy, kinks = optimizer != "sgd", None
+    for k, (n, r) in enumerate(zip(native, reduce, strict=True)):
+        assert r.status == n.status == "finished"
+        mismatch = history_mismatch(n.history, r.history, AS_RUNS if noisy else TIGHT)
+        assert not (mismatch and noisy), f"member {k}: {mismatch}"
+        if mismatch:
+            kinks = bn_kinks(cfgs, fashion) if kinks is None else kinks
+            assert k in kinks, f"member {k}, no ReLU kink first: {mismatch}"
+        elif not noisy:
+            for key, value in n.best_state.items():
+                torch.testing.assert_close(r.best_state[key], value, rtol=1e-4, atol=1e-4, msg=key)
+
+
+def bn_kinks(cfgs: list[RunConfig], data) -> set[int]:
+    """Members whose paths under the two batch norms, replayed step by step, first differ in the
+    sign of a ReLU pre-activation while they still agree to rounding (tests/test_packed.relu_kinks)."""
+    from .test_packed import ROUNDING, recording
+
+    seen: dict[str, list[torch.Tensor]] = {"native": [], "reduce": []}
+    packs = [recording(Pack(cfgs, data.device, bn=name), into) for name, into in seen.items()]
+    for pack in packs:
+        pack.graphs = None  # recording reads every step's values: eager steps, not a graph's replays
+    for epoch in range(1, cfgs[0].epochs + 1):
+        for pack in packs:
+            pack.train_epoch(data.train, lambda: False)
+            pack.set_epoch(epoch)
+    out = set()
+    for k in range(len(cfgs)):
+        for a, b in zip(seen["native"], seen["reduce"], strict=True):
+            a, b = a[packs[0].slot[k]], b[packs[0].slot[k]]
+            if ((a > 0) != (b > 0)).any():
+                if (a - b).abs().max() <= ROUNDING * max(1.0, a.abs().max().item()):
+                    out.add(k)
+                break
+    return out
+
+
+def test_a_pack_takes_a_batch_norm_by_name():
+    assert Pack([CFG], "cpu", bn="reduce").bn is kernels.BN_IMPLS["reduce"]
+    assert Pack([CFG], "cpu").bn is kernels.BN_IMPLS[kernels.BN_DEFAULT] is kernels.BN_IMPLS["native"]
+    with pytest.raises(ValueError, match="expected one of native, reduce"):
+        Pack([CFG], "cpu", bn="fused")

@@ -47,7 +47,15 @@ def bench(
     data_dir: str | None = None,
     sweep_file: Path | None = GRID,
     precision: str = "highest",
+    bn: str = "native",
 ) -> list[str]:
+    """The bench's lines; `bn`: the batch norm of kernels.BN_IMPLS every pack uses, the sweep
+    estimate's calibration included."""
+    with kernels.batch_norm_default(bn):
+        return _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn)
+
+
+def _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn) -> list[str]:
     defaults = DEFAULTS[device.type]
     steps, repeats = steps or defaults["steps"], repeats or defaults["repeats"]
     packs = packs or defaults["packs"]
@@ -69,7 +77,8 @@ def bench(
         {name: ops_per_step(v.pack, data.train, cfg.batch_size) for name, v in variants.items() if v.pack},
     )
     header = (
-        f"fcn-sweep bench: {cfg.arch} batch norm, dropout {cfg.dropout}, {cfg.optimizer}, batch {cfg.batch_size}, "
+        f"fcn-sweep bench: {cfg.arch} batch norm ({bn}), dropout {cfg.dropout}, {cfg.optimizer}, "
+        f"batch {cfg.batch_size}, "
         f"matmul precision {precision}; "
         f"{steps} steps x {repeats} repeats (median) on {device}, torch {torch.__version__}, "
         f"{plural(torch.get_num_threads(), 'CPU thread')}"

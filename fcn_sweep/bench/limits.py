@@ -62,7 +62,7 @@ def peak_flops(device: torch.device) -> float:
 
 
 @contextmanager
-def _quiet_fd2() -> Iterator[None]:
+def quiet_fd2() -> Iterator[None]:
     """The profiler's C++ side writes a line to file descriptor 2 as it starts and stops (and an
     error line on a machine without a GPU) that no one can act on: hidden while it does."""
     sys.stderr.flush()
@@ -78,10 +78,10 @@ def _quiet_fd2() -> Iterator[None]:
 
 def _top_level_ops(fn) -> int:
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-    with _quiet_fd2():
+    with quiet_fd2():
         prof.start()
     fn()
-    with _quiet_fd2():
+    with quiet_fd2():
         prof.stop()
     count = 0
     for event in prof.events():

@@ -12,6 +12,9 @@ from ..config import RunConfig
 from ..device import resolve_device
 from .common import UsageError
 
+# kernels.BN_IMPLS's names, written out: kernels imports torch, and a usage error need not wait for it
+BN_IMPLS = ("native", "reduce")
+
 
 def parse_packs(text: str) -> tuple[int, ...]:
     """`1,16,128` -> (1, 16, 128); ValueError with what would be right otherwise."""
@@ -38,7 +41,9 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     device = resolve_device(args.device)
     sweep = None if args.sweep == "none" else Path(args.sweep) if args.sweep else GRID
     try:
-        lines = bench(device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep, precision)
+        lines = bench(
+            device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep, precision, args.bn
+        )
     except data_mod.DataError as e:
         raise UsageError(str(e)) from None
     print("\n".join(lines))
@@ -103,6 +108,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive, default=20, help="epochs per config for configs/hour (default: 20)")
     p.add_argument("--sweep", metavar="FILE", help="sweep whose wall time to estimate (default: sweeps/grid.yaml)")
     p.add_argument("--matmul-precision", default="highest", help="highest (fp32, default) or high (TF32 on a GPU)")
+    p.add_argument(
+        "--bn", choices=BN_IMPLS, default="native",
+        help="batch norm implementation of every pack, the estimate's included (default: native; kernels.py)",
+    )  # fmt: skip
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
     p.set_defaults(func=cmd_bench)
     what = p.add_subparsers(dest="what", metavar="store | report")

@@ -21,14 +21,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.wandb_server import AgentServer  # noqa: E402
+with warnings.catch_warnings():  # W&B's engine imports with a pydantic v1-style config warning
+    warnings.simplefilter("ignore")
+    from tests.wandb_server import AgentServer
 
-BIN = Path(sys.executable).parent
 KEY = "0" * 40  # the stand-in accepts any key; nothing here reaches W&B
 
 
@@ -36,7 +38,8 @@ def sweep_config(params: dict) -> dict:
     return {
         "method": "grid",
         "metric": {"name": "val/acc", "goal": "maximize"},
-        "command": ["${env}", "fcn-sweep", "train", "${args}"],
+        # This interpreter, wherever it is (a GPU machine may have no `fcn-sweep` on PATH).
+        "command": [sys.executable, "-m", "fcn_sweep", "train", "${args}"],
         "parameters": {k: {"value": v} for k, v in params.items()},
     }
 
@@ -53,7 +56,7 @@ def one_round(runs: list[tuple[str, dict]], pack: str, out: Path, device: str) -
             "WANDB_DIR": str(out),
         }
         out.mkdir(parents=True)
-        command = [str(BIN / "fcn-sweep"), "wandb-agent", "me/proj/bench", "--count", str(len(runs))]
+        command = [sys.executable, "-m", "fcn_sweep", "wandb-agent", "me/proj/bench", "--count", str(len(runs))]
         if pack != "1":  # W&B's own agent starts `fcn-sweep train --device auto`, on CUDA_VISIBLE_DEVICES
             command += ["--pack", pack, "--device", device]
         t0 = time.perf_counter()
@@ -123,8 +126,8 @@ def hyperband(args: argparse.Namespace, tmp: Path) -> None:
             "WANDB_MODE": "offline",
             "FCN_SWEEP_AGENT_POLL_S": "0.5",
         }
-        command = [str(BIN / "fcn-sweep"), "wandb-agent", "me/proj/bench", "--pack", args.pack, "--device", args.device,
-                   "--out", str(out)]  # fmt: skip
+        command = [sys.executable, "-m", "fcn_sweep", "wandb-agent", "me/proj/bench", "--pack", args.pack,
+                   "--device", args.device, "--out", str(out)]  # fmt: skip
         done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the Hyperband agent failed:\n{done.stderr[-3000:]}")

@@ -2,13 +2,15 @@
 # Everything in this project that needs a GPU, in one command, for whoever has one:
 #   1. the tests marked `cuda` (fused kernels with step tensors on the device, packed = solo for every
 #      optimizer, determinism), 2. `fcn-sweep bench --device cuda` (packs of 1, 16, 128 and 512: FLOP/s
-#      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time), and again
-#      with TF32 (`--matmul-precision high`), then scripts/gpu_measure.py (the memory bound against
-#      torch's peak, the stacked update against the grouped one) and scripts/gpu_profile.py (a captured
-#      step's kernels by GPU time at packs of 128 and 512, and the two batch norms of kernels.py side by
-#      side), 3. the dry run of sweeps/grid.yaml
-#   with --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack auto, 5. where Docker runs: the image with --gpus all reproducing a bare CUDA
-#   run. Then a pass/fail table and the bench's figures. About 13 min.
+#      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time), then
+#      scripts/gpu_measure.py (the memory bound against torch's peak, the stacked update against the
+#      grouped one), scripts/gpu_profile.py --time-only (a captured step at packs of 128 and 512 with
+#      the two batch norms of kernels.py side by side, and TF32) and scripts/agent_measure.py (the W&B
+#      path: one packed agent against runs one at a time), 3. the dry run of sweeps/grid.yaml with
+#      --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack auto, 5. where
+#      Docker runs: the image with --gpus all reproducing a bare CUDA run. Then a pass/fail table and
+#      the figures. About 6-7 min on an H200 by estimate (5 min measured before the profile and agents
+#      steps), within a session's 15 min of device time with the machine's start.
 # Usage: scripts/gpu_check.sh [--cpu]
 #   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
 #   PYTHON          interpreter with fcn_sweep importable (default: .venv/bin/python, else python3)
@@ -106,9 +108,9 @@ else
     skip bench "torchvision is not installed for $PYTHON (bench's tutorial loop uses it)"
 fi
 
-# TF32 beside fp32, and what the bench does not measure: the memory bound and the stacked update.
+# What the bench does not measure: the memory bound and the stacked update. (TF32 beside fp32 was measured
+# on 2026-12-04, +10-11%: docs/gpu.md; gpu_profile.py times it again.)
 if [ "$DEVICE" = cuda ]; then
-    step bench-tf32 300 "$PYTHON" -m fcn_sweep bench --device cuda --matmul-precision high --pack 1,128,512 --sweep none
     step measure 300 "$PYTHON" scripts/gpu_measure.py
 fi
 
@@ -116,9 +118,24 @@ fi
 # side by side (issue 28); on the CPU tiny packs, one thread. Its output also in $OUT/gpu_profile.txt
 # and every figure in $OUT/gpu_profile.json.
 if has_module torch.profiler; then
-    step profile 300 "$PYTHON" scripts/gpu_profile.py --device "$DEVICE" --out "$OUT/gpu_profile.txt"
+    # Timings only (about a minute by estimate): the kernel tables take 2-3 minutes more, too many for a
+    # session's 15 minutes of device time beside the rest; run them alone with scripts/gpu_profile.py.
+    step profile 300 "$PYTHON" scripts/gpu_profile.py --device "$DEVICE" --time-only --out "$OUT/gpu_profile.txt"
 else
     skip profile "torch.profiler cannot be imported by $PYTHON"
+fi
+
+# The W&B path (issue 26): one packed agent against W&B's own agent training runs one at a time, through a
+# loopback stand-in of W&B's agent API (runs log offline); on a GPU the study's network and its grid's wall time.
+if missing=$("$PYTHON" -c "import wandb, sweeps" 2>&1); then
+    if [ "$DEVICE" = cuda ]; then
+        agent_args=(--device cuda --hidden "1024,256" --pack auto --runs 64 --alone 2 --epochs 1 --rounds 1 --grid)
+    else
+        agent_args=(--device cpu --hidden 64 --pack 2 --alone 1 --epochs 1 --rounds 1)
+    fi
+    step agents 300 "$PYTHON" scripts/agent_measure.py "${agent_args[@]}"
+else
+    skip agents "$(echo "$missing" | tail -1) (W&B's client and engine)"
 fi
 
 # What a local sweep imports on this branch (W&B's `sweeps` engine, the store's driver...), found by importing it.
@@ -172,7 +189,7 @@ if [ -f "$OUT/bench.log" ]; then
     echo "bench:"
     sed 's/^/  /' "$OUT/bench.log"
 fi
-for extra in bench-tf32 measure; do
+for extra in measure agents; do
     if [ -f "$OUT/$extra.log" ]; then
         echo "$extra:"
         sed 's/^/  /' "$OUT/$extra.log"

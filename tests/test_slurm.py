@@ -4,7 +4,6 @@ scripts/slurm_local.sh's cluster and skip without it."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -368,7 +367,7 @@ def test_a_packed_agent_task_signalled_before_its_time_limit_ends_its_runs_stopp
     summaries, the task then ends by itself, and nothing it started is left running."""
     import yaml
 
-    from .wandb_records import OfflineRun
+    from .wandb_records import ended_stopped_with_its_model
     from .wandb_server import AgentServer
 
     sweep = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
@@ -407,11 +406,7 @@ def test_a_packed_agent_task_signalled_before_its_time_limit_ends_its_runs_stopp
     log = (out / "slurm" / "logs" / f"{job}_0-agent-cpu-1.log").read_text()
     assert "training 2 run(s) of 256: slurma, slurmb" in log and "Traceback" not in log, log
     for run_dir in run_dirs:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"], summary
-        assert (run_dir / "model.safetensors").exists()
-        (offline,) = (run_dir / "wandb").glob("offline-run-*")
-        assert OfflineRun(offline).summary["status"] == "stopped"
+        ended_stopped_with_its_model(run_dir, params["epochs"])
     assert files_holding(out / "slurm", API_KEY) == []
 
 

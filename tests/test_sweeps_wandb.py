@@ -26,7 +26,7 @@ from fcn_sweep.config import RunConfig
 
 from . import processes
 from .conftest import REPO, needs_data
-from .wandb_records import OfflineRun
+from .wandb_records import OfflineRun, ended_stopped_with_its_model
 from .wandb_server import AgentServer
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
@@ -329,6 +329,21 @@ def test_launch_agents_starts_the_agents_on_each_gpu_and_ctrl_c_stops_them_all(t
 
 
 @needs_data
+def launch(server: AgentServer, tmp_path: Path, *args: str) -> subprocess.Popen:
+    """launch_agents.sh for the stand-in's sweep on "GPU" 0 (the CPU here), its runs logged offline."""
+    env = {
+        **os.environ,
+        "WANDB_BASE_URL": server.url,
+        "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
+        "WANDB_MODE": "offline",
+        "FCN_SWEEP": str(BIN / "fcn-sweep"),
+        "FCN_SWEEP_OUT": str(tmp_path / "runs"),
+        "FCN_SWEEP_AGENT_POLL_S": "0.5",
+    }
+    command = [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", *args]
+    return subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_nothing_running(tmp_path):
     """The launcher's real chain: launch_agents.sh -> fcn-sweep wandb-agent (W&B's own `wandb agent`,
     against the local stand-in of W&B's agent API) -> the `fcn-sweep train` it starts in a process
@@ -338,22 +353,7 @@ def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_not
     params = {"epochs": 200, "hidden": [256], "subset": 4096}
     run_dir = tmp_path / "runs" / "inflight"
     with AgentServer(sweep, [("inflight", params)]) as server:
-        env = {
-            **os.environ,
-            "WANDB_BASE_URL": server.url,
-            "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
-            "WANDB_MODE": "offline",
-            "FCN_SWEEP": str(BIN / "fcn-sweep"),
-            "FCN_SWEEP_OUT": str(tmp_path / "runs"),
-        }
-        launcher = subprocess.Popen(
-            [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", "--logs", "logs"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        launcher = launch(server, tmp_path, "--logs", "logs")
         started: set[int] = set()
         try:
             processes.wait_until(lambda: processes.epochs_logged(run_dir) >= 1, "the run to train an epoch")
@@ -374,11 +374,7 @@ def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_not
                     os.kill(pid, signal.SIGKILL)
     assert "stopping 1 agent(s)" in err
     assert not [pid for pid in started if processes.alive(pid)], "processes the launcher started outlived it"
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"]
-    assert (run_dir / "model.safetensors").exists()
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    assert OfflineRun(offline).summary["status"] == "stopped"
+    ended_stopped_with_its_model(run_dir, params["epochs"])
 
 
 @needs_data
@@ -391,23 +387,7 @@ def test_launch_agents_pack_sigterm_stops_every_run_of_the_pack_and_leaves_nothi
     run_ids = ["packa", "packb"]
     run_dirs = [tmp_path / "runs" / r for r in run_ids]
     with AgentServer(sweep, [(r, params) for r in run_ids], sweep_id="abc123") as server:
-        env = {
-            **os.environ,
-            "WANDB_BASE_URL": server.url,
-            "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567",
-            "WANDB_MODE": "offline",
-            "FCN_SWEEP": str(BIN / "fcn-sweep"),
-            "FCN_SWEEP_OUT": str(tmp_path / "runs"),
-            "FCN_SWEEP_AGENT_POLL_S": "0.5",
-        }
-        launcher = subprocess.Popen(
-            [str(REPO / "scripts" / "launch_agents.sh"), "me/proj/abc123", "--gpus", "0", "--pack", "2"],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        launcher = launch(server, tmp_path, "--pack", "2")
         started: set[int] = set()
         try:
             both = lambda: all(processes.epochs_logged(d) >= 1 for d in run_dirs)  # noqa: E731
@@ -429,11 +409,7 @@ def test_launch_agents_pack_sigterm_stops_every_run_of_the_pack_and_leaves_nothi
     assert "training 2 run(s) of 256: packa, packb" in log, log
     assert not [pid for pid in started if processes.alive(pid)], "processes the launcher started outlived it"
     for run_dir in run_dirs:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["status"] == "stopped" and summary["epochs_run"] < params["epochs"], summary
-        assert (run_dir / "model.safetensors").exists()
-        (offline,) = (run_dir / "wandb").glob("offline-run-*")
-        assert OfflineRun(offline).summary["status"] == "stopped"
+        ended_stopped_with_its_model(run_dir, params["epochs"])
 
 
 STUB_DOCKER = """#!/usr/bin/env bash

@@ -69,3 +69,13 @@ class OfflineRun:
     def _update(target: dict, items) -> None:
         for i in items:
             target[i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
+
+
+def ended_stopped_with_its_model(run_dir: Path, epochs: int) -> None:
+    """A run that a signal ended mid-run: `stopped` before its last epoch, its best model kept, and
+    its W&B log saying so."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["epochs_run"] < epochs, summary
+    assert (run_dir / "model.safetensors").exists()
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert OfflineRun(offline).summary["status"] == "stopped"

@@ -329,6 +329,13 @@ def test_launch_agents_starts_the_agents_on_each_gpu_and_ctrl_c_stops_them_all(t
 
 
 @needs_data
+def kill_what_is_left(launcher: subprocess.Popen, started: set[int]) -> None:
+    """After a failed test: the launcher and whatever it started, so that nothing outlives the test."""
+    for pid in {launcher.pid, *started, *processes.descendants(launcher.pid)}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def launch(server: AgentServer, tmp_path: Path, *args: str) -> subprocess.Popen:
     """launch_agents.sh for the stand-in's sweep on "GPU" 0 (the CPU here), its runs logged offline."""
     env = {
@@ -369,9 +376,7 @@ def test_launch_agents_sigterm_with_a_run_in_flight_stops_the_run_and_leaves_not
                 processes.wait_until(lambda: processes.pending(run, signal.SIGTERM), "SIGTERM to reach the run")
             _, err = launcher.communicate(timeout=processes.HANG_S)
         finally:
-            for pid in {launcher.pid, *started, *processes.descendants(launcher.pid)}:  # what a failure left
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_what_is_left(launcher, started)
     assert "stopping 1 agent(s)" in err
     assert not [pid for pid in started if processes.alive(pid)], "processes the launcher started outlived it"
     ended_stopped_with_its_model(run_dir, params["epochs"])
@@ -401,9 +406,7 @@ def test_launch_agents_pack_sigterm_stops_every_run_of_the_pack_and_leaves_nothi
                 processes.wait_until(lambda: processes.pending(agent, signal.SIGTERM), "SIGTERM to reach the agent")
             _, err = launcher.communicate(timeout=processes.HANG_S)
         finally:
-            for pid in {launcher.pid, *started, *processes.descendants(launcher.pid)}:  # what a failure left
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_what_is_left(launcher, started)
     log = (tmp_path / "logs" / "agents" / "agent-0-1.log").read_text()
     assert launcher.returncode == 130 and "stopping 1 agent(s)" in err, err
     assert "training 2 run(s) of 256: packa, packb" in log, log

@@ -383,3 +383,21 @@ def test_a_pack_that_fails_ends_its_members_crashed_and_the_agent_goes_on(tmp_pa
         assert s["status"] == "crashed" and s["epochs_run"] == 0 and s["params"] > 0
     oom = isinstance(error, torch.cuda.OutOfMemoryError)
     assert slots.max_pack == (1 if oom else 2), "out of memory halves the next packs; a bug does not"
+
+
+def test_a_run_waiting_for_a_later_pack_keeps_its_agent_beating_and_can_be_stopped(tmp_path):
+    """The run of another shape waits in its slot while the pack trains; its agent still beats, so
+    W&B's `stop` for it arrives then, and it is never started."""
+    runs = [("a0", LONG), ("a1", {**LONG, "seed": 1}), ("b", {**LONG, "hidden": [32]})]
+    with AgentServer(smoke(), runs, sweep_id="abc123") as server:
+        proc = agent(server, tmp_path, "--pack", "3")
+        dirs = [tmp_path / "runs" / r for r in ("a0", "a1")]
+        processes.wait_until(lambda: all(processes.epochs_logged(d) >= 1 for d in dirs), "the pack's first epoch")
+        server.stop("b")
+        processes.wait_until(lambda: not any(server.queued.values()), "the stop to reach the waiting run's agent")
+        assert not any((d / "summary.json").exists() for d in dirs), "the stop arrived while the pack trained"
+        server.cancel()
+        code, err = finish(proc)
+    assert code == 0, err
+    assert "run b: stopped by W&B before it started" in err
+    assert not (tmp_path / "runs" / "b").exists()

@@ -7,10 +7,10 @@ so the process registers K agents (slots, hosts `HOST-0` ... `HOST-K-1`), as W&B
 scheduler does for its workers. Between packs every slot is heartbeated: an idle one may be handed
 a run, a held one hears of its run's `stop`; once every slot holds a run, or a round of heartbeats
 brought no new one (the server has nothing more now), the largest group of one shape trains as a
-pack and the others wait for the next. While a pack trains, its slots are heartbeated every POLL_S
-with their runs (W&B's agent beats every 5 s), which brings `stop` commands (Hyperband, a user);
-idle slots stay silent, as the launch scheduler's do, so that no run is handed out that would wait
-a whole pack before it starts.
+pack and the others wait for the next. While a pack trains, every slot holding a run (the pack's,
+and those waiting for a later pack) is heartbeated every POLL_S with its run (W&B's agent beats
+every 5 s), which brings `stop` commands (Hyperband, a user); idle slots stay silent, as the launch
+scheduler's do, so that no run is handed out that would wait a whole pack before it starts.
 
 Each member is a W&B run exactly as `fcn-sweep train` logs it alone (WandbTracker, joined to the
 sweep through its settings: see tracking.SweepMember) and has its run directory OUT/<run id>, which
@@ -219,10 +219,12 @@ class Slots:
 
 
 class Beating:
-    """While a pack trains, its slots are heartbeated every POLL_S from a thread of their own."""
+    """While a pack trains, every slot holding a run is heartbeated every POLL_S from a thread of its
+    own: the pack's, and those of runs waiting for a later pack, which W&B's server would otherwise
+    see silent for a whole pack (and which a `stop` can reach before they start)."""
 
-    def __init__(self, slots: Slots, members: list[Member], say: Callable[[str], None]):
-        self.slots, self.members, self.say = slots, members, say
+    def __init__(self, slots: Slots, say: Callable[[str], None]):
+        self.slots, self.say = slots, say
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="wandb-heartbeat", daemon=True)
 
@@ -236,7 +238,7 @@ class Beating:
 
     def _loop(self) -> None:
         while not self.done.wait(POLL_S):
-            live = [m.slot for m in self.members if m.slot.member is m]
+            live = [s for s in self.slots.slots if s.member is not None]
             for slot, error in zip(live, each(self.slots.beat, live, self.done.is_set), strict=True):
                 if isinstance(error, Exception):  # a changed call: the pack trains on, the next round says it again
                     self.say(f"heartbeat of agent {slot.index} failed: {error}")
@@ -307,7 +309,7 @@ def train_pack(spec, pack: list[Member], slots: Slots, data, interrupted, wandb_
     # The whole pack stops on a signal, or once every member's agent was told `exit`.
     halt = lambda: interrupted.is_set() or slots.all_exited(pack)  # noqa: E731
     try:
-        with Beating(slots, pack, say):
+        with Beating(slots, say):
             return fit_packed(
                 [m.cfg for m in pack], trackers, data, spec.device, should_stop=halt,
                 member_stops=[m.stop.is_set for m in pack],

@@ -176,12 +176,17 @@ BN_IMPLS = {
 BN_DEFAULT = "native"  # what a Pack uses unless told otherwise (packed.Pack's `bn`)
 
 
+def batch_norm_impl(name: str) -> BatchNormImpl:
+    if name not in BN_IMPLS:
+        raise ValueError(f"batch norm {name!r}: expected one of {', '.join(BN_IMPLS)}")
+    return BN_IMPLS[name]
+
+
 @contextmanager
 def batch_norm_default(name: str) -> Iterator[None]:
     """Every pack made meanwhile (a bench's variants, a sweep estimate's calibration) uses batch norm
     `name` unless told otherwise; BN_DEFAULT is put back after."""
-    if name not in BN_IMPLS:
-        raise ValueError(f"batch norm {name!r}: expected one of {', '.join(BN_IMPLS)}")
+    batch_norm_impl(name)
     global BN_DEFAULT
     before, BN_DEFAULT = BN_DEFAULT, name
     try:

@@ -99,9 +99,7 @@ class Pack:
         self.device = torch.device(device)
         self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
         self.bn_name = bn or kernels.BN_DEFAULT
-        if self.bn_name not in kernels.BN_IMPLS:
-            raise ValueError(f"batch norm {self.bn_name!r}: expected one of {', '.join(kernels.BN_IMPLS)}")
-        self.bn = kernels.BN_IMPLS[self.bn_name]
+        self.bn = kernels.batch_norm_impl(self.bn_name)
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
         self.cfgs = [cfgs[i] for i in order]  # by slot
         self.slot = [order.index(i) for i in range(len(cfgs))]  # run i of `cfgs` -> its slot

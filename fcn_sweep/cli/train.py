@@ -112,6 +112,7 @@ def _packed_agent(args: argparse.Namespace, pack: int | str) -> int:
     credentials, the sweep on the server and its parameters, the device, the output directory."""
     from .. import tracking
     from ..sweep import autopack, estimate
+    from ..sweep.spec import SweepFileError, check_sweep
     from ..sweep.wandb_agent import AgentSpec, clear_run_variables, main
     from ..tracking.wandb_agent_calls import AgentCalls, AgentCallsChanged, ServerRefused, SweepNotFound, SweepPath
 
@@ -135,10 +136,11 @@ def _packed_agent(args: argparse.Namespace, pack: int | str) -> int:
     except (AgentCallsChanged, ServerRefused, SweepNotFound) as e:
         raise UsageError(str(e)) from None
     try:  # every value the sweep can propose is a RunConfig's (what each run would exit 2 on)
-        todo = estimate.plan(sweep, count=args.count).todo
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"sweep {path} cannot run here: {e}") from None
+        check_sweep(sweep, f"sweep {path}")
+    except SweepFileError as e:
+        raise UsageError(str(e)) from None
     threads = args.threads or os.cpu_count() or 1
+    todo = estimate.plan(sweep, count=args.count).todo if pack == autopack.AUTO else []
     k, note = autopack.resolve(pack, todo, device, threads)
     if note:
         print(note, file=sys.stderr, flush=True)

@@ -41,15 +41,22 @@ def engine():
 
 
 def load_sweep(path: str | Path) -> dict:
-    sweeps = engine()
     p = Path(path)
     try:
         cfg = read_mapping(p, "sweep file", "method, metric and parameters")
     except ValueError as e:
         raise SweepFileError(str(e)) from None
+    return check_sweep(cfg, str(p))
+
+
+def check_sweep(cfg: dict, where: str) -> dict:
+    """`cfg`, a sweep config (from a file, or as W&B's server holds it), if it can run here: W&B's
+    schema, parameters that are RunConfig keys, values RunConfig accepts; else SweepFileError, one
+    line that starts with `where`."""
+    sweeps = engine()
 
     def fail(msg: str):
-        raise SweepFileError(f"{p}: {msg}")
+        raise SweepFileError(f"{where}: {msg}")
 
     if cfg.get("method") not in METHODS:
         fail(f"method must be one of {', '.join(METHODS)}, got {cfg.get('method')!r}")

@@ -334,10 +334,10 @@ def train_pack(spec, pack: list[Member], slots: Slots, data, interrupted, wandb_
 
 
 def crashed(cfg: RunConfig):
-    from ..model import build_fcn
+    from ..model import build_fcn, param_count
     from ..results import FitResult
 
-    return FitResult(cfg, "crashed", sum(p.numel() for p in build_fcn(cfg).parameters()))
+    return FitResult(cfg, "crashed", param_count(build_fcn(cfg)))
 
 
 class Occupancy:

@@ -47,6 +47,18 @@ def one_thread():
 
 
 @pytest.fixture
+def wandb_in_this_process():
+    """For a test that uses W&B's client in the pytest process: the W&B service it starts is stopped
+    afterwards, and the address wandb put in os.environ for it (WANDB_SERVICE) goes too, so that a
+    later test's `fcn-sweep train` starts a service of its own instead of logging to one that is gone."""
+    yield
+    from fcn_sweep import tracking
+
+    tracking.teardown_wandb()
+    os.environ.pop("WANDB_SERVICE", None)
+
+
+@pytest.fixture
 def tiny() -> RunConfig:
     return TINY
 

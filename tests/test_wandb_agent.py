@@ -359,7 +359,9 @@ def in_process_pack(server: AgentServer, tmp_path: Path, monkeypatch, k: int):
         (RuntimeError("a bug in one shape"), "RuntimeError: a bug in one shape"),
     ],
 )
-def test_a_pack_that_fails_ends_its_members_crashed_and_the_agent_goes_on(tmp_path, monkeypatch, error, says):
+def test_a_pack_that_fails_ends_its_members_crashed_and_the_agent_goes_on(
+    tmp_path, monkeypatch, error, says, wandb_in_this_process
+):
     from fcn_sweep import data as data_mod
     from fcn_sweep.packed import Pack
     from fcn_sweep.sweep import wandb_agent

@@ -100,7 +100,7 @@ def check_probe(answers: dict) -> None:
     assert answers["not_found"] == "no sweep me/proj/nosuch on W&B's server"
 
 
-def test_agent_calls_on_this_wandb(monkeypatch):
+def test_agent_calls_on_this_wandb(monkeypatch, wandb_in_this_process):
     with AgentServer(SWEEP, sweep_id="abc123") as server:
         for name in ("WANDB_BASE_URL", "WANDB_API_KEY", "WANDB_MODE"):
             monkeypatch.setenv(name, env_for(server.url, None)[name])
@@ -123,7 +123,9 @@ def test_agent_calls_on_the_oldest_wandb(tmp_path, oldest):
 
 
 @pytest.mark.parametrize("fake", ["neither", "internal-api-without-calls"])
-def test_a_wandb_without_the_agent_calls_says_so_in_one_line_naming_its_version(monkeypatch, fake):
+def test_a_wandb_without_the_agent_calls_says_so_in_one_line_naming_its_version(
+    monkeypatch, fake, wandb_in_this_process
+):
     agent_calls_probe.hide_agent_calls(monkeypatch.delattr)
     if fake == "internal-api-without-calls":  # an old-style wandb whose InternalApi lost them
         monkeypatch.setattr(sys.modules["wandb.apis"], "InternalApi", type("InternalApi", (), {}), raising=False)

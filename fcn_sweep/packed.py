@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 
 from . import data as data_mod
 from . import kernels
+from .compiled import CompiledUpdate
 from .config import RunConfig
 from .lifecycle import lifecycle
 from .model import build_fcn, dropout_threshold, keep_mask, param_count
@@ -64,6 +66,31 @@ EAGER_ENV = "FCN_SWEEP_EAGER"
 # 3-4.5x a stacked update, docs/speed.md), per-member tensors where the step is a captured graph
 # whose kernel count and lrs should not depend on the members (stacked.py).
 UPDATES: dict[str, type] = {"cpu": PackUpdate, "cuda": StackedUpdate}
+# name -> a pack's update, for the bench and the profiler to choose (`update_default`); compiled.py
+# says why the compiled one is not yet a device's default.
+UPDATE_IMPLS: dict[str, type] = {"grouped": PackUpdate, "stacked": StackedUpdate, "compiled": CompiledUpdate}
+
+
+def update_name(device_type: str) -> str:
+    """The UPDATE_IMPLS name of the update a pack on `device_type` steps with by default."""
+    kind = UPDATES.get(device_type, PackUpdate)
+    return next(name for name, impl in UPDATE_IMPLS.items() if impl is kind)
+
+
+@contextmanager
+def update_default(device_type: str, name: str | None) -> Iterator[None]:
+    """Every pack made meanwhile on `device_type` (a bench's variants, a sweep estimate's calibration)
+    steps with UPDATE_IMPLS[name] unless told otherwise; None keeps the device's default."""
+    if name is not None and name not in UPDATE_IMPLS:
+        raise ValueError(f"update {name!r}: expected one of {', '.join(UPDATE_IMPLS)}")
+    before = dict(UPDATES)
+    if name is not None:
+        UPDATES[device_type] = UPDATE_IMPLS[name]
+    try:
+        yield
+    finally:
+        UPDATES.clear()
+        UPDATES.update(before)
 
 
 def pack_key(config: RunConfig | Mapping[str, Any]) -> str:
@@ -93,11 +120,11 @@ class Pack:
     def __init__(
         self, cfgs: Sequence[RunConfig], device: torch.device | str, update: type | None = None, bn: str | None = None
     ):
-        """`update`: PackUpdate or StackedUpdate, to choose against `UPDATES` (tests, the bench); `bn`:
+        """`update`: one of UPDATE_IMPLS's, to choose against `UPDATES` (tests, the bench); `bn`:
         a batch-norm implementation of `kernels.BN_IMPLS` (default `kernels.BN_DEFAULT`)."""
         check_packable(cfgs)
         self.device = torch.device(device)
-        self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
+        self.update_kind = update or UPDATE_IMPLS[update_name(self.device.type)]
         self.bn_name = bn or kernels.BN_DEFAULT
         self.bn = kernels.batch_norm_impl(self.bn_name)
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
@@ -138,6 +165,12 @@ class Pack:
     @property
     def params(self) -> list[Tensor]:
         return [*self.weights, *(b for b in self.biases if b is not None), *self.gammas, *self.betas]
+
+    def use_update(self, kind: type) -> None:
+        """Step with another of UPDATE_IMPLS from here on, moments and step count kept (the profiler
+        compares updates on one pack)."""
+        self.update_kind = kind
+        self._attach(steps=int(self.steps))
 
     def _attach(self, steps: int) -> None:
         """Gradients, optimizers and per-member constants, after setup or after members left."""

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Everything in this project that needs a GPU, in one command, for whoever has one:
 #   1. the tests marked `cuda` (fused kernels with step tensors on the device, packed = solo for every
-#      optimizer, determinism), 2. `fcn-sweep bench --device cuda` (packs of 1, 16, 128 and 512: FLOP/s
-#      against the GPU's large-matmul rate, ops per step, configs/hour, the grid's wall time), then
-#      scripts/gpu_measure.py (the memory bound against torch's peak, the stacked update against the
-#      grouped one), scripts/gpu_profile.py --time-only (a captured step at packs of 128 and 512 with
-#      the two batch norms of kernels.py side by side, and TF32) and scripts/agent_measure.py (the W&B
+#      optimizer, determinism, the compiled update captured), 2. `fcn-sweep bench --device cuda` (packs
+#      of 1, 16, 128 and 512: FLOP/s against the GPU's large-matmul rate, ops per step, configs/hour,
+#      the grid's wall time), then scripts/gpu_measure.py (the memory bound against torch's peak, the
+#      stacked and compiled updates against the grouped one), scripts/gpu_profile.py --time-only (a
+#      captured step at packs of 128 and 512 with the two batch norms of kernels.py side by side, TF32,
+#      and the compiled update) and scripts/agent_measure.py (the W&B
 #      path: one packed agent against runs one at a time), 3. the dry run of sweeps/grid.yaml with
 #      --pack auto on GPU 0, 4. a local sweep of sweeps/smoke.yaml on GPU 0 with --pack auto, 5. where
 #      Docker runs: the image with --gpus all reproducing a bare CUDA run. Then a pass/fail table and
-#      the figures. About 6-7 min on an H200 by estimate (5 min measured before the profile and agents
-#      steps), within a session's 15 min of device time with the machine's start.
+#      the figures. About 8-9 min on an H200 by estimate (5 min measured before the profile, agents and
+#      compiled-update steps; compiling takes 10-30 s a variant), within a session's 15 min of device
+#      time with the machine's start.
 # Usage: scripts/gpu_check.sh [--cpu]
 #   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
 #   PYTHON          interpreter with fcn_sweep importable (default: .venv/bin/python, else python3)
@@ -120,7 +122,7 @@ fi
 if has_module torch.profiler; then
     # Timings only (about a minute by estimate): the kernel tables take 2-3 minutes more, too many for a
     # session's 15 minutes of device time beside the rest; run them alone with scripts/gpu_profile.py.
-    step profile 300 "$PYTHON" scripts/gpu_profile.py --device "$DEVICE" --time-only --out "$OUT/gpu_profile.txt"
+    step profile 420 "$PYTHON" scripts/gpu_profile.py --device "$DEVICE" --time-only --out "$OUT/gpu_profile.txt"
 else
     skip profile "torch.profiler cannot be imported by $PYTHON"
 fi

@@ -5,8 +5,9 @@
    after training steps, a captured graph and an evaluation;
 2. a pack whose 64 members all have different lrs (a bayes sweep's continuous lr) on a cosine
    schedule, stepped by the grouped fused update (optim.PackUpdate, one kernel call per member) and
-   by the stacked one (stacked.StackedUpdate, what a CUDA pack uses): ms per step once captured,
-   and how many times each captured its graph over three epochs.
+   by the stacked one (stacked.StackedUpdate, what a CUDA pack uses) and the compiled one
+   (compiled.CompiledUpdate, one Triton kernel per tensor): ms per step once captured, how many
+   times each captured its graph over three epochs, and each against the stacked update.
 Usage: python scripts/gpu_measure.py [--device cuda:N]
 """
 
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, installed or not
 
 from fcn_sweep import data as data_mod
+from fcn_sweep.compiled import CompiledUpdate
 from fcn_sweep.config import RunConfig
 from fcn_sweep.footprint import gib, member_bytes
 from fcn_sweep.optim import PackUpdate
@@ -58,7 +60,8 @@ def continuous_lrs(device: torch.device, data: data_mod.FashionMNIST, k: int = 6
     cfg = replace(WIDEST, hidden=(1024, 256), epochs=3, schedule="cosine")
     cfgs = [replace(cfg, seed=i, lr=1e-3 * (1 + i / k)) for i in range(k)]
     split = first(data.train, steps * cfg.batch_size)
-    for update in (PackUpdate, StackedUpdate):
+    best: dict[type, float] = {}
+    for update in (PackUpdate, StackedUpdate, CompiledUpdate):
         pack = Pack(cfgs, device, update=update)
         captures = 0
         capture = pack.graphs._capture
@@ -77,8 +80,14 @@ def continuous_lrs(device: torch.device, data: data_mod.FashionMNIST, k: int = 6
             torch.cuda.synchronize(device)
             times.append((time.perf_counter() - t0) / steps * 1e3)
             pack.set_epoch(epoch)
-        line = f"{k} members, every lr its own, cosine: {update.__name__}: {min(times[1:]):.3f} ms/step "
-        print(f"{line}captured (first epoch {times[0]:.3f}), {captures} capture(s) in {cfg.epochs} epochs", flush=True)
+        best[update] = min(times[1:])
+        line = f"{k} members, every lr its own, cosine: {update.__name__}: {best[update]:.3f} ms/step "
+        failed = getattr(pack.update, "failed", None)
+        how = f"eager, capture failed: {pack.graphs.failed}" if pack.graphs.failed else "captured"
+        how += f"; compile failed: {failed}" if failed else ""
+        print(f"{line}{how} (first epoch {times[0]:.3f}), {captures} capture(s) in {cfg.epochs} epochs", flush=True)
+    for update in (PackUpdate, CompiledUpdate):
+        print(f"{update.__name__}/StackedUpdate ms per step: {best[update] / best[StackedUpdate]:.2f}", flush=True)
 
 
 def main() -> None:

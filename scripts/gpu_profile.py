@@ -4,7 +4,9 @@ trainer reaches about 12% of the fp32 matmul rate; docs/gpu.md names the suspect
 For the study's network (784-1024-256-10, dropout 0.3, batch 64), with and without batch norm, Adam
 and SGD, at packs of 128 and 512 on CUDA; with batch norm both implementations of kernels.BN_IMPLS
 (`native`: aten's kernels over the (1, K*width, 64) view; `reduce`: reductions over the batch and
-fused multiply-adds), and with Adam the faster of them with TF32 products. First a check that
+fused multiply-adds), and with Adam the faster of them with TF32 products; then, with the faster
+batch norm, the compiled update (fcn_sweep/compiled.py: one Inductor kernel per parameter tensor)
+against the device's default, the stacked foreach update. First a check that
 `reduce` equals `native` on this device at the study's widths. Then two passes over the cases:
 
 1. timings: ms per step over `--steps` steps as the trainer runs them (captured and replayed on
@@ -23,7 +25,7 @@ About 2-3 minutes on an H200. `--device cpu` runs the same with tiny sizes (pack
 128-64, 10 steps, one thread): the CPU's "kernels" are aten operations by their own CPU time, and
 nothing is captured.
 Usage: python scripts/gpu_profile.py [--device cuda|cpu] [--packs K,K] [--steps N] [--repeats R]
-       [--hidden W,W] [--no-tf32] [--time-only] [--out FILE]   (every line appended to FILE as it is
+       [--hidden W,W] [--no-tf32] [--no-compiled] [--time-only] [--out FILE]   (every line appended to FILE as it is
        said, every figure in FILE's .json; default $OUT/gpu_profile.txt when OUT is set)
 """
 
@@ -50,7 +52,7 @@ from fcn_sweep import kernels
 from fcn_sweep.bench.limits import PEAK_SIZE, peak_flops, quiet_fd2, step_flops
 from fcn_sweep.bench.report import TRAIN_SIZE
 from fcn_sweep.config import RunConfig
-from fcn_sweep.packed import Pack
+from fcn_sweep.packed import UPDATE_IMPLS, Pack, update_name
 
 DEFAULTS = {
     "cuda": {"packs": "128,512", "hidden": "1024,256", "steps": 20, "repeats": 3},
@@ -62,6 +64,7 @@ KINDS = (
     ("matmul", ("gemm", "gemv", "xmma", "cutlass", "splitk", "aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm")),
     ("batch norm (aten)", ("batch_norm",)),
     ("optimizer (foreach)", ("multi_tensor_apply", "foreach")),
+    ("optimizer (compiled)", ("triton_", "cpp_fused")),
     ("reductions", ("reduce_kernel", "aten::sum", "aten::var_mean", "aten::mean", "aten::argmax")),
     ("gather/scatter", ("index", "gather", "scatter")),
     ("softmax", ("softmax",)),
@@ -174,8 +177,11 @@ def table(rows: dict[str, list[float]], steps: int, step_ms: float, top: int, wh
     return out
 
 
-def prepare(pack: Pack, split: data_mod.Split, bn: str | None, precision: str) -> str:
-    """Set a case up on its pack (batch norm, matmul precision), warm up and capture: how it steps."""
+def prepare(pack: Pack, split: data_mod.Split, bn: str | None, precision: str, update: str) -> str:
+    """Set a case up on its pack (batch norm, matmul precision, update), warm up (compiling an update
+    that compiles) and capture: how it steps."""
+    if pack.update_kind is not UPDATE_IMPLS[update]:
+        pack.use_update(UPDATE_IMPLS[update])
     if bn is not None:  # another batch norm on the same pack: its kernels differ, so a new graph
         pack.bn, pack.bn_name = kernels.BN_IMPLS[bn], bn
     pack.precision = precision  # "high": TF32 products, which a graph captures as it captures the kernels
@@ -186,12 +192,14 @@ def prepare(pack: Pack, split: data_mod.Split, bn: str | None, precision: str) -
         return "eager (CPU)"
     if pack.graphs is None:
         return "eager (FCN_SWEEP_EAGER)"
-    return f"eager, capture failed: {pack.graphs.failed}" if pack.graphs.failed else "captured"
+    how = f"eager, capture failed: {pack.graphs.failed}" if pack.graphs.failed else "captured"
+    failed = getattr(pack.update, "failed", None)  # compiled.CompiledUpdate's, when compiling failed
+    return f"{how}; compile failed: {failed}" if failed else how
 
 
 def time_case(pack: Pack, split: data_mod.Split, case: dict, args, peak: float) -> None:
     """The first pass: ms per step of a case, into `case`, and one line."""
-    captured = prepare(pack, split, case["bn"], case["precision"])
+    captured = prepare(pack, split, case["bn"], case["precision"], case["update"])
     times = [epoch_s(pack, split) for _ in range(args.repeats)]
     step_ms = statistics.median(times) / args.steps * 1e3
     flops = step_flops(pack.widths, args.batch, case["k"])
@@ -204,7 +212,7 @@ def time_case(pack: Pack, split: data_mod.Split, case: dict, args, peak: float) 
 def profile_case(pack: Pack, split: data_mod.Split, case: dict, args) -> None:
     """The second pass: a case's kernels over one epoch of its steps as it trains (captured on CUDA),
     and on CUDA the top-level operations of a few eager steps; into `case`, and tables."""
-    prepare(pack, split, case["bn"], case["precision"])
+    prepare(pack, split, case["bn"], case["precision"], case["update"])
     step_ms, cuda = case["ms_per_step"], pack.device.type == "cuda"
     say(f"== {case['label']}: {step_ms:.3f} ms/step ({case['captured']})")
     case["kernels"] = by_kernel(profiled(pack, split), pack.device)
@@ -256,6 +264,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="steps per timed and profiled epoch (default: 20 CUDA, 10 CPU)")
     p.add_argument("--repeats", type=int, help="timed epochs per case, median (default: 3 CUDA, 3 CPU)")
     p.add_argument("--no-tf32", action="store_true", help="leave out the TF32 cases")
+    p.add_argument("--no-compiled", action="store_true", help="leave out the compiled update's cases")
     p.add_argument("--time-only", action="store_true", help="the timings and their table, no profiles")
     p.add_argument("--out", help="also write the output here, and every figure to its .json")
     args = p.parse_args()
@@ -307,17 +316,24 @@ def main() -> None:
     # Every case timed first, then every case profiled: should the profiler fail or hang on this
     # device (it has, with CUDA graphs, on some torch and CUDA versions), the timings are out already.
     cases: list[dict] = []
+    default = update_name(device.type)
     for k, optimizer, batch_norm, pack in packs(args):
         mine = [{"label": f"K={k} {optimizer} " + (f"batch norm {bn}" if bn else "no batch norm"), "k": k,
-                 "optimizer": optimizer, "batch_norm": batch_norm, "bn": bn, "precision": "highest"}
+                 "optimizer": optimizer, "batch_norm": batch_norm, "bn": bn, "precision": "highest",
+                 "update": default}
                 for bn in (("native", "reduce") if batch_norm else (None,))]  # fmt: skip
         for case in mine:
             time_case(pack, split, case, args, peak)
+        fastest = min(mine, key=lambda c: c["ms_per_step"])
         if batch_norm and optimizer == "adam" and not args.no_tf32:
-            fastest = min(mine, key=lambda c: c["ms_per_step"])["bn"]
-            tf32 = {**mine[0], "label": f"K={k} adam batch norm {fastest} TF32", "bn": fastest, "precision": "high"}
+            tf32 = {**fastest, "label": f"{fastest['label']} TF32", "precision": "high"}
             time_case(pack, split, tf32, args, peak)
             mine.append(tf32)
+        if not args.no_compiled:  # last: the pack's update changes for good
+            label = f"{fastest['label']} compiled"
+            fused = {**fastest, "label": label, "update": "compiled", "against": fastest["label"]}
+            time_case(pack, split, fused, args, peak)
+            mine.append(fused)
         cases += mine
     summary(cases, args)
     write_json(cases, args)
@@ -341,6 +357,7 @@ def summary(cases: list[dict], args) -> None:
     epochs of the 50,000 training images, training only, as `fcn-sweep bench` counts them) and the
     share of the fp32 peak, with the faster batch norm."""
     ms = {c["label"]: c["ms_per_step"] for c in cases}
+    default = update_name(args.device.type)
     of_peak = {c["label"]: c["of_peak"] for c in cases}
     epoch_steps = len(data_mod.batch_starts(TRAIN_SIZE, args.batch))
     say()
@@ -355,9 +372,11 @@ def summary(cases: list[dict], args) -> None:
             say(f"K={k:<4} {opt:<4} {plain:>10.3f} {nat:>10.3f} {red:>10.3f} {red / nat:>14.2f} "
                 f"{1 - plain / nat:>19.0%} {1 - plain / red:>6.0%} {per_hour:>19,.0f} {best:>8.1%}")  # fmt: skip
     for c in cases:
-        if c["precision"] == "high":
+        if c["precision"] == "high" or c["update"] == "compiled":
             per_hour = 3600 / (20 * epoch_steps * c["ms_per_step"] / 1e3 / c["k"])
-            say(f"{c['label']}: {c['ms_per_step']:.3f} ms/step, {per_hour:,.0f} configs/h, "
+            ratio = c["ms_per_step"] / ms[c["against"]] if "against" in c else None
+            against = f", {ratio:.2f}x the time of the {default} update's" if ratio else ""
+            say(f"{c['label']}: {c['ms_per_step']:.3f} ms/step ({c['captured']}){against}, {per_hour:,.0f} configs/h, "
                 f"{c['of_peak']:.1%} of the fp32 peak")  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from fcn_sweep.bench.limits import step_flops
 from fcn_sweep.bench.report import Limits, report
 from fcn_sweep.bench.variants import bench_config
 from fcn_sweep.cli.bench import parse_packs
+from fcn_sweep.config import RunConfig
 
 from .conftest import cli, needs_data
 
@@ -38,12 +39,12 @@ def test_bench_reports_each_variant_against_the_device_limit(tmp_path):
     tmp.mkdir()
     proc = cli(
         "bench", "--device=cpu", "--steps=2", "--repeats=1", "--pack=2,1", "--hidden=32", "--epochs=3",
-        f"--sweep={sweep}", "--bn=reduce", env={"TMPDIR": str(tmp)},
+        f"--sweep={sweep}", "--bn=reduce", "--update=compiled", env={"TMPDIR": str(tmp)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert out.startswith(
-        "fcn-sweep bench: 32 batch norm (reduce), dropout 0.3, adam, batch 64, matmul precision highest; "
+        "fcn-sweep bench: 32 batch norm (reduce), dropout 0.3, adam (compiled), batch 64, matmul precision highest; "
         "2 steps x 1 repeats"
     )
     assert re.search(rf"^peak: 1024x1024 fp32 matmul {NUMBER} GFLOP/s", out, flags=re.M), out
@@ -92,6 +93,8 @@ def test_bench_refuses_bad_arguments_with_exit_code_2_and_one_line():
     assert proc.returncode == 2 and len(lines) == 1 and "highest, high" in lines[0]
     proc = cli("bench", "--device=cpu", "--bn=fused")
     assert proc.returncode == 2 and "--bn" in proc.stderr and "native" in proc.stderr and "reduce" in proc.stderr
+    proc = cli("bench", "--device=cpu", "--update=fused")
+    assert proc.returncode == 2 and "--update" in proc.stderr and "'grouped', 'stacked', 'compiled'" in proc.stderr
 
 
 def test_the_bench_offers_every_batch_norm_of_the_kernels_and_puts_the_default_back():
@@ -104,6 +107,23 @@ def test_the_bench_offers_every_batch_norm_of_the_kernels_and_puts_the_default_b
     assert kernels.BN_DEFAULT == "native"
     with pytest.raises(ValueError, match="expected one of native, reduce"):
         kernels.batch_norm_default("fused").__enter__()
+
+
+def test_the_bench_offers_every_update_of_the_trainer_and_puts_the_default_back():
+    from fcn_sweep import packed
+    from fcn_sweep.cli.bench import UPDATE_IMPLS
+
+    assert tuple(packed.UPDATE_IMPLS) == UPDATE_IMPLS
+    assert (packed.update_name("cpu"), packed.update_name("cuda")) == ("grouped", "stacked")
+    with packed.update_default("cuda", "compiled"):
+        assert packed.Pack([RunConfig(hidden=(8,))], "cpu").update_kind is packed.UPDATE_IMPLS["grouped"]
+        assert packed.update_name("cuda") == "compiled"
+    assert packed.update_name("cuda") == "stacked"
+    with packed.update_default("cpu", "stacked"):
+        assert packed.Pack([RunConfig(hidden=(8,))], "cpu").update_kind is packed.UPDATE_IMPLS["stacked"]
+    assert packed.update_name("cpu") == "grouped"
+    with pytest.raises(ValueError, match="expected one of grouped, stacked, compiled"):
+        packed.update_default("cpu", "fused").__enter__()
 
 
 def test_pack_lists_parse_to_sorted_distinct_sizes():

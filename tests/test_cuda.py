@@ -202,3 +202,32 @@ def test_the_reduce_batch_norm_is_captured_and_trains_as_the_native_one_on_the_d
             assert k in kinks, f"member {k} on {DEVICE}, no ReLU kink first: {mismatch}"
         else:
             assert mismatch == [], f"member {k} on {DEVICE}: {mismatch}"
+
+
+def test_the_compiled_update_is_captured_and_trains_as_the_stacked_one_on_the_device(device_data, monkeypatch):
+    """compiled.CompiledUpdate on the device (Triton on CUDA): it compiles (no fallback), a pack's
+    step with it is captured, the captured step computes what the eager one does, and the runs of
+    every optimizer agree with the stacked update's as runs whose rounding differs at every step."""
+    from fcn_sweep import packed
+    from fcn_sweep.compiled import CompiledUpdate
+
+    cfgs = [
+        replace(TINY, optimizer=o, lr=LR[o] * (1 + 0.5 * s), seed=s, batch_norm=True, dropout=0.2 * s,
+                weight_decay=1e-3 * s, schedule=("constant", "cosine")[s])
+        for o in OPTIMIZERS for s in range(2)
+    ]  # fmt: skip
+    with packed.update_default(DEVICE.type, "stacked"):
+        stacked = fit_packed(cfgs, data=device_data, device=DEVICE)
+    with packed.update_default(DEVICE.type, "compiled"):
+        pack = Pack(cfgs, DEVICE)
+        pack.train_epoch(device_data.train, lambda: False)
+        assert isinstance(pack.update, CompiledUpdate) and pack.update.failed is None, pack.update.failed
+        if DEVICE.type == "cuda":
+            assert pack.graphs.failed is None and pack.graphs.graph is not None
+        mine = fit_packed(cfgs, data=device_data, device=DEVICE)
+        monkeypatch.setenv(EAGER_ENV, "1")
+        eager = fit_packed(cfgs, data=device_data, device=DEVICE)
+    for s, m, e in zip(stacked, mine, eager, strict=True):
+        assert m.status == s.status == "finished"
+        assert history_mismatch(e.history, m.history, tolerance(e.cfg)) == []
+        assert history_mismatch(s.history, m.history, AS_RUNS) == [], m.cfg

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import data as data_mod
-from .. import kernels
+from .. import kernels, packed
 from ..formatting import plural
 from .limits import PEAK_SIZE, ops_per_step, peak_flops, step_flops
 from .report import Limits, measure, report
@@ -48,14 +48,17 @@ def bench(
     sweep_file: Path | None = GRID,
     precision: str = "highest",
     bn: str = "native",
+    update: str | None = None,
 ) -> list[str]:
-    """The bench's lines; `bn`: the batch norm of kernels.BN_IMPLS every pack uses, the sweep
-    estimate's calibration included."""
-    with kernels.batch_norm_default(bn):
-        return _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn)
+    """The bench's lines; `bn`: the batch norm of kernels.BN_IMPLS every pack uses, `update`: the
+    update of packed.UPDATE_IMPLS (None: the device's default), the sweep estimate's calibration
+    included."""
+    with kernels.batch_norm_default(bn), packed.update_default(device.type, update):
+        update = packed.update_name(device.type)
+        return _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn, update)
 
 
-def _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn) -> list[str]:
+def _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn, update) -> list[str]:
     defaults = DEFAULTS[device.type]
     steps, repeats = steps or defaults["steps"], repeats or defaults["repeats"]
     packs = packs or defaults["packs"]
@@ -77,7 +80,7 @@ def _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, 
         {name: ops_per_step(v.pack, data.train, cfg.batch_size) for name, v in variants.items() if v.pack},
     )
     header = (
-        f"fcn-sweep bench: {cfg.arch} batch norm ({bn}), dropout {cfg.dropout}, {cfg.optimizer}, "
+        f"fcn-sweep bench: {cfg.arch} batch norm ({bn}), dropout {cfg.dropout}, {cfg.optimizer} ({update}), "
         f"batch {cfg.batch_size}, "
         f"matmul precision {precision}; "
         f"{steps} steps x {repeats} repeats (median) on {device}, torch {torch.__version__}, "

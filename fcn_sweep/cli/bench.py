@@ -14,6 +14,7 @@ from .common import UsageError
 
 # kernels.BN_IMPLS's names, written out: kernels imports torch, and a usage error need not wait for it
 BN_IMPLS = ("native", "reduce")
+UPDATE_IMPLS = ("grouped", "stacked", "compiled")  # packed.UPDATE_IMPLS's, for the same reason
 
 
 def parse_packs(text: str) -> tuple[int, ...]:
@@ -42,7 +43,17 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     sweep = None if args.sweep == "none" else Path(args.sweep) if args.sweep else GRID
     try:
         lines = bench(
-            device, args.steps, args.repeats, packs, hidden, args.epochs, args.data_dir, sweep, precision, args.bn
+            device,
+            args.steps,
+            args.repeats,
+            packs,
+            hidden,
+            args.epochs,
+            args.data_dir,
+            sweep,
+            precision,
+            args.bn,
+            args.update,
         )
     except data_mod.DataError as e:
         raise UsageError(str(e)) from None
@@ -111,6 +122,11 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bn", choices=BN_IMPLS, default="native",
         help="batch norm implementation of every pack, the estimate's included (default: native; kernels.py)",
+    )  # fmt: skip
+    p.add_argument(
+        "--update", choices=UPDATE_IMPLS,
+        help="optimizer update of every pack, the estimate's included (default: grouped on a CPU, stacked on a GPU; "
+        "compiled: torch.compile's fused kernels, compiled.py)",
     )  # fmt: skip
     p.add_argument("--data-dir", metavar="DIR", help="directory holding the FashionMNIST IDX files")
     p.set_defaults(func=cmd_bench)

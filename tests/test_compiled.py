@@ -1,0 +1,101 @@
+"""The compiled update (compiled.CompiledUpdate), compiled by Inductor's C++ backend on the CPU: each
+member steps as its optimizer does, a pack trains as with the foreach update, a step's operations do
+not grow with K, and a compile that fails leaves the pack stepping with the foreach update."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fcn_sweep import compiled, packed
+from fcn_sweep.compiled import CompiledUpdate
+from fcn_sweep.config import OPTIMIZERS
+from fcn_sweep.optim import PackUpdate, zero_moments
+from fcn_sweep.packed import Pack
+from fcn_sweep.stacked import StackedUpdate
+
+from .test_packed import LR, history_mismatch
+from .test_stacked import mixed_members
+from .test_step_ops import BASE, ops_per_step
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.one_thread says why
+AS_RUNS = {"loss": 2e-2, "acc": 1e-2}  # test_cuda's: rounding that differs at every step, then Adam
+
+
+def stepped(kinds, cfgs, shapes, steps=10):
+    """Each update kind's parameters after `steps` steps from the same start and the same gradients,
+    with a schedule changing the lrs every third step."""
+    torch.manual_seed(0)
+    start = [torch.randn(s) for s in shapes]
+    grads = [torch.empty(s) for s in shapes]
+    params = {kind: [t.clone() for t in start] for kind in kinds}
+    updates = {kind: kind(ps, grads, cfgs, zero_moments(ps)) for kind, ps in params.items()}
+    for step in range(steps):
+        for g in grads:
+            g.copy_(torch.randn(g.shape))
+        for u in updates.values():
+            u.set_epoch(step // 3)
+            u.step()
+    return start, params, updates
+
+
+def test_each_members_compiled_step_is_its_optimizers_step():
+    """Every optimizer, each member its own lr, momentum, weight decay and schedule: the compiled
+    update agrees with torch's fused kernels and with the foreach update to float rounding."""
+    cfgs = mixed_members(12)
+    kinds = (PackUpdate, StackedUpdate, CompiledUpdate)
+    start, params, updates = stepped(kinds, cfgs, [(12, 6, 5), (12, 6, 1), (12, 6)])
+    assert updates[CompiledUpdate].failed is None
+    for fused, stacked, mine in zip(*params.values(), strict=True):
+        torch.testing.assert_close(mine, fused, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(mine, stacked, rtol=1e-5, atol=1e-6)
+    assert all(not torch.equal(a, b) for a, b in zip(start, params[CompiledUpdate], strict=True))
+
+
+def test_a_pack_trains_with_the_compiled_update_as_with_the_foreach_one(fashion, tiny, monkeypatch):
+    """Whole runs, every optimizer in one pack with batch norm: the histories agree as runs do whose
+    rounding differs at every step (the foreach update's members equal their runs alone:
+    tests/test_stacked.py)."""
+    cfgs = [
+        replace(tiny, optimizer=o, lr=LR[o] * (1 + 0.5 * s), seed=s, batch_norm=True, dropout=0.2 * s,
+                weight_decay=1e-3 * s, schedule=("constant", "cosine")[s])
+        for o in OPTIMIZERS for s in range(2)
+    ]  # fmt: skip
+    runs = {}
+    for kind in (StackedUpdate, CompiledUpdate):
+        monkeypatch.setitem(packed.UPDATES, "cpu", kind)
+        runs[kind] = packed.fit_packed(cfgs, data=fashion)
+    for foreach, mine in zip(runs[StackedUpdate], runs[CompiledUpdate], strict=True):
+        assert mine.status == foreach.status == "finished"
+        assert history_mismatch(foreach.history, mine.history, AS_RUNS) == [], mine.cfg
+
+
+def test_a_pack_of_64_different_lrs_dispatches_what_a_pack_of_4_does_compiled():
+    def pack(k: int) -> Pack:
+        cfgs = [replace(BASE, optimizer=OPTIMIZERS[i % 4], lr=1e-3 * (1 + i / k), seed=i) for i in range(k)]
+        return Pack(cfgs, "cpu", update=CompiledUpdate)
+
+    four, sixty_four = ops_per_step(pack(4)), ops_per_step(pack(64))
+    foreach = ops_per_step(Pack(pack(4).cfgs, "cpu", update=StackedUpdate))
+    assert abs(sixty_four - four) <= 0.1 * four, f"ops per step: pack of 4 {four}, pack of 64 {sixty_four}"
+    assert four < foreach, f"ops per step: compiled {four}, foreach {foreach}"
+
+
+def test_a_compile_that_fails_leaves_the_pack_stepping_with_the_foreach_update(monkeypatch):
+    def no_backend(gm, example_inputs):
+        raise RuntimeError("Compiler: cc is not found")
+
+    monkeypatch.setattr(compiled, "_compiled", {})
+    monkeypatch.setattr(compiled, "compile_update", lambda fn: torch.compile(fn, fullgraph=True, backend=no_backend))
+    cfgs = mixed_members(8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, params, updates = stepped((StackedUpdate, CompiledUpdate), cfgs, [(8, 6, 5), (8, 6)], steps=4)
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(said) == 1 and said[0].startswith("compiling the update failed (BackendCompilerFailed"), said
+    assert "cc is not found" in said[0] and updates[CompiledUpdate].failed
+    for stacked, mine in zip(params[StackedUpdate], params[CompiledUpdate], strict=True):
+        assert torch.equal(mine, stacked)

@@ -13,10 +13,8 @@ tensors once. The arithmetic is `stacked`'s (the same formulas, so members equal
 alone to float tolerance), the lrs stay device tensors (a captured graph reads a new epoch's), and
 the kernels are compiled at a pack's first step, which `cuda_graph` runs eagerly before capturing.
 
-Compiling needs what Inductor needs (a C++ compiler on the CPU; Triton, with a C compiler for its
-launcher, on CUDA). If compiling fails, the pack steps with `stacked`'s foreach chain (the same
-results to float rounding) after one warning that names the reason. A failure while the compiled
-kernels run (out of memory, a device fault) is not a compile failure and is raised as it is.
+Compiling, and what happens when it fails, is inductor.py's: the foreach chain of `stacked` then
+steps the pack (the same results to float rounding) after one warning that names the reason.
 
 Opt-in (`fcn-sweep bench --update compiled`; packed.UPDATE_IMPLS): it has not yet been measured on
 a GPU, and on the CPU torch's fused kernels per group of equal hyperparameters are faster still.
@@ -24,13 +22,14 @@ a GPU, and on the CPU torch's fused kernels per group of equal hyperparameters a
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from .stacked import ALPHA, BETA2, EPS, STACKED, Family, StackedUpdate
+from . import inductor
+from .inductor import Compiled
+from .stacked import ALPHA, BETA2, EPS, STACKED, StackedUpdate
 
 
 def _col(h: Tensor, p: Tensor) -> Tensor:
@@ -85,64 +84,19 @@ FORMULAS: dict[str, Callable[..., None]] = {
     "adamw": _adamw,
     "rmsprop": _rmsprop,
 }
-_compiled: dict[str, Callable[..., None]] = {}
-
-
-# Variants compiled per formula before torch.compile gives up and runs it as slow eager Python: a
-# sweep's packs differ in layer count, batch norm, weight decay on or off and K=1 (specialised), and
-# torch's default of 8 would be spent within one study.
-RECOMPILE_LIMIT = 64
-
-
-def compile_update(fn: Callable[..., None]) -> Callable[..., None]:
-    """torch.compile with shapes made dynamic at the first recompile: the first pack's sizes compile
-    fast and exact, and packs of other sizes and widths then share one kernel per tensor rather than
-    compiling each (dynamic from the start took 3x as long to compile on the CPU). Tests replace it
-    to make compiling fail."""
-    return torch.compile(fn, fullgraph=True, dynamic=None)
-
-
-def _kernel(name: str) -> Callable[..., None]:
-    if name not in _compiled:
-        _compiled[name] = compile_update(FORMULAS[name])
-    return _compiled[name]
-
-
-def _reason(err: BaseException) -> str:
-    """One line: what failed, with the compiler's own error where torch wraps it (its first line is
-    only `backend='inductor' raised:`)."""
-    inner = getattr(err, "inner_exception", None)
-    said = f"{type(err).__name__}: " + (f"{type(inner).__name__}: {inner}" if inner is not None else str(err))
-    return said.splitlines()[0]
+_COMPILED = {name: Compiled(fn) for name, fn in FORMULAS.items()}
 
 
 class CompiledUpdate(StackedUpdate):
-    """StackedUpdate whose families step through their compiled formula (`failed` says why not)."""
+    """StackedUpdate whose families step through their compiled formula; `failed` says why not
+    (inductor.py: then the foreach chain, `stacked.STACKED`)."""
 
-    failed: str | None = None
+    @property
+    def failed(self) -> str | None:
+        return inductor.failed
 
     def step(self) -> None:
         self.step_count.add_(1)
         for f in self.families:
-            if self.failed is None:
-                self._compiled_step(f)
-            else:
-                STACKED[f.name](f)
-
-    def _compiled_step(self, f: Family) -> None:
-        import torch._dynamo  # what compiling raises, by whatever cause, and its limits
-
-        config = torch._dynamo.config
-        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
-        try:
-            with config.patch(**{limit: max(RECOMPILE_LIMIT, getattr(config, limit))}):
-                _kernel(f.name)(f.params, f.grads, f.m1, f.m2, f.lr, f.momentum, f.weight_decay, f.step, f.decays)
-        except torch._dynamo.exc.TorchDynamoException as err:  # raised before any kernel ran: nothing stepped
-            self.failed = _reason(err)
-            warnings.warn(
-                f"compiling the update failed ({self.failed}); this pack steps with the foreach update "
-                "(same results, slower)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            STACKED[f.name](f)
+            args = (f.params, f.grads, f.m1, f.m2, f.lr, f.momentum, f.weight_decay, f.step, f.decays)
+            _COMPILED[f.name].run(lambda f=f: STACKED[f.name](f), *args)

@@ -6,10 +6,11 @@ feature a channel of a (1, K * features, batch) tensor, so torch's native batch 
 member with its own batch statistics in one call, forward and backward, without a copy; and the
 products are plain batched matrix multiplies (BLAS takes the transposed operands as they lie).
 
-Batch norm has two implementations (`BN_IMPLS`), the same arithmetic to float rounding: `native`
-(the default, aten's kernels) and `reduce` (reductions over the batch, the contiguous last dim,
-and fused elementwise ops). On CUDA the native kernel is built for many samples per channel, and
-here a channel has only the batch's 64: `reduce` is the alternative to measure against it.
+Batch norm has three implementations (`BN_IMPLS`), the same arithmetic to float rounding: `native`
+(the default, aten's kernels), `reduce` (reductions over the batch, the contiguous last dim, and
+fused elementwise ops) and `compiled` (`reduce` through torch.compile: each reduction fused with
+the passes around it). On CUDA the native kernel is built for many samples per channel, and here a
+channel has only the batch's 64: `reduce` and `compiled` are the alternatives to measure against it.
 
 Why by hand: autograd records and replays a graph of the step every time, and what it would compute
 is known. The backward of each activation and of batch norm is the aten function autograd itself
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .inductor import Compiled
 
 aten = torch.ops.aten
 
@@ -160,6 +163,19 @@ def batch_norm_reduce_backward(dy: Tensor, tape: Tape, norm: Norm) -> Tensor:
     return torch.addcmul(c, xmu, b, out=xmu).addcmul_(dy, a)
 
 
+# `reduce` through torch.compile (inductor.py): each reduction fused with the passes around it,
+# one or two kernels a direction; aten's `reduce` functions if compiling fails.
+_BN_COMPILED = Compiled(batch_norm_reduce), Compiled(batch_norm_reduce_backward)
+
+
+def batch_norm_compiled(z: Tensor, norm: Norm, train: bool) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    return _BN_COMPILED[0].run(lambda: batch_norm_reduce(z, norm, train), z, norm, train)
+
+
+def batch_norm_compiled_backward(dy: Tensor, tape: Tape, norm: Norm) -> Tensor:
+    return _BN_COMPILED[1].run(lambda: batch_norm_reduce_backward(dy, tape, norm), dy, tape, norm)
+
+
 @dataclass(frozen=True)
 class BatchNormImpl:
     """A batch-norm implementation of a pack: its forward and its backward (the signatures of
@@ -172,6 +188,7 @@ class BatchNormImpl:
 BN_IMPLS = {
     "native": BatchNormImpl(batch_norm, batch_norm_backward),
     "reduce": BatchNormImpl(batch_norm_reduce, batch_norm_reduce_backward),
+    "compiled": BatchNormImpl(batch_norm_compiled, batch_norm_compiled_backward),
 }
 BN_DEFAULT = "native"  # what a Pack uses unless told otherwise (packed.Pack's `bn`)
 

@@ -2,12 +2,13 @@
 trainer reaches about 12% of the fp32 matmul rate; docs/gpu.md names the suspects).
 
 For the study's network (784-1024-256-10, dropout 0.3, batch 64), with and without batch norm, Adam
-and SGD, at packs of 128 and 512 on CUDA; with batch norm both implementations of kernels.BN_IMPLS
+and SGD, at packs of 128 and 512 on CUDA; with batch norm every implementation of kernels.BN_IMPLS
 (`native`: aten's kernels over the (1, K*width, 64) view; `reduce`: reductions over the batch and
-fused multiply-adds), and with Adam the faster of them with TF32 products; then, with the faster
+fused multiply-adds; `compiled`: `reduce` through torch.compile), and with Adam the fastest of them
+with TF32 products; then, with the fastest
 batch norm, the compiled update (fcn_sweep/compiled.py: one Inductor kernel per parameter tensor)
 against the device's default, the stacked foreach update. First a check that
-`reduce` equals `native` on this device at the study's widths. Then two passes over the cases:
+each batch norm equals `native` on this device at the study's widths. Then two passes over the cases:
 
 1. timings: ms per step over `--steps` steps as the trainer runs them (captured and replayed on
    CUDA), the median of `--repeats` epochs, each case's FLOP/s of the products against a 4096x4096
@@ -48,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, installed or not
 
 from fcn_sweep import data as data_mod
-from fcn_sweep import kernels
+from fcn_sweep import inductor, kernels
 from fcn_sweep.bench.limits import PEAK_SIZE, peak_flops, quiet_fd2, step_flops
 from fcn_sweep.bench.report import TRAIN_SIZE
 from fcn_sweep.config import RunConfig
@@ -232,28 +233,31 @@ def profile_case(pack: Pack, split: data_mod.Split, case: dict, args) -> None:
             say(line)
 
 
-def check_reduce(device: torch.device, widths: tuple[int, ...], batch: int) -> None:
-    """`reduce` against `native` on this device, one layer of each width, K=8: forward, running
-    statistics, dz, dgamma, dbeta, as the largest difference relative to the largest value."""
-    worst = 0.0
-    for width in widths:
-        g = torch.Generator(device=device).manual_seed(width)
-        z = 3 + 2 * torch.randn(8, width, batch, device=device, generator=g)
-        dy = torch.randn(8, width, batch, device=device, generator=g)
-        gamma, n = 0.5 + torch.rand(8 * width, device=device, generator=g), 8 * width
-        outs = []
-        for impl in ("native", "reduce"):
-            zeros = [torch.zeros(n, device=device) for _ in range(4)]  # beta, running mean, dgamma, dbeta
-            flat = [gamma.clone(), zeros[0], zeros[1], torch.ones(n, device=device), zeros[2], zeros[3]]
-            norm, bn = kernels.Norm(*flat), kernels.BN_IMPLS[impl]
-            y, saved = bn.forward(z, norm, True)
-            dz = bn.backward(dy, kernels.Tape(z, z, y, y, None, saved), norm)
-            outs.append((y, norm.mean, norm.var, dz, norm.dgamma, norm.dbeta))
-        for a, b in zip(*outs, strict=True):
-            worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
-    verdict = "equal to float rounding" if worst < 1e-5 else "DIFFERENT: do not trust the reduce figures"
-    say(f"reduce batch norm against native on {device}, widths {widths}, K=8, batch {batch}: largest relative "
-        f"difference {worst:.1e} ({verdict})")  # fmt: skip
+def check_batch_norms(device: torch.device, widths: tuple[int, ...], batch: int) -> None:
+    """Each batch norm of kernels.BN_IMPLS against `native` on this device, one layer of each width,
+    K=8: forward, running statistics, dz, dgamma, dbeta, as the largest difference relative to the
+    largest value."""
+    for other in (name for name in kernels.BN_IMPLS if name != "native"):
+        worst = 0.0
+        for width in widths:
+            g = torch.Generator(device=device).manual_seed(width)
+            z = 3 + 2 * torch.randn(8, width, batch, device=device, generator=g)
+            dy = torch.randn(8, width, batch, device=device, generator=g)
+            gamma, n = 0.5 + torch.rand(8 * width, device=device, generator=g), 8 * width
+            outs = []
+            for impl in ("native", other):
+                zeros = [torch.zeros(n, device=device) for _ in range(4)]  # beta, running mean, dgamma, dbeta
+                flat = [gamma.clone(), zeros[0], zeros[1], torch.ones(n, device=device), zeros[2], zeros[3]]
+                norm, bn = kernels.Norm(*flat), kernels.BN_IMPLS[impl]
+                y, saved = bn.forward(z, norm, True)
+                dz = bn.backward(dy, kernels.Tape(z, z, y, y, None, saved), norm)
+                outs.append((y, norm.mean, norm.var, dz, norm.dgamma, norm.dbeta))
+            for a, b in zip(*outs, strict=True):
+                worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item())
+        verdict = "equal to float rounding" if worst < 1e-5 else f"DIFFERENT: do not trust the {other} figures"
+        failed = f"; compiling failed: {inductor.failed}" if inductor.failed else ""
+        say(f"{other} batch norm against native on {device}, widths {widths}, K=8, batch {batch}: largest "
+            f"relative difference {worst:.1e} ({verdict}){failed}")  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
@@ -310,7 +314,7 @@ def main() -> None:
     say(f"gpu_profile: {name}, torch {torch.__version__}; peak {PEAK_SIZE[device.type]}x{PEAK_SIZE[device.type]} "
         f"fp32 matmul {peak / 1e9:,.1f} GFLOP/s (measured now); 784-{'-'.join(map(str, args.hidden))}-10, "
         f"dropout 0.3, batch {args.batch}")  # fmt: skip
-    check_reduce(device, args.hidden, args.batch)
+    check_batch_norms(device, args.hidden, args.batch)
     data = data_mod.load(device)
     split = data_mod.Split(data.train.x[: args.steps * args.batch], data.train.y[: args.steps * args.batch])
     # Every case timed first, then every case profiled: should the profiler fail or hang on this
@@ -321,7 +325,7 @@ def main() -> None:
         mine = [{"label": f"K={k} {optimizer} " + (f"batch norm {bn}" if bn else "no batch norm"), "k": k,
                  "optimizer": optimizer, "batch_norm": batch_norm, "bn": bn, "precision": "highest",
                  "update": default}
-                for bn in (("native", "reduce") if batch_norm else (None,))]  # fmt: skip
+                for bn in (tuple(kernels.BN_IMPLS) if batch_norm else (None,))]  # fmt: skip
         for case in mine:
             time_case(pack, split, case, args, peak)
         fastest = min(mine, key=lambda c: c["ms_per_step"])
@@ -330,7 +334,7 @@ def main() -> None:
             time_case(pack, split, tf32, args, peak)
             mine.append(tf32)
         if not args.no_compiled:  # last: the pack's update changes for good
-            label = f"{fastest['label']} compiled"
+            label = f"{fastest['label']}, compiled update"
             fused = {**fastest, "label": label, "update": "compiled", "against": fastest["label"]}
             time_case(pack, split, fused, args, peak)
             mine.append(fused)
@@ -361,16 +365,20 @@ def summary(cases: list[dict], args) -> None:
     of_peak = {c["label"]: c["of_peak"] for c in cases}
     epoch_steps = len(data_mod.batch_starts(TRAIN_SIZE, args.batch))
     say()
-    say("ms/step           no BN  BN native  BN reduce  reduce/native  BN's share: native reduce  "
-        "best BN: configs/h  of peak")  # fmt: skip
+    bns = tuple(kernels.BN_IMPLS)
+    say(f"ms/step          {'no BN':>8}" + "".join(f"{'BN ' + bn:>13}" for bn in bns)
+        + "".join(f"{bn + '/native':>16}" for bn in bns[1:]) + "  BN's share of the step, each"
+        + "  best BN: configs/h  of peak")  # fmt: skip
     for k in args.packs:
         for opt in ("adam", "sgd"):
             base = f"K={k} {opt} "
-            plain, nat, red = (ms[base + s] for s in ("no batch norm", "batch norm native", "batch norm reduce"))
-            per_hour = 3600 / (20 * epoch_steps * min(nat, red) / 1e3 / k)
-            best = max(of_peak[base + "batch norm native"], of_peak[base + "batch norm reduce"])
-            say(f"K={k:<4} {opt:<4} {plain:>10.3f} {nat:>10.3f} {red:>10.3f} {red / nat:>14.2f} "
-                f"{1 - plain / nat:>19.0%} {1 - plain / red:>6.0%} {per_hour:>19,.0f} {best:>8.1%}")  # fmt: skip
+            plain, by_bn = ms[base + "no batch norm"], [ms[f"{base}batch norm {bn}"] for bn in bns]
+            per_hour = 3600 / (20 * epoch_steps * min(by_bn) / 1e3 / k)
+            best = max(of_peak[f"{base}batch norm {bn}"] for bn in bns)
+            say(f"K={k:<4} {opt:<4} {plain:>12.3f}" + "".join(f"{t:>13.3f}" for t in by_bn)
+                + "".join(f"{t / by_bn[0]:>16.2f}" for t in by_bn[1:])
+                + "  " + " ".join(f"{1 - plain / t:>5.0%}" for t in by_bn).ljust(28)
+                + f"{per_hour:>19,.0f} {best:>8.1%}")  # fmt: skip
     for c in cases:
         if c["precision"] == "high" or c["update"] == "compiled":
             per_hour = 3600 / (20 * epoch_steps * c["ms_per_step"] / 1e3 / c["k"])

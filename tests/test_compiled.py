@@ -10,9 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fcn_sweep import compiled, packed
+from fcn_sweep import compiled, inductor, packed
 from fcn_sweep.compiled import CompiledUpdate
 from fcn_sweep.config import OPTIMIZERS
+from fcn_sweep.inductor import Compiled
 from fcn_sweep.optim import PackUpdate, zero_moments
 from fcn_sweep.packed import Pack
 from fcn_sweep.stacked import StackedUpdate
@@ -88,14 +89,18 @@ def test_a_compile_that_fails_leaves_the_pack_stepping_with_the_foreach_update(m
     def no_backend(gm, example_inputs):
         raise RuntimeError("Compiler: cc is not found")
 
-    monkeypatch.setattr(compiled, "_compiled", {})
-    monkeypatch.setattr(compiled, "compile_update", lambda fn: torch.compile(fn, fullgraph=True, backend=no_backend))
+    monkeypatch.setattr(inductor, "failed", None)
+    monkeypatch.setattr(compiled, "_COMPILED", {n: Compiled(fn) for n, fn in compiled.FORMULAS.items()})
+    monkeypatch.setattr(inductor, "compile_fn", lambda fn: torch.compile(fn, fullgraph=True, backend=no_backend))
     cfgs = mixed_members(8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, params, updates = stepped((StackedUpdate, CompiledUpdate), cfgs, [(8, 6, 5), (8, 6)], steps=4)
     said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(said) == 1 and said[0].startswith("compiling the update failed (BackendCompilerFailed"), said
-    assert "cc is not found" in said[0] and updates[CompiledUpdate].failed
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        "compiling compiled._adam failed (BackendCompilerFailed: RuntimeError: Compiler: cc is"
+    ), said
+    assert updates[CompiledUpdate].failed == inductor.failed != None  # noqa: E711
     for stacked, mine in zip(params[StackedUpdate], params[CompiledUpdate], strict=True):
         assert torch.equal(mine, stacked)

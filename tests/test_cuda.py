@@ -172,25 +172,27 @@ def test_a_schedule_keeps_the_captured_graph_on_the_device(device_data, monkeypa
         assert history_mismatch(e.history, g.history, tolerance(e.cfg)) == []
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_the_reduce_batch_norm_is_captured_and_trains_as_the_native_one_on_the_device(device_data, optimizer,
+@pytest.mark.parametrize(("optimizer", "impl"), [("sgd", "reduce"), ("adam", "reduce"), ("adam", "compiled")])
+def test_the_reduce_batch_norm_is_captured_and_trains_as_the_native_one_on_the_device(device_data, optimizer, impl,
                                                                                        monkeypatch):  # fmt: skip
-    """kernels.batch_norm_reduce on the device: a pack's step with it is captured (no host sync in it),
-    the captured step computes what the eager one does, and the runs agree with native batch norm's
+    """kernels.batch_norm_reduce on the device, and its compiled kernels (`compiled`, Triton on CUDA):
+    a pack's step with it is captured (no host sync in it), the captured step computes what the
+    eager one does, and the runs agree with native batch norm's
     as tests/test_kernels.py holds them on the CPU (rounding differs at every step: AS_RUNS for Adam,
     TIGHT for SGD unless a ReLU kink came first)."""
-    from fcn_sweep import kernels
+    from fcn_sweep import inductor, kernels
 
     from .test_kernels import bn_kinks
 
     cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True, dropout=0.2))
     native = fit_packed(cfgs, data=device_data, device=DEVICE)
-    monkeypatch.setattr(kernels, "BN_DEFAULT", "reduce")
+    monkeypatch.setattr(kernels, "BN_DEFAULT", impl)
     if DEVICE.type == "cuda":
         pack = Pack(cfgs, DEVICE)
         pack.train_epoch(device_data.train, lambda: False)
         assert pack.graphs.failed is None and pack.graphs.graph is not None
     reduce = fit_packed(cfgs, data=device_data, device=DEVICE)
+    assert inductor.failed is None, inductor.failed
     monkeypatch.setenv(EAGER_ENV, "1")
     eager = fit_packed(cfgs, data=device_data, device=DEVICE)
     kinks = None

@@ -97,16 +97,21 @@ def _norm(k: int, width: int, seed: int) -> kernels.Norm:
                         torch.empty(n), torch.empty(n))  # fmt: skip
 
 
+@pytest.mark.parametrize("impl", ["reduce", "compiled"])
 @pytest.mark.parametrize(("k", "width", "batch"), [(1, 8, 2), (3, 48, 32), (5, 256, 64), (2, 1024, 64)])
-def test_the_reduce_batch_norm_is_the_native_one(k, width, batch):
+def test_the_reduce_and_compiled_batch_norms_are_the_native_one(k, width, batch, impl):
     """Forward output, saved statistics, running statistics, and the gradients of z, gamma and beta
-    of `reduce` equal `native`'s to float rounding, in training and in evaluation."""
+    of `reduce` (and of `compiled`, Inductor's kernels of it) equal `native`'s to float rounding, in
+    training and in evaluation."""
+    from fcn_sweep import inductor
+
+    bn = kernels.BN_IMPLS[impl]
     torch.manual_seed(k * width + batch)
     z = 3 + 2 * torch.randn(k, width, batch)  # a mean away from 0 and a spread away from 1
     dy = torch.randn(k, width, batch)
     native, reduce = _norm(k, width, 7), _norm(k, width, 7)
     y_n, saved_n = kernels.batch_norm(z, native, True)
-    y_r, saved_r = kernels.batch_norm_reduce(z, reduce, True)
+    y_r, saved_r = bn.forward(z, reduce, True)
     close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # noqa: E731
     close(y_r, y_n)
     close(saved_r[0].view(-1), saved_n[0])
@@ -115,17 +120,19 @@ def test_the_reduce_batch_norm_is_the_native_one(k, width, batch):
     close(reduce.var, native.var)
     tape = lambda saved: kernels.Tape(z, z, y_n, y_n, None, saved)  # noqa: E731
     dz_n = kernels.batch_norm_backward(dy, tape(saved_n), native)
-    dz_r = kernels.batch_norm_reduce_backward(dy, tape(saved_r), reduce)
+    dz_r = bn.backward(dy, tape(saved_r), reduce)
     close(dz_r, dz_n)
     close(reduce.dgamma, native.dgamma)
     close(reduce.dbeta, native.dbeta)
     with torch.inference_mode():
-        close(kernels.batch_norm_reduce(z, reduce, False)[0], kernels.batch_norm(z, native, False)[0])
+        close(bn.forward(z, reduce, False)[0], kernels.batch_norm(z, native, False)[0])
+    assert inductor.failed is None
 
 
 @pytest.mark.usefixtures("one_thread")  # conftest.one_thread: the packed tests' own setting
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
-def test_a_pack_trained_with_the_reduce_batch_norm_is_the_native_pack(fashion, tiny, optimizer, monkeypatch):
+@pytest.mark.parametrize(("optimizer", "impl"), [("sgd", "reduce"), ("adam", "reduce"), ("rmsprop", "reduce"),
+                                                 ("adam", "compiled")])  # fmt: skip
+def test_a_pack_trained_with_the_reduce_batch_norm_is_the_native_pack(fashion, tiny, optimizer, impl, monkeypatch):
     """Whole runs of three members (seed, dropout, init, schedule differ). The two implementations
     round differently at every step, as a pack's and a run's products do on CUDA, so the contract is
     tests/test_cuda.py's there: SGD to tests/test_packed.py's TIGHT unless a ReLU kink came first
@@ -138,7 +145,7 @@ def test_a_pack_trained_with_the_reduce_batch_norm_is_the_native_pack(fashion, t
 
     cfgs = variants(replace(tiny, optimizer=optimizer, lr=LR[optimizer], batch_norm=True))
     native = fit_packed(cfgs, data=fashion)
-    monkeypatch.setattr(kernels, "BN_DEFAULT", "reduce")
+    monkeypatch.setattr(kernels, "BN_DEFAULT", impl)
     reduce = fit_packed(cfgs, data=fashion)
     noisy, kinks = optimizer != "sgd", None
     for k, (n, r) in enumerate(zip(native, reduce, strict=True)):

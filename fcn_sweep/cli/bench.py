@@ -13,7 +13,7 @@ from ..device import resolve_device
 from .common import UsageError
 
 # kernels.BN_IMPLS's names, written out: kernels imports torch, and a usage error need not wait for it
-BN_IMPLS = ("native", "reduce")
+BN_IMPLS = ("native", "reduce", "compiled")
 UPDATE_IMPLS = ("grouped", "stacked", "compiled")  # packed.UPDATE_IMPLS's, for the same reason
 
 
@@ -121,7 +121,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matmul-precision", default="highest", help="highest (fp32, default) or high (TF32 on a GPU)")
     p.add_argument(
         "--bn", choices=BN_IMPLS, default="native",
-        help="batch norm implementation of every pack, the estimate's included (default: native; kernels.py)",
+        help="batch norm implementation of every pack, the estimate's included (default: native; compiled: "
+        "reduce through torch.compile; kernels.py)",
     )  # fmt: skip
     p.add_argument(
         "--update", choices=UPDATE_IMPLS,

@@ -53,24 +53,30 @@ class Compiled:
 
     def run(self, eager: Callable[[], T], *args) -> T:
         """fn(*args), compiled; `eager()` (the same result by another route) if compiling fails."""
-        global failed
         if failed is None:
             import torch._dynamo  # what compiling raises, by whatever cause, and its limits
 
+            if self._compiled is None:
+                try:
+                    self._compiled = compile_fn(self.fn)
+                except RuntimeError as err:  # torch.compile on a Python it does not support
+                    self._give_up(err)
+                    return eager()
             config = torch._dynamo.config
             limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
             try:
-                if self._compiled is None:
-                    self._compiled = compile_fn(self.fn)
                 with config.patch(**{limit: max(RECOMPILE_LIMIT, getattr(config, limit))}):
                     return self._compiled(*args)
             except torch._dynamo.exc.TorchDynamoException as err:  # raised before any kernel ran
-                failed = _reason(err)
-                warnings.warn(
-                    f"compiling {self.fn.__module__.rsplit('.', 1)[-1]}.{self.fn.__name__} failed ({failed}); "
-                    "the update and batch norm run their "
-                    "eager versions from now on (same results, slower)",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                self._give_up(err)
         return eager()
+
+    def _give_up(self, err: BaseException) -> None:
+        global failed
+        failed = _reason(err)
+        warnings.warn(
+            f"compiling {self.fn.__module__.rsplit('.', 1)[-1]}.{self.fn.__name__} failed ({failed}); "
+            "the update and batch norm run their eager versions from now on (same results, slower)",
+            RuntimeWarning,
+            stacklevel=4,
+        )

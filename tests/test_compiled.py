@@ -18,7 +18,7 @@ from fcn_sweep.optim import PackUpdate, zero_moments
 from fcn_sweep.packed import Pack
 from fcn_sweep.stacked import StackedUpdate
 
-from .test_packed import LR, history_mismatch
+from .test_packed import LR, TIGHT, history_mismatch, variants
 from .test_stacked import mixed_members
 from .test_step_ops import BASE, ops_per_step
 
@@ -85,22 +85,69 @@ def test_a_pack_of_64_different_lrs_dispatches_what_a_pack_of_4_does_compiled():
     assert four < foreach, f"ops per step: compiled {four}, foreach {foreach}"
 
 
-def test_a_compile_that_fails_leaves_the_pack_stepping_with_the_foreach_update(monkeypatch):
-    def no_backend(gm, example_inputs):
-        raise RuntimeError("Compiler: cc is not found")
+def no_backend(gm, example_inputs):
+    raise RuntimeError("Compiler: cc is not found")
 
+
+def unsupported_python(fn):
+    raise RuntimeError("torch.compile is not supported on Python 3.99+")
+
+
+FAILURES = {  # how compiling fails -> the reason the warning gives
+    "no compiler": (
+        lambda fn: torch.compile(fn, fullgraph=True, backend=no_backend),
+        "(BackendCompilerFailed: RuntimeError: Compiler: cc is not found)",
+    ),
+    "unsupported python": (unsupported_python, "(RuntimeError: torch.compile is not supported on Python 3.99+)"),
+}
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_compile_that_fails_leaves_the_pack_stepping_with_the_foreach_update(monkeypatch, failure):
+    compile_fn, reason = FAILURES[failure]
     monkeypatch.setattr(inductor, "failed", None)
     monkeypatch.setattr(compiled, "_COMPILED", {n: Compiled(fn) for n, fn in compiled.FORMULAS.items()})
-    monkeypatch.setattr(inductor, "compile_fn", lambda fn: torch.compile(fn, fullgraph=True, backend=no_backend))
+    monkeypatch.setattr(inductor, "compile_fn", compile_fn)
     cfgs = mixed_members(8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, params, updates = stepped((StackedUpdate, CompiledUpdate), cfgs, [(8, 6, 5), (8, 6)], steps=4)
     said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(said) == 1, said
-    assert said[0].startswith(
-        "compiling compiled._adam failed (BackendCompilerFailed: RuntimeError: Compiler: cc is"
-    ), said
-    assert updates[CompiledUpdate].failed == inductor.failed != None  # noqa: E711
+    assert said[0].startswith(f"compiling compiled._adam failed {reason}"), said
+    assert inductor.failed and updates[CompiledUpdate].failed == inductor.failed
     for stacked, mine in zip(params[StackedUpdate], params[CompiledUpdate], strict=True):
         assert torch.equal(mine, stacked)
+
+
+def test_a_member_leaving_a_compiled_pack_leaves_the_others_as_they_were(fashion, tiny, monkeypatch):
+    """A member that diverges leaves after its epoch: the pack's tensors shrink to K=3 and the update
+    recompiles for them (dynamic shapes); the others train as they do in a pack without it."""
+    monkeypatch.setitem(packed.UPDATES, "cpu", CompiledUpdate)
+    healthy = [replace(c, epochs=3) for c in variants(replace(tiny, optimizer="sgd", lr=0.05))]
+    wild = replace(healthy[0], seed=9, lr=1.0e4, momentum=0.99, init="normal", init_std=10.0, dropout=0.0)
+    results = packed.fit_packed([healthy[0], wild, healthy[1], healthy[2]], data=fashion)
+    assert results[1].status == "diverged" and len(results[1].history) < 3
+    without = packed.fit_packed(healthy, data=fashion)
+    assert inductor.failed is None
+    for a, b in zip([results[0], *results[2:]], without, strict=True):
+        assert a.status == "finished" and len(a.history) == 3
+        assert history_mismatch(b.history, a.history, TIGHT) == []
+
+
+def test_once_compiling_has_failed_the_compiled_batch_norm_is_the_eager_reduce_one(monkeypatch):
+    from fcn_sweep import kernels
+
+    from .test_kernels import _norm
+
+    monkeypatch.setattr(inductor, "failed", "BackendCompilerFailed: RuntimeError: Compiler: cc is not found")
+    monkeypatch.setattr(kernels, "_BN_COMPILED", (Compiled(unsupported_python), Compiled(unsupported_python)))
+    z, dy = 3 + 2 * torch.randn(3, 48, 32), torch.randn(3, 48, 32)
+    outs = {}
+    for impl in ("reduce", "compiled"):
+        bn, norm = kernels.BN_IMPLS[impl], _norm(3, 48, 7)
+        y, saved = bn.forward(z, norm, True)
+        dz = bn.backward(dy, kernels.Tape(z, z, y, y, None, saved), norm)
+        outs[impl] = (y, *saved, dz, norm.mean, norm.var, norm.dgamma, norm.dbeta)
+    for a, b in zip(outs["reduce"], outs["compiled"], strict=True):
+        assert torch.equal(a, b)

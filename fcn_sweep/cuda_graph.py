@@ -114,7 +114,10 @@ class CapturedSteps:
 
     def _warm_up(self, step: Callable[[], None]) -> None:
         """This batch's real step, eagerly on a side stream: CUDA libraries allocate their workspaces
-        on first use, which a capture may not, and the optimizers try their kernels."""
+        on first use, which a capture may not, the optimizers try their kernels, and functions
+        compiled by torch.compile (inductor.py) compile here with the very arguments the capture
+        passes, so no guard fails and nothing compiles inside a capture (which torch cannot do:
+        pytorch/pytorch#131782)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fcn_sweep import packed
+from fcn_sweep.compiled import CompiledUpdate
 from fcn_sweep.config import OPTIMIZERS, RunConfig
 from fcn_sweep.cuda_graph import CapturedSteps
 from fcn_sweep.lifecycle import lifecycle
@@ -139,7 +140,7 @@ def train(cfgs, data, update, fail=None):
     return lifecycle(pack, cfgs, [None] * len(cfgs), data, lambda: False), pack.graphs
 
 
-@pytest.mark.parametrize(("update", "captures"), [(StackedUpdate, 1), (PackUpdate, 3)])
+@pytest.mark.parametrize(("update", "captures"), [(StackedUpdate, 1), (CompiledUpdate, 1), (PackUpdate, 3)])
 def test_a_new_epochs_lrs_keep_the_captured_step_with_the_stacked_update(fashion, tiny, update, captures):
     cfgs = [replace(tiny, epochs=3, schedule="cosine", seed=s, lr=1e-3 * (s + 1)) for s in range(2)]
     results, graphs = train(cfgs, fashion, update)

@@ -15,6 +15,9 @@
 #      time with the machine's start.
 # Usage: scripts/gpu_check.sh [--cpu]
 #   --cpu           the same steps on the CPU, smaller, to try the script on a machine without a GPU
+#   --only STEPS    only these steps (comma-separated names of the table's rows), e.g. to split the check
+#                   over two device calls of under 10 minutes each: --only cuda-tests,bench,measure, then
+#                   --only profile,agents,grid-dry-run,sweep-smoke,docker-repro
 #   PYTHON          interpreter with fcn_sweep importable (default: .venv/bin/python, else python3)
 #   FCN_SWEEP_DATA  folder with the four FashionMNIST IDX .gz files (default: what fcn_sweep finds)
 #   IMAGE           image for step 5 (default: fcn-sweep; built with scripts/docker_build.sh if absent)
@@ -24,15 +27,24 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
-usage() { echo "usage: $0 [--cpu]   (env: PYTHON FCN_SWEEP_DATA IMAGE DOCKER OUT; see its header)" >&2; }
-DEVICE=cuda
-case "${1:-}" in
-    "") ;;
-    --cpu) DEVICE=cpu ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage; exit 2 ;;
-esac
-[ $# -le 1 ] || { usage; exit 2; }
+usage() { echo "usage: $0 [--cpu] [--only STEP[,STEP...]]   (env: PYTHON FCN_SWEEP_DATA IMAGE DOCKER OUT; see its header)" >&2; }
+STEPS=" cuda-tests bench measure profile agents grid-dry-run sweep-smoke docker-repro "
+DEVICE=cuda ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cpu) DEVICE=cpu ;;
+        --only)
+            [ $# -ge 2 ] || { usage; exit 2; }
+            ONLY=" ${2//,/ } "
+            for name in $ONLY; do
+                [[ "$STEPS" == *" $name "* ]] || { echo "gpu_check: error: --only $name: no such step; the steps:$STEPS" >&2; exit 2; }
+            done
+            shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage; exit 2 ;;
+    esac
+    shift
+done
 
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -68,6 +80,10 @@ failed=0
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAME.log, record a row
     local name=$1 limit=$2 start rc
     shift 2
+    if [ -n "$ONLY" ] && [[ "$ONLY" != *" $name "* ]]; then
+        skip "$name" "not in --only"
+        return
+    fi
     echo "== $name: $*"
     start=$SECONDS
     if declare -F "$1" >/dev/null; then  # a function of this script: its commands carry their own limits
@@ -177,7 +193,9 @@ print(f"torch: bare {t_bare}, container {t_box}; metrics {'equal' if bare == box
 sys.exit(0 if bare == box else 1)
 EOF
 }
-if command -v "$DOCKER" >/dev/null && "$DOCKER" info >/dev/null 2>&1; then
+if [ -n "$ONLY" ] && [[ "$ONLY" != *" docker-repro "* ]]; then
+    skip docker-repro "not in --only"
+elif command -v "$DOCKER" >/dev/null && "$DOCKER" info >/dev/null 2>&1; then
     step docker-repro 0 docker_step
 else
     skip docker-repro "no Docker engine answers to '$DOCKER'"

@@ -78,3 +78,23 @@ def test_worker_count_runs_that_many_runs_per_worker_and_leaves(tmp_path):
     assert (counts["finished"], counts["pending"]) == (2, 3), (counts, proc.stderr)
     bad = cli("worker", url, "--count", "0")
     assert bad.returncode == 2 and "--count must be a positive integer" in bad.stderr
+
+
+def test_gpu_check_runs_only_the_steps_asked_for_and_refuses_a_step_it_does_not_have(tmp_path):
+    """`--only` splits the check over device calls of under 10 minutes each (docs/gpu.md); on the
+    CPU (`--cpu`) the step runs small."""
+    script = str(REPO / "scripts" / "gpu_check.sh")
+    proc = subprocess.run([script, "--only", "profile,smoke"], capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "--only smoke: no such step" in lines[0] and "sweep-smoke" in lines[0]
+    env = {**os.environ, "OUT": str(tmp_path / "out")}
+    proc = subprocess.run([script, "--cpu", "--only", "sweep-smoke"], capture_output=True, text=True, timeout=600,
+                          env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:1].isalpha() and "  " in line]
+    table = {row[0]: row[1] for row in rows}
+    assert table["sweep-smoke"] == "PASS", proc.stdout
+    assert {table[s] for s in ("cuda-tests", "bench", "profile", "grid-dry-run", "docker-repro")} == {"SKIP"}
+    runs = list((tmp_path / "out" / "sweep-smoke" / "runs").iterdir())
+    assert runs and all((run / "summary.json").is_file() for run in runs)

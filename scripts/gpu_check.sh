@@ -126,11 +126,10 @@ else
     skip bench "torchvision is not installed for $PYTHON (bench's tutorial loop uses it)"
 fi
 
-# What the bench does not measure: the memory bound and the stacked update. (TF32 beside fp32 was measured
+# What the bench does not measure: the memory bound and the updates (stacked, compiled, grouped). (TF32 beside fp32 was measured
 # on 2026-12-04, +10-11%: docs/gpu.md; gpu_profile.py times it again.)
-if [ "$DEVICE" = cuda ]; then
-    step measure 300 "$PYTHON" scripts/gpu_measure.py
-fi
+# On the CPU only the updates alone (the rest needs CUDA's memory statistics and graphs).
+step measure 300 "$PYTHON" scripts/gpu_measure.py --device "$DEVICE"
 
 # Where a captured step's GPU time goes, kernel by kernel, with batch norm's two implementations
 # side by side (issue 28); on the CPU tiny packs, one thread. Its output also in $OUT/gpu_profile.txt

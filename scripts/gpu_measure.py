@@ -8,12 +8,16 @@
    by the stacked one (stacked.StackedUpdate, what a CUDA pack uses) and the compiled one
    (compiled.CompiledUpdate, one Triton kernel per tensor): ms per step once captured, how many
    times each captured its graph over three epochs, and each against the stacked update.
-Usage: python scripts/gpu_measure.py [--device cuda:N]
+3. the update alone, no training around it, for Adam and SGD: each update kind's ms a step for a
+   pack whose members each have their own lr (K=512 on CUDA, 16 on a CPU), and each against the
+   stacked update.
+Usage: python scripts/gpu_measure.py [--device cuda:N | --device cpu]   (on a CPU only 3., one thread)
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -90,16 +94,55 @@ def continuous_lrs(device: torch.device, data: data_mod.FashionMNIST, k: int = 6
         print(f"{update.__name__}/StackedUpdate ms per step: {best[update] / best[StackedUpdate]:.2f}", flush=True)
 
 
+def updates_alone(device: torch.device, k: int, steps: int = 10) -> None:
+    """The update alone, no training around it: a pack of 784-1024-256-10 whose k members each have
+    their own lr, stepped by each update kind (grouped, stacked, compiled), Adam and SGD; ms a step
+    (the median of `steps`, after a first step that compiles) and each against the stacked update."""
+    shapes = [(k, 1024, 784), (k, 256, 1024), (k, 10, 256), (k, 1024, 1), (k, 256, 1), (k, 10, 1)]
+    for optimizer in ("adam", "sgd"):
+        cfgs = [RunConfig(optimizer=optimizer, lr=1e-3 * (1 + i / k)) for i in range(k)]
+        params = [torch.randn(s, device=device) for s in shapes]
+        grads = [torch.randn(s, device=device) for s in shapes]
+        ms: dict[str, float] = {}
+        for kind in (PackUpdate, StackedUpdate, CompiledUpdate):
+            update = kind(params, grads, cfgs)
+            t0 = time.perf_counter()
+            update.step()  # the compiled update compiles here
+            sync(device)
+            first = time.perf_counter() - t0
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                update.step()
+                sync(device)
+                times.append((time.perf_counter() - t0) * 1e3)
+            ms[kind.__name__] = statistics.median(times)
+            print(f"update alone, {optimizer}, K={k} of 784-1024-256-10, every lr its own, {device}: "
+                  f"{kind.__name__} {ms[kind.__name__]:.3f} ms (first step {first:.1f} s)", flush=True)  # fmt: skip
+        ratios = ", ".join(f"{name}/StackedUpdate {t / ms['StackedUpdate']:.2f}" for name, t in ms.items())
+        print(f"update alone, {optimizer}: {ratios}", flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     device = torch.device(p.parse_args().device)
+    if device.type == "cpu":  # one thread: two on a shared 2-core machine time noise (docs/speed.md)
+        torch.set_num_threads(1)
+        updates_alone(device, k=16)
+        return
     if device.type != "cuda" or not torch.cuda.is_available():
-        sys.exit(f"gpu_measure: error: needs a CUDA device, got {device} (torch.cuda.is_available() "
+        sys.exit(f"gpu_measure: error: needs a CUDA device or --device cpu, got {device} (torch.cuda.is_available() "
                  f"{torch.cuda.is_available()})")  # fmt: skip
     data = data_mod.load(device)
     footprint(device, data)
     continuous_lrs(device, data)
+    updates_alone(device, k=512)
 
 
 if __name__ == "__main__":

@@ -568,9 +568,13 @@ def test_a_hyperband_sweeps_report_and_status_read_right(hyperband_sweep, tmp_pa
     assert "Problems (diverged, crashed, or stopped for another reason): 0." in md
     cut = [r for r in stopped if r.epoch < 3]  # a stop that lands with the last epoch cut nothing
     assert f"Rests on the {COUNT - len(cut)} runs that trained their full 3 epochs" in md
-    assert f"Rests on all {COUNT} runs at epoch 1 (the first bracket)" in md
     study = load(sweep)
-    imp = {i.name: i for i in results_mod.analyse(study, [], []).early}
-    assert imp["lr"].binned and imp["lr"].log and len(imp["lr"].marginal) <= 8
+    early = results_mod.analyse(study, [], []).early
+    if cut:  # what every run had at the first bracket
+        assert f"Rests on all {COUNT} runs at epoch 1 (the first bracket)" in md
+        imp = {i.name: i for i in early}
+        assert imp["lr"].binned and imp["lr"].log and len(imp["lr"].marginal) <= 8
+    else:  # every stop landed with the last epoch (seen once in CI): a first bracket would repeat the full budget
+        assert "(the first bracket)" not in md and early == []
     for cell in param_cells(html, "leaderboard", study.swept):
         assert not ZERO.search(cell), cell

@@ -124,7 +124,7 @@ class Pack:
         a batch-norm implementation of `kernels.BN_IMPLS` (default `kernels.BN_DEFAULT`)."""
         check_packable(cfgs)
         self.device = torch.device(device)
-        self.update_kind = update or UPDATE_IMPLS[update_name(self.device.type)]
+        self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
         self.bn_name = bn or kernels.BN_DEFAULT
         self.bn = kernels.batch_norm_impl(self.bn_name)
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))

@@ -10,8 +10,8 @@ function of the trainer (compiled.py's updates, kernels.py's `compiled` batch no
 - shapes turn dynamic at the first recompile, so packs of other sizes and widths share kernels
   (dynamic from the start compiled 3x slower on the CPU);
 - torch's recompile limit (8 variants of a function, after which it runs the Python eagerly and
-  slowly) is raised to RECOMPILE_LIMIT while these functions run: a study's packs differ in layer
-  count, batch norm, weight decay on or off and K=1, and would spend 8 within one sweep;
+  slowly) is raised to RECOMPILE_LIMIT for the process at the first compile: a study's packs differ
+  in layer count, batch norm, weight decay on or off and K=1, and would spend 8 within one sweep;
 - if compiling fails (no compiler, an older torch that cannot trace the function), `failed` says
   why, one warning names it, and every compiled function of this process runs its eager twin from
   then on: the same arithmetic to float rounding, slower. An error while compiled kernels run (out
@@ -33,6 +33,13 @@ failed: str | None = None  # why compiling failed in this process; None while it
 
 def compile_fn(fn: Callable[..., T]) -> Callable[..., T]:
     """torch.compile as the trainer uses it (tests replace it to make compiling fail)."""
+    import torch._dynamo
+
+    # Once, for the process, rather than a config patch around every call of a step: torch reads
+    # the limit when a call misses its compiled variants.
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+    setattr(config, limit, max(RECOMPILE_LIMIT, getattr(config, limit)))
     return torch.compile(fn, fullgraph=True, dynamic=None)
 
 
@@ -54,19 +61,14 @@ class Compiled:
     def run(self, eager: Callable[[], T], *args) -> T:
         """fn(*args), compiled; `eager()` (the same result by another route) if compiling fails."""
         if failed is None:
-            import torch._dynamo  # what compiling raises, by whatever cause, and its limits
-
             if self._compiled is None:
                 try:
                     self._compiled = compile_fn(self.fn)
                 except RuntimeError as err:  # torch.compile on a Python it does not support
                     self._give_up(err)
                     return eager()
-            config = torch._dynamo.config
-            limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
             try:
-                with config.patch(**{limit: max(RECOMPILE_LIMIT, getattr(config, limit))}):
-                    return self._compiled(*args)
+                return self._compiled(*args)
             except torch._dynamo.exc.TorchDynamoException as err:  # raised before any kernel ran
                 self._give_up(err)
         return eager()

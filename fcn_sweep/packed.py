@@ -121,11 +121,11 @@ class Pack:
         self, cfgs: Sequence[RunConfig], device: torch.device | str, update: type | None = None, bn: str | None = None
     ):
         """`update`: one of UPDATE_IMPLS's, to choose against `UPDATES` (tests, the bench); `bn`:
-        a batch-norm implementation of `kernels.BN_IMPLS` (default `kernels.BN_DEFAULT`)."""
+        a batch-norm implementation of `kernels.BN_IMPLS` (default: the device's, `kernels.BN_DEFAULTS`)."""
         check_packable(cfgs)
         self.device = torch.device(device)
         self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
-        self.bn_name = bn or kernels.BN_DEFAULT
+        self.bn_name = bn or kernels.bn_name(self.device.type)
         self.bn = kernels.batch_norm_impl(self.bn_name)
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
         self.cfgs = [cfgs[i] for i in order]  # by slot

@@ -98,15 +98,22 @@ def test_bench_refuses_bad_arguments_with_exit_code_2_and_one_line():
 
 
 def test_the_bench_offers_every_batch_norm_of_the_kernels_and_puts_the_default_back():
-    from fcn_sweep import kernels
+    from fcn_sweep import kernels, packed
     from fcn_sweep.cli.bench import BN_IMPLS
 
     assert tuple(kernels.BN_IMPLS) == BN_IMPLS
-    with kernels.batch_norm_default("reduce"):
-        assert kernels.BN_DEFAULT == "reduce"
-    assert kernels.BN_DEFAULT == "native"
+    assert (kernels.bn_name("cpu"), kernels.bn_name("cuda")) == ("native", "native")
+    with kernels.batch_norm_default("cuda", "reduce"):
+        assert packed.Pack([RunConfig(hidden=(8,), batch_norm=True)], "cpu").bn_name == "native"
+        assert kernels.bn_name("cuda") == "reduce"
+    assert kernels.bn_name("cuda") == "native"
+    with kernels.batch_norm_default("cpu", "compiled"):
+        assert packed.Pack([RunConfig(hidden=(8,), batch_norm=True)], "cpu").bn is kernels.BN_IMPLS["compiled"]
+    with kernels.batch_norm_default("cpu", None):
+        assert kernels.bn_name("cpu") == "native"
+    assert kernels.bn_name("cpu") == "native"
     with pytest.raises(ValueError, match="expected one of native, reduce"):
-        kernels.batch_norm_default("fused").__enter__()
+        kernels.batch_norm_default("cpu", "fused").__enter__()
 
 
 def test_the_bench_offers_every_update_of_the_trainer_and_puts_the_default_back():

@@ -186,7 +186,7 @@ def test_the_reduce_batch_norm_is_captured_and_trains_as_the_native_one_on_the_d
 
     cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True, dropout=0.2))
     native = fit_packed(cfgs, data=device_data, device=DEVICE)
-    monkeypatch.setattr(kernels, "BN_DEFAULT", impl)
+    monkeypatch.setitem(kernels.BN_DEFAULTS, DEVICE.type, impl)
     if DEVICE.type == "cuda":
         pack = Pack(cfgs, DEVICE)
         pack.train_epoch(device_data.train, lambda: False)

@@ -47,14 +47,14 @@ def bench(
     data_dir: str | None = None,
     sweep_file: Path | None = GRID,
     precision: str = "highest",
-    bn: str = "native",
+    bn: str | None = None,
     update: str | None = None,
 ) -> list[str]:
     """The bench's lines; `bn`: the batch norm of kernels.BN_IMPLS every pack uses, `update`: the
-    update of packed.UPDATE_IMPLS (None: the device's default), the sweep estimate's calibration
-    included."""
-    with kernels.batch_norm_default(bn), packed.update_default(device.type, update):
-        update = packed.update_name(device.type)
+    update of packed.UPDATE_IMPLS (None: the device's default for either), the sweep estimate's
+    calibration included."""
+    with kernels.batch_norm_default(device.type, bn), packed.update_default(device.type, update):
+        bn, update = kernels.bn_name(device.type), packed.update_name(device.type)
         return _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn, update)
 
 

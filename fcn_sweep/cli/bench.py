@@ -120,9 +120,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep", metavar="FILE", help="sweep whose wall time to estimate (default: sweeps/grid.yaml)")
     p.add_argument("--matmul-precision", default="highest", help="highest (fp32, default) or high (TF32 on a GPU)")
     p.add_argument(
-        "--bn", choices=BN_IMPLS, default="native",
-        help="batch norm implementation of every pack, the estimate's included (default: native; compiled: "
-        "reduce through torch.compile; kernels.py)",
+        "--bn", choices=BN_IMPLS,
+        help="batch norm implementation of every pack, the estimate's included (default: the device's, native on "
+        "a CPU and a GPU; compiled: reduce through torch.compile; kernels.py)",
     )  # fmt: skip
     p.add_argument(
         "--update", choices=UPDATE_IMPLS,

@@ -190,37 +190,12 @@ BN_IMPLS = {
     "reduce": BatchNormImpl(batch_norm_reduce, batch_norm_reduce_backward),
     "compiled": BatchNormImpl(batch_norm_compiled, batch_norm_compiled_backward),
 }
-# device type -> the batch norm a pack uses unless told otherwise (packed.Pack's `bn`): one entry a
-# device, so that a GPU's measured winner (docs/gpu.md) need not change a CPU's, where `native` is
-# as fast as any.
-BN_DEFAULTS: dict[str, str] = {"cpu": "native", "cuda": "native"}
 
 
 def batch_norm_impl(name: str) -> BatchNormImpl:
     if name not in BN_IMPLS:
         raise ValueError(f"batch norm {name!r}: expected one of {', '.join(BN_IMPLS)}")
     return BN_IMPLS[name]
-
-
-def bn_name(device_type: str) -> str:
-    """The BN_IMPLS name of the batch norm a pack on `device_type` uses by default."""
-    return BN_DEFAULTS.get(device_type, "native")
-
-
-@contextmanager
-def batch_norm_default(device_type: str, name: str | None) -> Iterator[None]:
-    """Every pack made meanwhile on `device_type` (a bench's variants, a sweep estimate's
-    calibration) uses batch norm `name` unless told otherwise; None keeps the device's default."""
-    if name is not None:
-        batch_norm_impl(name)
-    before = dict(BN_DEFAULTS)
-    if name is not None:
-        BN_DEFAULTS[device_type] = name
-    try:
-        yield
-    finally:
-        BN_DEFAULTS.clear()
-        BN_DEFAULTS.update(before)
 
 
 def cross_entropy(logits: Tensor, y: Tensor, smoothing: Tensor | None, target_weight: Tensor) -> tuple[Tensor, Tensor]:

@@ -66,9 +66,13 @@ EAGER_ENV = "FCN_SWEEP_EAGER"
 # 3-4.5x a stacked update, docs/speed.md), per-member tensors where the step is a captured graph
 # whose kernel count and lrs should not depend on the members (stacked.py).
 UPDATES: dict[str, type] = {"cpu": PackUpdate, "cuda": StackedUpdate}
-# name -> a pack's update, for the bench and the profiler to choose (`update_default`); compiled.py
-# says why the compiled one is not yet a device's default.
+# name -> a pack's update, for the bench and the profiler to choose (`defaults`); compiled.py says
+# why the compiled one is not yet a device's default.
 UPDATE_IMPLS: dict[str, type] = {"grouped": PackUpdate, "stacked": StackedUpdate, "compiled": CompiledUpdate}
+# device type -> the batch norm of kernels.BN_IMPLS a pack uses: one entry a device, as for the
+# update, so that a GPU's measured winner (docs/gpu.md) need not change a CPU's, where `native` is
+# as fast as any.
+BN_DEFAULTS: dict[str, str] = {"cpu": "native", "cuda": "native"}
 
 
 def update_name(device_type: str) -> str:
@@ -77,20 +81,31 @@ def update_name(device_type: str) -> str:
     return next(name for name, impl in UPDATE_IMPLS.items() if impl is kind)
 
 
+def bn_name(device_type: str) -> str:
+    """The kernels.BN_IMPLS name of the batch norm a pack on `device_type` uses by default."""
+    return BN_DEFAULTS.get(device_type, "native")
+
+
 @contextmanager
-def update_default(device_type: str, name: str | None) -> Iterator[None]:
+def defaults(device_type: str, update: str | None = None, bn: str | None = None) -> Iterator[None]:
     """Every pack made meanwhile on `device_type` (a bench's variants, a sweep estimate's calibration)
-    steps with UPDATE_IMPLS[name] unless told otherwise; None keeps the device's default."""
-    if name is not None and name not in UPDATE_IMPLS:
-        raise ValueError(f"update {name!r}: expected one of {', '.join(UPDATE_IMPLS)}")
-    before = dict(UPDATES)
-    if name is not None:
-        UPDATES[device_type] = UPDATE_IMPLS[name]
+    steps with UPDATE_IMPLS[update] and batch norm `bn` unless told otherwise; None keeps the
+    device's default. Both tables are put back after."""
+    if update is not None and update not in UPDATE_IMPLS:
+        raise ValueError(f"update {update!r}: expected one of {', '.join(UPDATE_IMPLS)}")
+    if bn is not None:
+        kernels.batch_norm_impl(bn)  # the same check, kernels' message
+    before = dict(UPDATES), dict(BN_DEFAULTS)
+    if update is not None:
+        UPDATES[device_type] = UPDATE_IMPLS[update]
+    if bn is not None:
+        BN_DEFAULTS[device_type] = bn
     try:
         yield
     finally:
-        UPDATES.clear()
-        UPDATES.update(before)
+        for table, saved in zip((UPDATES, BN_DEFAULTS), before, strict=True):
+            table.clear()
+            table.update(saved)
 
 
 def pack_key(config: RunConfig | Mapping[str, Any]) -> str:
@@ -121,11 +136,11 @@ class Pack:
         self, cfgs: Sequence[RunConfig], device: torch.device | str, update: type | None = None, bn: str | None = None
     ):
         """`update`: one of UPDATE_IMPLS's, to choose against `UPDATES` (tests, the bench); `bn`:
-        a batch-norm implementation of `kernels.BN_IMPLS` (default: the device's, `kernels.BN_DEFAULTS`)."""
+        a batch-norm implementation of `kernels.BN_IMPLS` (default: the device's, `BN_DEFAULTS`)."""
         check_packable(cfgs)
         self.device = torch.device(device)
         self.update_kind = update or UPDATES.get(self.device.type, PackUpdate)
-        self.bn_name = bn or kernels.bn_name(self.device.type)
+        self.bn_name = bn or bn_name(self.device.type)
         self.bn = kernels.batch_norm_impl(self.bn_name)
         order = sorted(range(len(cfgs)), key=lambda i: (group_key(cfgs[i]), i))
         self.cfgs = [cfgs[i] for i in order]  # by slot

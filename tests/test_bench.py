@@ -102,18 +102,18 @@ def test_the_bench_offers_every_batch_norm_of_the_kernels_and_puts_the_default_b
     from fcn_sweep.cli.bench import BN_IMPLS
 
     assert tuple(kernels.BN_IMPLS) == BN_IMPLS
-    assert (kernels.bn_name("cpu"), kernels.bn_name("cuda")) == ("native", "native")
-    with kernels.batch_norm_default("cuda", "reduce"):
+    assert (packed.bn_name("cpu"), packed.bn_name("cuda")) == ("native", "native")
+    with packed.defaults("cuda", bn="reduce"):
         assert packed.Pack([RunConfig(hidden=(8,), batch_norm=True)], "cpu").bn_name == "native"
-        assert kernels.bn_name("cuda") == "reduce"
-    assert kernels.bn_name("cuda") == "native"
-    with kernels.batch_norm_default("cpu", "compiled"):
+        assert packed.bn_name("cuda") == "reduce"
+    assert packed.bn_name("cuda") == "native"
+    with packed.defaults("cpu", bn="compiled"):
         assert packed.Pack([RunConfig(hidden=(8,), batch_norm=True)], "cpu").bn is kernels.BN_IMPLS["compiled"]
-    with kernels.batch_norm_default("cpu", None):
-        assert kernels.bn_name("cpu") == "native"
-    assert kernels.bn_name("cpu") == "native"
+    with packed.defaults("cpu", bn=None):
+        assert packed.bn_name("cpu") == "native"
+    assert packed.bn_name("cpu") == "native"
     with pytest.raises(ValueError, match="expected one of native, reduce"):
-        kernels.batch_norm_default("cpu", "fused").__enter__()
+        packed.defaults("cpu", bn="fused").__enter__()
 
 
 def test_the_bench_offers_every_update_of_the_trainer_and_puts_the_default_back():
@@ -122,15 +122,15 @@ def test_the_bench_offers_every_update_of_the_trainer_and_puts_the_default_back(
 
     assert tuple(packed.UPDATE_IMPLS) == UPDATE_IMPLS
     assert (packed.update_name("cpu"), packed.update_name("cuda")) == ("grouped", "stacked")
-    with packed.update_default("cuda", "compiled"):
+    with packed.defaults("cuda", update="compiled"):
         assert packed.Pack([RunConfig(hidden=(8,))], "cpu").update_kind is packed.UPDATE_IMPLS["grouped"]
         assert packed.update_name("cuda") == "compiled"
     assert packed.update_name("cuda") == "stacked"
-    with packed.update_default("cpu", "stacked"):
+    with packed.defaults("cpu", update="stacked"):
         assert packed.Pack([RunConfig(hidden=(8,))], "cpu").update_kind is packed.UPDATE_IMPLS["stacked"]
     assert packed.update_name("cpu") == "grouped"
     with pytest.raises(ValueError, match="expected one of grouped, stacked, compiled"):
-        packed.update_default("cpu", "fused").__enter__()
+        packed.defaults("cpu", update="fused").__enter__()
 
 
 def test_pack_lists_parse_to_sorted_distinct_sizes():

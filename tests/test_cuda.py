@@ -180,13 +180,13 @@ def test_the_reduce_batch_norm_is_captured_and_trains_as_the_native_one_on_the_d
     eager one does, and the runs agree with native batch norm's
     as tests/test_kernels.py holds them on the CPU (rounding differs at every step: AS_RUNS for Adam,
     TIGHT for SGD unless a ReLU kink came first)."""
-    from fcn_sweep import inductor, kernels
+    from fcn_sweep import inductor, packed
 
     from .test_kernels import bn_kinks
 
     cfgs = variants(replace(TINY, optimizer=optimizer, lr=LR[optimizer], batch_norm=True, dropout=0.2))
     native = fit_packed(cfgs, data=device_data, device=DEVICE)
-    monkeypatch.setitem(kernels.BN_DEFAULTS, DEVICE.type, impl)
+    monkeypatch.setitem(packed.BN_DEFAULTS, DEVICE.type, impl)
     if DEVICE.type == "cuda":
         pack = Pack(cfgs, DEVICE)
         pack.train_epoch(device_data.train, lambda: False)
@@ -218,9 +218,9 @@ def test_the_compiled_update_is_captured_and_trains_as_the_stacked_one_on_the_de
                 weight_decay=1e-3 * s, schedule=("constant", "cosine")[s])
         for o in OPTIMIZERS for s in range(2)
     ]  # fmt: skip
-    with packed.update_default(DEVICE.type, "stacked"):
+    with packed.defaults(DEVICE.type, update="stacked"):
         stacked = fit_packed(cfgs, data=device_data, device=DEVICE)
-    with packed.update_default(DEVICE.type, "compiled"):
+    with packed.defaults(DEVICE.type, update="compiled"):
         pack = Pack(cfgs, DEVICE)
         pack.train_epoch(device_data.train, lambda: False)
         assert isinstance(pack.update, CompiledUpdate) and pack.update.failed is None, pack.update.failed

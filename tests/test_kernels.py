@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcn_sweep import kernels
+from fcn_sweep import kernels, packed
 from fcn_sweep.config import ACTIVATIONS, RunConfig
 from fcn_sweep.model import build_fcn
 from fcn_sweep.packed import Pack
@@ -145,7 +145,7 @@ def test_a_pack_trained_with_the_reduce_batch_norm_is_the_native_pack(fashion, t
 
     cfgs = variants(replace(tiny, optimizer=optimizer, lr=LR[optimizer], batch_norm=True))
     native = fit_packed(cfgs, data=fashion)
-    monkeypatch.setitem(kernels.BN_DEFAULTS, fashion.device.type, impl)
+    monkeypatch.setitem(packed.BN_DEFAULTS, fashion.device.type, impl)
     reduce = fit_packed(cfgs, data=fashion)
     noisy, kinks = optimizer != "sgd", None
     for k, (n, r) in enumerate(zip(native, reduce, strict=True)):
@@ -186,6 +186,6 @@ def bn_kinks(cfgs: list[RunConfig], data) -> set[int]:
 
 def test_a_pack_takes_a_batch_norm_by_name():
     assert Pack([CFG], "cpu", bn="reduce").bn is kernels.BN_IMPLS["reduce"]
-    assert Pack([CFG], "cpu").bn is kernels.BN_IMPLS[kernels.bn_name("cpu")] is kernels.BN_IMPLS["native"]
+    assert Pack([CFG], "cpu").bn is kernels.BN_IMPLS[packed.bn_name("cpu")] is kernels.BN_IMPLS["native"]
     with pytest.raises(ValueError, match="expected one of native, reduce"):
         Pack([CFG], "cpu", bn="fused")

@@ -53,8 +53,8 @@ def bench(
     """The bench's lines; `bn`: the batch norm of kernels.BN_IMPLS every pack uses, `update`: the
     update of packed.UPDATE_IMPLS (None: the device's default for either), the sweep estimate's
     calibration included."""
-    with kernels.batch_norm_default(device.type, bn), packed.update_default(device.type, update):
-        bn, update = kernels.bn_name(device.type), packed.update_name(device.type)
+    with packed.defaults(device.type, update, bn):
+        bn, update = packed.bn_name(device.type), packed.update_name(device.type)
         return _bench(device, steps, repeats, packs, hidden, epochs, data_dir, sweep_file, precision, bn, update)
 
 

@@ -77,10 +77,11 @@ echo "gpu_check: $info; python $("$PYTHON" -c 'import sys; print(sys.version.spl
 # --- steps: each one line in the table; SKIP names the missing tool ------------------------------
 rows=()
 failed=0
+wanted() { [ -z "$ONLY" ] || [[ "$ONLY" == *" $1 "* ]]; }  # wanted NAME: not left out by --only
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log to $OUT/NAME.log, record a row
     local name=$1 limit=$2 start rc
     shift 2
-    if [ -n "$ONLY" ] && [[ "$ONLY" != *" $name "* ]]; then
+    if ! wanted "$name"; then
         skip "$name" "not in --only"
         return
     fi
@@ -192,7 +193,7 @@ print(f"torch: bare {t_bare}, container {t_box}; metrics {'equal' if bare == box
 sys.exit(0 if bare == box else 1)
 EOF
 }
-if [ -n "$ONLY" ] && [[ "$ONLY" != *" docker-repro "* ]]; then
+if ! wanted docker-repro; then
     skip docker-repro "not in --only"
 elif command -v "$DOCKER" >/dev/null && "$DOCKER" info >/dev/null 2>&1; then
     step docker-repro 0 docker_step

@@ -364,6 +364,10 @@ def summary(cases: list[dict], args) -> None:
     default = update_name(args.device.type)
     of_peak = {c["label"]: c["of_peak"] for c in cases}
     epoch_steps = len(data_mod.batch_starts(TRAIN_SIZE, args.batch))
+
+    def configs_per_hour(ms_per_step: float, k: int) -> float:
+        return 3600 / (20 * epoch_steps * ms_per_step / 1e3 / k)
+
     say()
     bns = tuple(kernels.BN_IMPLS)
     say(f"ms/step          {'no BN':>8}" + "".join(f"{'BN ' + bn:>13}" for bn in bns)
@@ -373,7 +377,7 @@ def summary(cases: list[dict], args) -> None:
         for opt in ("adam", "sgd"):
             base = f"K={k} {opt} "
             plain, by_bn = ms[base + "no batch norm"], [ms[f"{base}batch norm {bn}"] for bn in bns]
-            per_hour = 3600 / (20 * epoch_steps * min(by_bn) / 1e3 / k)
+            per_hour = configs_per_hour(min(by_bn), k)
             best = max(of_peak[f"{base}batch norm {bn}"] for bn in bns)
             say(f"K={k:<4} {opt:<4} {plain:>12.3f}" + "".join(f"{t:>13.3f}" for t in by_bn)
                 + "".join(f"{t / by_bn[0]:>16.2f}" for t in by_bn[1:])
@@ -381,7 +385,7 @@ def summary(cases: list[dict], args) -> None:
                 + f"{per_hour:>19,.0f} {best:>8.1%}")  # fmt: skip
     for c in cases:
         if c["precision"] == "high" or c["update"] == "compiled":
-            per_hour = 3600 / (20 * epoch_steps * c["ms_per_step"] / 1e3 / c["k"])
+            per_hour = configs_per_hour(c["ms_per_step"], c["k"])
             ratio = c["ms_per_step"] / ms[c["against"]] if "against" in c else None
             against = f", {ratio:.2f}x the time of the {default} update's" if ratio else ""
             say(f"{c['label']}: {c['ms_per_step']:.3f} ms/step ({c['captured']}){against}, {per_hour:,.0f} configs/h, "
